@@ -1,0 +1,229 @@
+//! One event row, and the per-stage `Emitter` drivers use to make them. Context columns
+//! (phase, stage, driver) are shared `Arc<str>`s so emitting an event allocates nothing for
+//! them; `seq` is assigned by the sink so it is contiguous across concurrent stages.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::sink::EventSink;
+use crate::run::clock::Clock;
+
+/// A flat event. Column meanings are in `docs/events.md`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Event {
+    pub seq: u64,
+    /// Milliseconds since run start on the run clock (monotonic; virtual under the virtual clock).
+    pub t_ms: f64,
+    /// Wall-clock UTC, microseconds since the Unix epoch; written as RFC 3339 text.
+    #[serde(with = "ts_format")]
+    pub ts: i64,
+    pub phase: Arc<str>,
+    pub stage: Arc<str>,
+    pub driver: Arc<str>,
+    pub kind: Cow<'static, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Cow<'static, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_in: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_out: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i64>,
+    /// Anything else, as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attrs: Option<String>,
+}
+
+impl Event {
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    pub fn agent(mut self, agent: impl Into<Arc<str>>) -> Self {
+        self.agent = Some(agent.into());
+        self
+    }
+    pub fn ok(mut self, ok: bool) -> Self {
+        self.ok = Some(ok);
+        self
+    }
+    pub fn latency(self, d: Duration) -> Self {
+        self.latency_ms(d.as_secs_f64() * 1000.0)
+    }
+    /// Latency in ms, kept to microsecond precision (finer digits are timer noise).
+    pub fn latency_ms(mut self, ms: f64) -> Self {
+        self.latency_ms = Some(round_us(ms));
+        self
+    }
+    pub fn value(mut self, v: f64, unit: impl Into<Cow<'static, str>>) -> Self {
+        self.value = Some(v);
+        self.unit = Some(unit.into());
+        self
+    }
+    pub fn error(mut self, e: impl Into<String>) -> Self {
+        self.error = Some(e.into());
+        self
+    }
+    pub fn status(mut self, s: i64) -> Self {
+        self.status = Some(s);
+        self
+    }
+    pub fn bytes(mut self, b: i64) -> Self {
+        self.bytes = Some(b);
+        self
+    }
+    pub fn attrs(mut self, v: serde_json::Value) -> Self {
+        self.attrs = Some(v.to_string());
+        self
+    }
+}
+
+/// Milliseconds rounded to whole microseconds.
+pub fn round_us(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+/// Makes events for one stage: fills the context columns and the clock readings, counts what it
+/// sent (for progress), and hands events to the sink.
+#[derive(Clone)]
+pub struct Emitter {
+    sink: EventSink,
+    clock: Clock,
+    phase: Arc<str>,
+    stage: Arc<str>,
+    driver: Arc<str>,
+    count: Arc<AtomicU64>,
+}
+
+impl Emitter {
+    pub fn new(sink: EventSink, clock: Clock, phase: &str, stage: &str, driver: &str) -> Self {
+        Emitter {
+            sink,
+            clock,
+            phase: phase.into(),
+            stage: stage.into(),
+            driver: driver.into(),
+            count: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A new event of `kind`, stamped now.
+    pub fn event(&self, kind: impl Into<Cow<'static, str>>) -> Event {
+        Event {
+            t_ms: self.clock.elapsed_ms(),
+            ts: self.clock.wall_us(),
+            phase: Arc::clone(&self.phase),
+            stage: Arc::clone(&self.stage),
+            driver: Arc::clone(&self.driver),
+            kind: kind.into(),
+            ..Event::default()
+        }
+    }
+
+    pub fn emit(&self, ev: Event) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sink.send(ev);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}
+
+/// `ts` as RFC 3339 UTC with microseconds, e.g. `2026-11-22T11:53:00.123456Z`.
+pub mod ts_format {
+    use chrono::{DateTime, SecondsFormat};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::cell::RefCell;
+
+    thread_local! {
+        // Formatting the date part is the expensive bit; events come many per second.
+        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+
+    pub fn format(us: i64) -> String {
+        let secs = us.div_euclid(1_000_000);
+        let micros = us.rem_euclid(1_000_000);
+        LAST.with(|cell| {
+            let mut last = cell.borrow_mut();
+            if last.0 != secs {
+                let dt = DateTime::from_timestamp(secs, 0).unwrap_or_default();
+                last.1 = dt.to_rfc3339_opts(SecondsFormat::Secs, true).trim_end_matches('Z').to_string();
+                last.0 = secs;
+            }
+            format!("{}.{micros:06}Z", last.1)
+        })
+    }
+
+    pub fn parse(s: &str) -> Option<i64> {
+        DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp_micros())
+    }
+
+    pub fn serialize<S: Serializer>(us: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*us))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse(&s).ok_or_else(|| serde::de::Error::custom(format!("bad timestamp \"{s}\"")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ts_round_trips() {
+        let us = 1_795_000_000_123_456;
+        let s = ts_format::format(us);
+        assert!(s.ends_with(".123456Z"), "{s}");
+        assert_eq!(ts_format::parse(&s), Some(us));
+    }
+
+    #[test]
+    fn json_round_trip_keeps_every_column() {
+        let ev = Event {
+            seq: 3,
+            t_ms: 12.5,
+            ts: 1_795_000_000_000_001,
+            phase: "p".into(),
+            stage: "s".into(),
+            driver: "exec".into(),
+            kind: "exec".into(),
+            name: Some("n".into()),
+            ok: Some(false),
+            latency_ms: Some(1.25),
+            status: Some(2),
+            error: Some("boom".into()),
+            attrs: Some("{\"a\":1}".into()),
+            ..Event::default()
+        };
+        let line = serde_json::to_string(&ev).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), ev);
+    }
+}

@@ -1,0 +1,14 @@
+//! planrun: declarative test plans for agent fleets.
+//!
+//! The pipeline, one module each: `plan` (parse TOML or KDL into one model, resolve vars and
+//! profiles, validate) → `run` (schedule phases and stages, clock, checkpoints, progress) →
+//! `drivers` (each stage's work, producing events) → `events` (JSONL while running, Parquet at
+//! the end). `cli` maps the command line onto them; `diag` renders errors at file:line:col.
+
+pub mod cli;
+pub mod diag;
+pub mod drivers;
+pub mod events;
+pub mod exit;
+pub mod plan;
+pub mod run;

@@ -1,0 +1,272 @@
+//! The loading passes, in order: read → lower to a spanned tree → declare vars → apply the
+//! profile and `--set` → resolve load-time templates → deserialize the model and each stage's
+//! driver config → cross-checks (duplicate names). Problems are collected, not stopped at, so
+//! `planrun validate` shows every one it can find at once.
+
+use std::path::Path;
+
+use super::de::{DeError, from_node};
+use super::model::{AnalysisConfig, Meta, Phase, Plan, STAGE_COMMON_KEYS, Stage, StageCommon};
+use super::node::{self, Entry, Node, NodeKind, Table};
+use super::template::Resolver;
+use super::vars;
+use crate::diag::{Diag, Diags, Source, did_you_mean};
+use crate::drivers;
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub profile: Option<String>,
+    pub sets: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syntax {
+    Toml,
+    Kdl,
+}
+
+impl Syntax {
+    pub fn from_path(path: &Path) -> Option<Syntax> {
+        match path.extension()?.to_str()? {
+            "toml" => Some(Syntax::Toml),
+            "kdl" => Some(Syntax::Kdl),
+            _ => None,
+        }
+    }
+}
+
+const TOP_KEYS: &[&str] = &["plan", "vars", "profile", "phase", "analysis"];
+const PHASE_KEYS: &[&str] = &["name", "label", "description", "criteria", "stage"];
+
+/// Load a plan file; the returned `Source` is kept for later diagnostics (criteria checks).
+pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<(Plan, Source), Diags> {
+    let name = path.display().to_string();
+    let syntax = Syntax::from_path(path).ok_or_else(|| {
+        Diag::new(format!("{name}: unknown plan syntax")).help("plan files end in .toml or .kdl")
+    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Diag::new(format!("cannot read plan {name}: {e}")).help("check the path and that the file is readable UTF-8"))?;
+    let src = Source::new(name, text);
+    let plan = load_source(&src, syntax, opts)?;
+    Ok((plan, src))
+}
+
+pub fn load_str(name: &str, text: &str, syntax: Syntax, opts: &LoadOptions) -> Result<Plan, Diags> {
+    load_source(&Source::new(name, text), syntax, opts)
+}
+
+fn de_diag(e: DeError, src: &Source) -> Diag {
+    e.into_diag().in_source(src)
+}
+
+pub fn load_source(src: &Source, syntax: Syntax, opts: &LoadOptions) -> Result<Plan, Diags> {
+    let root = match syntax {
+        Syntax::Toml => node::from_toml(src)?,
+        Syntax::Kdl => node::from_kdl(src)?,
+    };
+    let mut diags = Vec::new();
+    let Some(top) = root.as_table() else {
+        return Err(Diag::new("a plan must be a table").at(src, root.span.clone()).into());
+    };
+    for e in &top.entries {
+        if !TOP_KEYS.contains(&e.key.as_str()) {
+            let mut d = Diag::new(format!("unknown top-level key `{}`", e.key)).at(src, e.key_span.clone());
+            d = match did_you_mean(&e.key, TOP_KEYS.iter().copied()) {
+                Some(s) => d.help(format!("did you mean `{s}`?")),
+                None => d.help(format!("a plan has: {}", TOP_KEYS.join(", "))),
+            };
+            diags.push(d);
+        }
+    }
+
+    // Vars, then the chosen profile, then --set.
+    let mut vars = match top.get("vars") {
+        Some(e) => match e.value.as_table() {
+            Some(t) => vars::declare(t, src, &mut diags),
+            None => {
+                diags.push(Diag::new("`vars` must be a table").at(src, e.value.span.clone()));
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let profiles = top.get("profile").map(|e| vars::profiles(&e.value, src, &mut diags)).unwrap_or_default();
+    let profile_names: Vec<String> = profiles.iter().map(|(n, _)| n.clone()).collect();
+    if let Some(want) = &opts.profile {
+        match profiles.iter().find(|(n, _)| n == want) {
+            Some((_, overlay)) => vars::apply_profile(&mut vars, overlay, src, &mut diags),
+            None => {
+                let mut d = Diag::new(format!("unknown profile `{want}`"));
+                d = match (did_you_mean(want, profile_names.iter().map(String::as_str)), profile_names.is_empty()) {
+                    (_, true) => d.help("this plan declares no profiles"),
+                    (Some(s), _) => d.help(format!("did you mean `{s}`? profiles: {}", profile_names.join(", "))),
+                    (None, _) => d.help(format!("profiles: {}", profile_names.join(", "))),
+                };
+                return Err(d.into());
+            }
+        }
+    }
+    if let Err(d) = vars::apply_sets(&mut vars, &opts.sets) {
+        return Err(d.into());
+    }
+    if !diags.is_empty() {
+        return Err(Diags(diags));
+    }
+
+    // Load-time templates see the final vars.
+    let var_map: serde_json::Map<String, serde_json::Value> = vars.iter().map(|(n, v)| (n.clone(), v.value.clone())).collect();
+    let resolver = Resolver::new(&var_map);
+    let mut resolved = Table::default();
+    for e in &top.entries {
+        let mut e = e.clone();
+        if matches!(e.key.as_str(), "plan" | "phase" | "analysis") {
+            resolver.resolve(&mut e.value, src, &mut diags);
+        }
+        resolved.entries.push(e);
+    }
+
+    let meta = match resolved.get("plan") {
+        Some(e) => from_node::<Meta>(&e.value).map_err(|err| diags.push(de_diag(err, src))).ok(),
+        None => {
+            diags.push(Diag::new("missing `[plan]` table").at(src, 0..0).help("add `[plan]` with at least `name = \"...\"`"));
+            None
+        }
+    };
+    let analysis = match resolved.get("analysis") {
+        Some(e) => from_node::<AnalysisConfig>(&e.value).map_err(|err| diags.push(de_diag(err, src))).unwrap_or_default(),
+        None => AnalysisConfig::default(),
+    };
+    let phases = match resolved.get("phase") {
+        Some(e) => items(&e.value).iter().filter_map(|n| phase(n, src, &mut diags)).collect(),
+        None => Vec::new(),
+    };
+    if let Some(meta) = &meta {
+        if phases.is_empty() && diags.is_empty() {
+            diags.push(Diag::new(format!("plan `{}` has no phases", meta.name)).help("add at least one `[[phase]]` with a `[[phase.stage]]`"));
+        }
+    }
+    check_unique_names(&resolved, src, &mut diags);
+
+    match meta {
+        Some(meta) if diags.is_empty() => Ok(Plan {
+            meta,
+            vars,
+            profiles: profile_names,
+            profile: opts.profile.clone(),
+            phases,
+            analysis,
+        }),
+        _ => Err(Diags(diags)),
+    }
+}
+
+/// One-or-many: a list's items, or the node itself.
+fn items(n: &Node) -> &[Node] {
+    match &n.kind {
+        NodeKind::List(items) => items,
+        _ => std::slice::from_ref(n),
+    }
+}
+
+fn split(table: &Table, keys: &[&str]) -> (Table, Table) {
+    let (a, b): (Vec<Entry>, Vec<Entry>) = table.entries.iter().cloned().partition(|e| keys.contains(&e.key.as_str()));
+    (Table { entries: a }, Table { entries: b })
+}
+
+fn phase(n: &Node, src: &Source, diags: &mut Vec<Diag>) -> Option<Phase> {
+    let Some(t) = n.as_table() else {
+        diags.push(Diag::new(format!("a phase must be a table, found {}", n.type_name())).at(src, n.span.clone()));
+        return None;
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Head {
+        name: String,
+        #[serde(default)]
+        label: Option<String>,
+        #[serde(default)]
+        description: Option<String>,
+        #[serde(default)]
+        criteria: Vec<super::Criterion>,
+    }
+    let (stage_part, head_part) = split(t, &["stage"]);
+    let head = match from_node::<Head>(&Node::new(n.span.clone(), NodeKind::Table(head_part))) {
+        Ok(h) => h,
+        Err(e) => {
+            diags.push(de_diag(e.widen_unknown_key(PHASE_KEYS), src));
+            return None;
+        }
+    };
+    let stages: Vec<Stage> = match stage_part.entries.first() {
+        Some(e) => items(&e.value).iter().filter_map(|s| stage(s, src, diags)).collect(),
+        None => {
+            diags.push(Diag::new(format!("phase `{}` has no stages", head.name)).at(src, n.span.clone()));
+            Vec::new()
+        }
+    };
+    Some(Phase { name: head.name, label: head.label, description: head.description, criteria: head.criteria, stages })
+}
+
+fn stage(n: &Node, src: &Source, diags: &mut Vec<Diag>) -> Option<Stage> {
+    let Some(t) = n.as_table() else {
+        diags.push(Diag::new(format!("a stage must be a table, found {}", n.type_name())).at(src, n.span.clone()));
+        return None;
+    };
+    let (common_part, driver_part) = split(t, STAGE_COMMON_KEYS);
+    let common = match from_node::<StageCommon>(&Node::new(n.span.clone(), NodeKind::Table(common_part))) {
+        Ok(c) => c,
+        Err(e) => {
+            diags.push(de_diag(e, src));
+            return None;
+        }
+    };
+    let driver_span = common.driver.span.clone().unwrap_or(n.span.clone());
+    let Some(spec) = drivers::find(&common.driver.value) else {
+        let names: Vec<&str> = drivers::DRIVERS.iter().map(|d| d.name).collect();
+        let mut d = Diag::new(format!("unknown driver `{}`", common.driver.value)).at(src, driver_span);
+        d = match did_you_mean(&common.driver.value, names.iter().copied()) {
+            Some(s) => d.help(format!("did you mean `{s}`? drivers: {}", names.join(", "))),
+            None => d.help(format!("drivers: {}", names.join(", "))),
+        };
+        diags.push(d);
+        return None;
+    };
+    match (spec.parse)(&Node::new(n.span.clone(), NodeKind::Table(driver_part))) {
+        Ok(driver) => match driver.check(&common) {
+            Ok(()) => Some(Stage { common, driver }),
+            Err(msg) => {
+                diags.push(Diag::new(format!("stage `{}`: {msg}", common.name)).at(src, n.span.clone()));
+                None
+            }
+        },
+        Err(e) => {
+            let mut d = de_diag(e.widen_unknown_key(STAGE_COMMON_KEYS), src);
+            d.message = format!("stage `{}` ({} driver): {}", common.name, spec.name, d.message);
+            diags.push(d);
+            None
+        }
+    }
+}
+
+/// Phase names are unique in a plan, stage names unique in a phase: resume and reports key on them.
+fn check_unique_names(top: &Table, src: &Source, diags: &mut Vec<Diag>) {
+    let Some(phases) = top.get("phase") else { return };
+    let name_of = |n: &Node| n.as_table().and_then(|t| t.get("name")).map(|e| (e.value.as_str().unwrap_or("").to_string(), e.value.span.clone()));
+    let mut seen_phases = std::collections::HashSet::new();
+    for p in items(&phases.value) {
+        if let Some((name, span)) = name_of(p) {
+            if !seen_phases.insert(name.clone()) {
+                diags.push(Diag::new(format!("phase name `{name}` is used twice")).at(src, span).help("phase names must be unique in a plan"));
+            }
+        }
+        let Some(stages) = p.as_table().and_then(|t| t.get("stage")) else { continue };
+        let mut seen = std::collections::HashSet::new();
+        for s in items(&stages.value) {
+            if let Some((name, span)) = name_of(s) {
+                if !seen.insert(name.clone()) {
+                    diags.push(Diag::new(format!("stage name `{name}` is used twice in this phase")).at(src, span));
+                }
+            }
+        }
+    }
+}

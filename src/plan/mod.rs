@@ -1,0 +1,17 @@
+//! Plans: two syntaxes (TOML, KDL v2) lowered to one spanned tree (`node`), vars and profiles
+//! applied (`vars`), load-time templates resolved (`template`), then deserialized into the typed
+//! model (`model`) with errors at file:line:col (`de`). `load` runs those passes in order.
+
+pub mod de;
+pub mod duration;
+pub mod load;
+pub mod model;
+pub mod node;
+pub mod spanned;
+pub mod template;
+pub mod vars;
+
+pub use duration::Dur;
+pub use load::{LoadOptions, load_file, load_str};
+pub use model::{ClockKind, Criterion, Phase, Plan, Scope, Stage};
+pub use spanned::Spanned;

@@ -1,0 +1,299 @@
+//! The typed plan model every later pass works on: metadata, typed vars, phases of stages, each
+//! stage's driver already parsed into its own config type. Two syntaxes load into these same
+//! types; `Plan::canonical` is the syntax-free form used to compare them and to write
+//! `plan.resolved.toml`. Loading and validation live in `load`; this file only defines shapes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::Dur;
+use super::spanned::Spanned;
+use super::vars::Var;
+use crate::drivers::Driver;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockKind {
+    #[default]
+    Real,
+    Virtual,
+}
+
+/// The `[plan]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub clock: ClockKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub criteria: Vec<Criterion>,
+    /// Confidence at or above which the run passes (0–1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_threshold: Option<f64>,
+    /// Relative change counted as a regression against a baseline run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression_tolerance: Option<f64>,
+}
+
+/// An acceptance criterion: a bare string, or a table with options.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Criterion {
+    pub check: Spanned<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub abort: bool,
+    #[serde(skip_serializing_if = "is_one")]
+    pub weight: f64,
+}
+
+fn is_one(w: &f64) -> bool {
+    *w == 1.0
+}
+
+impl<'de> Deserialize<'de> for Criterion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            check: Spanned<String>,
+            #[serde(default)]
+            optional: bool,
+            #[serde(default)]
+            abort: bool,
+            #[serde(default = "one")]
+            weight: f64,
+        }
+        fn one() -> f64 {
+            1.0
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Short(Spanned<String>),
+            Full(Full),
+        }
+        // `untagged` hides the inner error; try the table form's error when both fail.
+        let form = Form::deserialize(d)?;
+        Ok(match form {
+            Form::Short(check) => Criterion { check, optional: false, abort: false, weight: 1.0 },
+            Form::Full(f) => Criterion { check: f.check, optional: f.optional, abort: f.abort, weight: f.weight },
+        })
+    }
+}
+
+/// Optional analysis settings: extra SQL queries to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Phase {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub criteria: Vec<Criterion>,
+    #[serde(rename = "stage")]
+    pub stages: Vec<Stage>,
+}
+
+/// Fields every stage has, whatever its driver. Everything else in a stage table belongs to
+/// the driver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageCommon {
+    pub name: String,
+    pub driver: Spanned<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    #[serde(default = "one_u32", skip_serializing_if = "is_one_u32")]
+    pub repeat: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_failure: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub criteria: Vec<Criterion>,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+fn is_one_u32(n: &u32) -> bool {
+    *n == 1
+}
+
+pub const STAGE_COMMON_KEYS: &[&str] = &[
+    "name",
+    "driver",
+    "description",
+    "duration",
+    "timeout",
+    "repeat",
+    "pause",
+    "parallel",
+    "continue_on_failure",
+    "criteria",
+];
+
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub common: StageCommon,
+    pub driver: Arc<dyn Driver>,
+}
+
+impl Stage {
+    pub fn name(&self) -> &str {
+        &self.common.name
+    }
+
+    pub fn driver_name(&self) -> &str {
+        &self.common.driver.value
+    }
+
+    /// Common fields and driver fields in one flat table, as written in a plan.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.common).unwrap_or_default();
+        if let (Some(obj), serde_json::Value::Object(cfg)) = (v.as_object_mut(), self.driver.config()) {
+            obj.extend(cfg);
+        }
+        v
+    }
+}
+
+impl PartialEq for Stage {
+    fn eq(&self, other: &Self) -> bool {
+        self.common == other.common && self.driver.config() == other.driver.config()
+    }
+}
+
+impl Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub meta: Meta,
+    /// Vars after profile and `--set` overrides, in declaration order.
+    pub vars: Vec<(String, Var)>,
+    /// Profile names the plan declares (the chosen one is already applied to `vars`).
+    pub profiles: Vec<String>,
+    pub profile: Option<String>,
+    pub phases: Vec<Phase>,
+    pub analysis: AnalysisConfig,
+}
+
+impl Plan {
+    pub fn stages(&self) -> impl Iterator<Item = (&Phase, &Stage)> {
+        self.phases.iter().flat_map(|p| p.stages.iter().map(move |s| (p, s)))
+    }
+
+    pub fn var(&self, name: &str) -> Option<&Var> {
+        self.vars.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Syntax-free form: equal for a TOML plan and its KDL twin, and what `plan.resolved.toml`
+    /// holds. Templates are resolved and the chosen profile is applied, so the resolved plan
+    /// declares no profiles.
+    pub fn canonical(&self) -> serde_json::Value {
+        let vars: serde_json::Map<_, _> = self.vars.iter().map(|(n, v)| (n.clone(), v.to_json())).collect();
+        let mut out = serde_json::json!({
+            "plan": self.meta,
+            "vars": vars,
+            "phase": self.phases,
+        });
+        if !self.analysis.queries.is_empty() {
+            out["analysis"] = serde_json::to_value(&self.analysis).unwrap_or_default();
+        }
+        out
+    }
+
+    /// All criteria with their scope, in plan order: plan, then each phase, then its stages.
+    pub fn criteria(&self) -> Vec<(Scope, &Criterion)> {
+        let mut out: Vec<(Scope, &Criterion)> = self.meta.criteria.iter().map(|c| (Scope::Plan, c)).collect();
+        for p in &self.phases {
+            out.extend(p.criteria.iter().map(|c| (Scope::Phase(p.name.clone()), c)));
+            for s in &p.stages {
+                let scope = Scope::Stage(p.name.clone(), s.name().to_string());
+                out.extend(s.common.criteria.iter().map(|c| (scope.clone(), c)));
+            }
+        }
+        out
+    }
+
+    /// Total plan time of stages with a known duration (unscaled), for ETAs and `plan show`.
+    pub fn expected_duration(&self) -> std::time::Duration {
+        let mut total = std::time::Duration::ZERO;
+        for p in &self.phases {
+            let mut groups: BTreeMap<&str, std::time::Duration> = BTreeMap::new();
+            for s in &p.stages {
+                let d = s.expected_duration();
+                match &s.common.parallel {
+                    Some(g) => {
+                        let e = groups.entry(g.as_str()).or_default();
+                        *e = (*e).max(d);
+                    }
+                    None => total += d,
+                }
+            }
+            total += groups.values().copied().sum::<std::time::Duration>();
+        }
+        total
+    }
+}
+
+impl Stage {
+    /// Plan time this stage is expected to take: its duration times its repeats, plus pauses.
+    pub fn expected_duration(&self) -> std::time::Duration {
+        let one = self.common.duration.map(|d| d.0).unwrap_or_default();
+        let pause = self.common.pause.map(|d| d.0).unwrap_or_default();
+        let n = self.common.repeat.max(1);
+        one * n + pause * (n - 1)
+    }
+}
+
+/// Where a criterion applies.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Plan,
+    Phase(String),
+    Stage(String, String),
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Plan => f.write_str("plan"),
+            Scope::Phase(p) => write!(f, "{p}"),
+            Scope::Stage(p, s) => write!(f, "{p}/{s}"),
+        }
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}

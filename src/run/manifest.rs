@@ -1,0 +1,142 @@
+//! `manifest.json`: what a run was (plan, hash, vars, profile, args, version, host) and where it
+//! stands (status of each stage, the checkpoint `resume` continues from). Rewritten atomically
+//! (temp file + rename) after every step, so a crash leaves the last good manifest.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::drivers::Status;
+use crate::events::sink::Position;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    Interrupted,
+    Error,
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Host {
+    pub os: String,
+    pub kernel: String,
+    pub hostname: String,
+    pub cpus: usize,
+    pub memory_bytes: u64,
+}
+
+impl Host {
+    pub fn detect() -> Host {
+        let memory_bytes = sysinfo::System::new()
+            .map(|mut sys| {
+                sys.refresh_memory();
+                sys.total_memory()
+            })
+            .unwrap_or(0);
+        Host {
+            os: sysinfo::System::long_os_version().unwrap_or_else(|_| std::env::consts::OS.to_string()),
+            kernel: sysinfo::System::kernel_version().unwrap_or_default(),
+            hostname: sysinfo::System::host_name().unwrap_or_default(),
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            memory_bytes,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub phase: String,
+    pub stage: String,
+    pub driver: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t_start_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t_end_ms: Option<f64>,
+    #[serde(default)]
+    pub events: u64,
+}
+
+/// The point a resumed run continues from: every step before `next_step` is complete and its
+/// events end at `position`.
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct Checkpoint {
+    pub next_step: usize,
+    pub position: Position,
+    pub t_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlanInfo {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub planrun_version: String,
+    pub plan: PlanInfo,
+    pub profile: Option<String>,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    pub args: Vec<String>,
+    pub seed: u64,
+    pub time_scale: f64,
+    pub clock: String,
+    pub host: Host,
+    pub status: RunStatus,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub stages: Vec<StageRecord>,
+    pub checkpoint: Checkpoint,
+    /// Number of times this run was resumed.
+    #[serde(default)]
+    pub resumes: u32,
+}
+
+impl Manifest {
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join("manifest.json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text + "\n")?;
+        std::fs::rename(&tmp, dir.join("manifest.json"))
+    }
+
+    pub fn read(dir: &Path) -> Result<Manifest, String> {
+        let p = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a planrun manifest: {e}", p.display()))
+    }
+
+    pub fn stage_mut(&mut self, phase: &str, stage: &str) -> Option<&mut StageRecord> {
+        self.stages.iter_mut().find(|s| s.phase == phase && s.stage == stage)
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,268 @@
+//! The scheduler: phases in order, stages in order, consecutive stages sharing a `parallel`
+//! group run together as one *step*. It owns repeats, pauses, stage timeouts,
+//! `continue_on_failure`, cancellation (Ctrl-C), the stage lifecycle events, and the manifest
+//! checkpoint written after each step. Drivers only ever see one iteration at a time.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::clock::Clock;
+use super::manifest::{Checkpoint, Manifest, RunStatus, now_rfc3339};
+use super::progress::Progress;
+use crate::drivers::{Outcome, StageContext, Status};
+use crate::events::{Emitter, EventSink};
+use crate::plan::Plan;
+
+/// How long a driver gets to stop after it was told to (timeout or Ctrl-C) before the runner
+/// gives up on it and moves on.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Indexes of the stages that run together, as (phase, stage).
+pub type Step = Vec<(usize, usize)>;
+
+pub fn steps(plan: &Plan) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    for (pi, phase) in plan.phases.iter().enumerate() {
+        let mut prev_group: Option<&str> = None;
+        for (si, stage) in phase.stages.iter().enumerate() {
+            let group = stage.common.parallel.as_deref();
+            match (group, prev_group) {
+                (Some(g), Some(p)) if g == p => {
+                    if let Some(last) = out.last_mut() {
+                        last.push((pi, si));
+                    }
+                }
+                _ => out.push(vec![(pi, si)]),
+            }
+            prev_group = group;
+        }
+    }
+    out
+}
+
+pub struct Runner {
+    pub plan: Arc<Plan>,
+    pub dir: PathBuf,
+    pub manifest: Mutex<Manifest>,
+    pub sink: EventSink,
+    pub clock: Clock,
+    pub progress: Arc<Progress>,
+    pub cancel: CancellationToken,
+    pub seed: u64,
+}
+
+/// FNV-1a: a stable hash for deriving per-stage seeds (std's hasher may change between Rust
+/// versions, which would change seeded runs).
+pub fn derive_seed(seed: u64, parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Runner {
+    /// Run steps from the manifest's checkpoint on; returns the run's final status.
+    pub async fn run(&self) -> RunStatus {
+        let all = steps(&self.plan);
+        let start = self.manifest().checkpoint.next_step;
+        let already: u64 = all[..start.min(all.len())].iter().map(|s| s.len() as u64).sum();
+        self.progress.skip(already);
+        let mut failed = false;
+        for (i, step) in all.iter().enumerate().skip(start) {
+            if self.cancel.is_cancelled() {
+                return RunStatus::Interrupted;
+            }
+            if failed {
+                self.mark_skipped(step);
+                continue;
+            }
+            let outcomes = futures::future::join_all(step.iter().map(|&(pi, si)| self.run_stage(pi, si))).await;
+            let mut step_failed = false;
+            let mut interrupted = false;
+            for (&(pi, si), outcome) in step.iter().zip(&outcomes) {
+                let stage = &self.plan.phases[pi].stages[si];
+                match outcome.status {
+                    Status::Interrupted => interrupted = true,
+                    s if !s.is_success() && !stage.common.continue_on_failure => step_failed = true,
+                    _ => {}
+                }
+            }
+            if interrupted || self.cancel.is_cancelled() {
+                // The step is redone on resume: its stages go back to pending, and the events
+                // it wrote after the last checkpoint are set aside by `resume`.
+                for &(pi, si) in step {
+                    let (p, s) = self.names(pi, si);
+                    if let Some(r) = self.manifest().stage_mut(&p, &s) {
+                        r.status = Status::Interrupted;
+                    }
+                }
+                self.save();
+                return RunStatus::Interrupted;
+            }
+            match self.sink.flush() {
+                Ok(position) => {
+                    self.manifest().checkpoint = Checkpoint { next_step: i + 1, position, t_ms: self.clock.elapsed_ms() };
+                }
+                Err(e) => {
+                    self.manifest().message = Some(e);
+                    self.save();
+                    return RunStatus::Error;
+                }
+            }
+            self.save();
+            if step_failed {
+                failed = true;
+            }
+        }
+        let m = self.manifest();
+        if m.stages.iter().any(|s| s.status == Status::Error) {
+            RunStatus::Error
+        } else if failed || m.stages.iter().any(|s| !s.status.is_success()) {
+            RunStatus::Failed
+        } else {
+            RunStatus::Completed
+        }
+    }
+
+    fn names(&self, pi: usize, si: usize) -> (String, String) {
+        let phase = &self.plan.phases[pi];
+        (phase.name.clone(), phase.stages[si].name().to_string())
+    }
+
+    /// The manifest, shared by the stages of a step that finish concurrently.
+    pub fn manifest(&self) -> MutexGuard<'_, Manifest> {
+        self.manifest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn save(&self) {
+        let m = self.manifest().clone();
+        if let Err(e) = m.write(&self.dir) {
+            self.progress.line(&format!("warning: cannot write manifest.json: {e}"));
+        }
+    }
+
+    fn mark_skipped(&self, step: &Step) {
+        for &(pi, si) in step {
+            let (p, s) = self.names(pi, si);
+            if let Some(r) = self.manifest().stage_mut(&p, &s) {
+                r.status = Status::Skipped;
+                r.message = Some("an earlier stage failed".into());
+            }
+            self.progress.skip(1);
+            self.progress.line(&format!("stage {p}/{s} skipped: an earlier stage failed"));
+        }
+        self.save();
+    }
+
+    async fn run_stage(&self, pi: usize, si: usize) -> Outcome {
+        let phase = &self.plan.phases[pi];
+        let stage = &phase.stages[si];
+        let key = format!("{}/{}", phase.name, stage.name());
+        let emitter = Emitter::new(self.sink.clone(), self.clock.clone(), &phase.name, stage.name(), stage.driver_name());
+        let expected = Some(stage.expected_duration()).filter(|d| !d.is_zero()).map(|d| self.clock.scaled(d));
+        self.progress.stage_started(&key, &emitter, expected);
+        let t_start = self.clock.elapsed_ms();
+        let started_at = now_rfc3339();
+        emitter.emit(emitter.event("stage").name("start"));
+
+        let stage_cancel = self.cancel.child_token();
+        let seed = derive_seed(self.seed, &[&phase.name, stage.name()]);
+        let body = async {
+            let repeat = stage.common.repeat.max(1);
+            for iteration in 0..repeat {
+                let ctx = StageContext {
+                    clock: self.clock.clone(),
+                    cancel: stage_cancel.clone(),
+                    events: emitter.clone(),
+                    phase: phase.name.clone(),
+                    stage: stage.name().to_string(),
+                    duration: stage.common.duration.map(|d| d.0),
+                    iteration,
+                    seed: derive_seed(seed, &[&iteration.to_string()]),
+                    run_dir: self.dir.clone(),
+                };
+                let outcome = stage.driver.run(&ctx).await;
+                if !outcome.status.is_success() {
+                    return outcome;
+                }
+                if let (Some(pause), true) = (stage.common.pause, iteration + 1 < repeat) {
+                    tokio::select! {
+                        _ = self.clock.sleep(pause.0) => {}
+                        _ = stage_cancel.cancelled() => return Outcome::with(Status::Interrupted, "interrupted"),
+                    }
+                }
+            }
+            Outcome::passed()
+        };
+        tokio::pin!(body);
+        let limit = async {
+            match stage.common.timeout {
+                Some(t) => self.clock.sleep(t.0).await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut outcome = tokio::select! {
+            o = &mut body => o,
+            _ = limit => {
+                stage_cancel.cancel();
+                let t = stage.common.timeout.unwrap_or_default();
+                self.wait_stopped(&mut body).await;
+                Outcome::with(Status::TimedOut, format!("stage timed out after {t}"))
+            }
+            _ = self.cancel.cancelled() => {
+                self.wait_stopped(&mut body).await;
+                Outcome::with(Status::Interrupted, "interrupted")
+            }
+        };
+        if self.cancel.is_cancelled() {
+            outcome = Outcome::with(Status::Interrupted, "interrupted");
+        }
+        let t_end = self.clock.elapsed_ms();
+        let mut end = emitter.event("stage").name("end").ok(outcome.status.is_success()).latency_ms(t_end - t_start);
+        end = end.attrs(serde_json::json!({ "status": outcome.status.as_str() }));
+        if let Some(m) = &outcome.message {
+            end = end.error(m.clone());
+        }
+        emitter.emit(end);
+        self.progress.stage_finished(&key, outcome.status.as_str(), outcome.message.as_deref(), emitter.count());
+        // Record the stage (the checkpoint itself moves only when the whole step is done).
+        let record = super::manifest::StageRecord {
+            phase: phase.name.clone(),
+            stage: stage.name().to_string(),
+            driver: stage.driver_name().to_string(),
+            status: outcome.status,
+            message: outcome.message.clone(),
+            started_at: Some(started_at),
+            ended_at: Some(now_rfc3339()),
+            t_start_ms: Some(t_start),
+            t_end_ms: Some(t_end),
+            events: emitter.count(),
+        };
+        self.record(record);
+        outcome
+    }
+
+    /// Wait (bounded) for a cancelled stage body to return.
+    async fn wait_stopped<F: std::future::Future<Output = Outcome> + Unpin>(&self, body: &mut F) {
+        tokio::select! {
+            _ = body => {}
+            _ = self.clock.sleep_unscaled(STOP_GRACE) => {
+                self.progress.line("warning: a stage did not stop within 30s of being told to; moving on");
+            }
+        }
+    }
+
+    fn record(&self, rec: super::manifest::StageRecord) {
+        if let Some(r) = self.manifest().stage_mut(&rec.phase, &rec.stage) {
+            *r = rec;
+        }
+        self.save();
+    }
+}
