@@ -75,7 +75,7 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
-        Self::custom(format!("wrong type: expected {exp}, found {}", describe(unexp)))
+        Self::custom(format!("wrong type: expected {}, found {}", plain_expected(exp), describe(unexp)))
     }
 
     fn invalid_value(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
@@ -105,6 +105,18 @@ impl de::Error for DeError {
 
     fn duplicate_field(field: &'static str) -> Self {
         Self::custom(format!("key `{field}` is given twice"))
+    }
+}
+
+/// serde names Rust types ("u32"); a plan author thinks in kinds of value.
+fn plain_expected(exp: &dyn de::Expected) -> String {
+    let s = exp.to_string();
+    match s.as_str() {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number (0 or more)".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" | "bool" => "true or false".into(),
+        _ => s,
     }
 }
 
@@ -338,6 +350,6 @@ mod tests {
     fn wrong_type_points_at_value() {
         let e = parse("count = \"two\"").unwrap_err();
         assert_eq!(e.span, Some(8..13));
-        assert!(e.message.contains("expected u32"), "{}", e.message);
+        assert_eq!(e.message, "wrong type: expected a whole number (0 or more), found string \"two\"");
     }
 }

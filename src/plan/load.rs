@@ -124,6 +124,10 @@ pub fn load_source(src: &Source, syntax: Syntax, opts: &LoadOptions) -> Result<P
         }
         resolved.entries.push(e);
     }
+    if !diags.is_empty() {
+        // A string whose template failed would only fail again as the wrong type.
+        return Err(Diags(diags));
+    }
 
     let meta = match resolved.get("plan") {
         Some(e) => from_node::<Meta>(&e.value).map_err(|err| diags.push(de_diag(err, src))).ok(),

@@ -90,6 +90,6 @@ mod tests {
         let mut diags = vec![];
         r.resolve(&mut n, &src, &mut diags);
         assert_eq!(diags.len(), 1);
-        assert_eq!(diags[0].span, Some(4..20));
+        assert_eq!(diags[0].span, Some(4..21)); // the quoted string
     }
 }

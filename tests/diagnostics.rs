@@ -1,0 +1,98 @@
+//! Rendered plan errors, snapshot-tested: each points at file:line:col with a caret, in both
+//! syntaxes, and says what to do.
+
+use planrun::plan::LoadOptions;
+use planrun::plan::load::Syntax;
+
+fn render(name: &str, text: &str, opts: LoadOptions) -> String {
+    let syntax = if name.ends_with(".kdl") { Syntax::Kdl } else { Syntax::Toml };
+    match planrun::plan::load_str(name, text, syntax, &opts) {
+        Ok(_) => panic!("{name} should not load"),
+        Err(d) => d.render(false),
+    }
+}
+
+fn plain(name: &str, text: &str) -> String {
+    render(name, text, LoadOptions::default())
+}
+
+const STAGE_TOML: &str = "[plan]\nname = \"x\"\n\n[[phase]]\nname = \"p\"\n\n[[phase.stage]]\nname = \"s\"\n";
+
+#[test]
+fn toml_syntax_error() {
+    insta::assert_snapshot!(plain("bad.toml", "[plan]\nname = \"x\n"));
+}
+
+#[test]
+fn kdl_syntax_error() {
+    insta::assert_snapshot!(plain("bad.kdl", "plan {\n    name \"x\"\n"));
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    insta::assert_snapshot!(plain("bad.toml", &format!("{STAGE_TOML}driver = \"sleep\"\nduraton = \"5s\"\n")));
+}
+
+#[test]
+fn unknown_key_in_kdl() {
+    insta::assert_snapshot!(plain("bad.kdl", "plan name=\"x\"\nphase \"p\" {\n    stage \"s\" driver=\"exec\" {\n        runn \"true\"\n    }\n}\n"));
+}
+
+#[test]
+fn wrong_type() {
+    insta::assert_snapshot!(plain("bad.toml", &format!("{STAGE_TOML}driver = \"exec\"\nrun = \"true\"\nrepeat = \"often\"\n")));
+}
+
+#[test]
+fn bad_duration() {
+    insta::assert_snapshot!(plain("bad.toml", &format!("{STAGE_TOML}driver = \"sleep\"\nduration = \"5 fortnights\"\n")));
+}
+
+#[test]
+fn duration_without_unit_in_kdl() {
+    insta::assert_snapshot!(plain("bad.kdl", "plan name=\"x\"\nphase \"p\" {\n    stage \"s\" driver=\"sleep\" duration=\"90\"\n}\n"));
+}
+
+#[test]
+fn unknown_driver() {
+    insta::assert_snapshot!(plain("bad.toml", &format!("{STAGE_TOML}driver = \"exce\"\n")));
+}
+
+#[test]
+fn undefined_template_var() {
+    insta::assert_snapshot!(plain("bad.toml", &format!("[vars]\nrounds = 3\n\n{STAGE_TOML}driver = \"exec\"\nrun = \"true\"\nrepeat = \"{{{{ vars.round }}}}\"\n")));
+}
+
+#[test]
+fn unknown_profile_lists_valid_ones() {
+    let text = "[plan]\nname = \"x\"\n[vars]\nn = 1\n[profile.quick]\nn = 2\n[profile.dev]\nn = 3\n";
+    insta::assert_snapshot!(render("p.toml", text, LoadOptions { profile: Some("quik".into()), sets: vec![] }));
+}
+
+#[test]
+fn set_with_wrong_type_or_unknown_var() {
+    let text = "[plan]\nname = \"x\"\n[vars]\nagents = 5\ninterval = \"5m\"\n";
+    let bad_type = render("p.toml", text, LoadOptions { profile: None, sets: vec![("interval".into(), "soon".into())] });
+    let unknown = render("p.toml", text, LoadOptions { profile: None, sets: vec![("agent".into(), "3".into())] });
+    insta::assert_snapshot!(format!("{bad_type}\n{unknown}"));
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let text = format!("{STAGE_TOML}driver = \"sleep\"\n\n[[phase.stage]]\nname = \"s\"\ndriver = \"nope\"\n");
+    // Three problems: a sleep without duration, an unknown driver, and `s` named twice.
+    let out = plain("bad.toml", &text);
+    assert!(out.contains("a sleep stage needs a `duration`"), "{out}");
+    assert!(out.contains("unknown driver `nope`"), "{out}");
+    assert!(out.contains("stage name `s` is used twice"), "{out}");
+    assert!(out.contains("3 problems found"), "{out}");
+}
+
+#[test]
+fn validate_exits_2_with_location() {
+    let sb = super::support::Sandbox::new();
+    sb.write("bad.toml", &format!("{STAGE_TOML}driver = \"sleep\"\nduraton = \"5s\"\n"));
+    let r = sb.run(&["validate", "bad.toml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("bad.toml:10:1"), "{}", r.stderr);
+}

@@ -1,0 +1,7 @@
+//! Integration tests: one binary, a module per area (see `support` for the runner builder).
+
+mod diagnostics;
+mod plans;
+mod resume;
+mod run;
+mod support;
