@@ -96,7 +96,7 @@ impl Diag {
         let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
         let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_context_lines(1);
         let named = match (&self.source, &self.span) {
-            (Some(src), Some(_)) => Some(NamedSource::new(src.name.to_string(), src.text.to_string())),
+            (Some(src), Some(_)) => Some(NamedSource::new(&src.name, src.text.to_string())),
             _ => None,
         };
         let mut out = String::new();

@@ -35,22 +35,34 @@ fn unknown_key_suggests_the_closest() {
 
 #[test]
 fn unknown_key_in_kdl() {
-    insta::assert_snapshot!(plain("bad.kdl", "plan name=\"x\"\nphase \"p\" {\n    stage \"s\" driver=\"exec\" {\n        runn \"true\"\n    }\n}\n"));
+    insta::assert_snapshot!(plain(
+        "bad.kdl",
+        "plan name=\"x\"\nphase \"p\" {\n    stage \"s\" driver=\"exec\" {\n        runn \"true\"\n    }\n}\n"
+    ));
 }
 
 #[test]
 fn wrong_type() {
-    insta::assert_snapshot!(plain("bad.toml", &format!("{STAGE_TOML}driver = \"exec\"\nrun = \"true\"\nrepeat = \"often\"\n")));
+    insta::assert_snapshot!(plain(
+        "bad.toml",
+        &format!("{STAGE_TOML}driver = \"exec\"\nrun = \"true\"\nrepeat = \"often\"\n")
+    ));
 }
 
 #[test]
 fn bad_duration() {
-    insta::assert_snapshot!(plain("bad.toml", &format!("{STAGE_TOML}driver = \"sleep\"\nduration = \"5 fortnights\"\n")));
+    insta::assert_snapshot!(plain(
+        "bad.toml",
+        &format!("{STAGE_TOML}driver = \"sleep\"\nduration = \"5 fortnights\"\n")
+    ));
 }
 
 #[test]
 fn duration_without_unit_in_kdl() {
-    insta::assert_snapshot!(plain("bad.kdl", "plan name=\"x\"\nphase \"p\" {\n    stage \"s\" driver=\"sleep\" duration=\"90\"\n}\n"));
+    insta::assert_snapshot!(plain(
+        "bad.kdl",
+        "plan name=\"x\"\nphase \"p\" {\n    stage \"s\" driver=\"sleep\" duration=\"90\"\n}\n"
+    ));
 }
 
 #[test]
@@ -60,7 +72,12 @@ fn unknown_driver() {
 
 #[test]
 fn undefined_template_var() {
-    insta::assert_snapshot!(plain("bad.toml", &format!("[vars]\nrounds = 3\n\n{STAGE_TOML}driver = \"exec\"\nrun = \"true\"\nrepeat = \"{{{{ vars.round }}}}\"\n")));
+    insta::assert_snapshot!(plain(
+        "bad.toml",
+        &format!(
+            "[vars]\nrounds = 3\n\n{STAGE_TOML}driver = \"exec\"\nrun = \"true\"\nrepeat = \"{{{{ vars.round }}}}\"\n"
+        )
+    ));
 }
 
 #[test]
@@ -72,7 +89,8 @@ fn unknown_profile_lists_valid_ones() {
 #[test]
 fn set_with_wrong_type_or_unknown_var() {
     let text = "[plan]\nname = \"x\"\n[vars]\nagents = 5\ninterval = \"5m\"\n";
-    let bad_type = render("p.toml", text, LoadOptions { profile: None, sets: vec![("interval".into(), "soon".into())] });
+    let bad_type =
+        render("p.toml", text, LoadOptions { profile: None, sets: vec![("interval".into(), "soon".into())] });
     let unknown = render("p.toml", text, LoadOptions { profile: None, sets: vec![("agent".into(), "3".into())] });
     insta::assert_snapshot!(format!("{bad_type}\n{unknown}"));
 }

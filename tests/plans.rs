@@ -37,8 +37,13 @@ fn resolved_plan_reloads_to_the_same_model() {
     let o = LoadOptions { profile: Some("quick".into()), sets: vec![("probes".into(), "3".into())] };
     let (plan, _) = load_file(&path, &o).unwrap();
     let text = planrun::run::resolved_toml(&plan, "demo.toml").unwrap();
-    let again = planrun::plan::load_str("plan.resolved.toml", &text, planrun::plan::load::Syntax::Toml, &LoadOptions::default())
-        .unwrap_or_else(|d| panic!("{}", d.render(false)));
+    let again = planrun::plan::load_str(
+        "plan.resolved.toml",
+        &text,
+        planrun::plan::load::Syntax::Toml,
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|d| panic!("{}", d.render(false)));
     assert_eq!(plan.canonical(), again.canonical());
     assert_eq!(again.var("probes").unwrap().value, serde_json::json!(3));
 }

@@ -38,10 +38,12 @@ fn wait_for_passed(out: &Path, n: usize) -> PathBuf {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(Instant::now() < deadline, "runner never reached {n} passed stages");
-        if let Some(dir) = std::fs::read_dir(out).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()).map(|e| e.path()) {
+        if let Some(dir) = std::fs::read_dir(out).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()).map(|e| e.path())
+        {
             if let Ok(text) = std::fs::read_to_string(dir.join("manifest.json")) {
                 if let Ok(m) = serde_json::from_str::<serde_json::Value>(&text) {
-                    let passed = m["stages"].as_array().map_or(0, |s| s.iter().filter(|s| s["status"] == "passed").count());
+                    let passed =
+                        m["stages"].as_array().map_or(0, |s| s.iter().filter(|s| s["status"] == "passed").count());
                     if passed >= n {
                         return dir;
                     }
@@ -87,7 +89,12 @@ fn resume_after_kill_9_completes_each_stage_once() {
     let _ = child.wait();
     // Simulate a write torn mid-line, as a kill during a write would leave.
     use std::io::Write;
-    std::fs::OpenOptions::new().append(true).open(dir.join("events.jsonl")).unwrap().write_all(b"{\"seq\":99,\"t_m").unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("events.jsonl"))
+        .unwrap()
+        .write_all(b"{\"seq\":99,\"t_m")
+        .unwrap();
 
     let r = sb.run(&["resume", dir.to_str().unwrap(), "--quiet"]);
     assert_eq!(r.code, 0, "{}", r.stderr);

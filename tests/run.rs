@@ -148,7 +148,10 @@ timeout = "300ms"
     assert!(started.elapsed().as_secs() < 20, "timeouts did not end the stages");
     assert_eq!(r.code, 1, "{}", r.stderr);
     let dir = sb.path().join(r.run_dir());
-    assert_eq!(stage_statuses(&dir), [("cmd-timeout", "timed_out"), ("stage-timeout", "timed_out")].map(|(a, b)| (a.to_string(), b.to_string())));
+    assert_eq!(
+        stage_statuses(&dir),
+        [("cmd-timeout", "timed_out"), ("stage-timeout", "timed_out")].map(|(a, b)| (a.to_string(), b.to_string()))
+    );
 }
 
 #[test]
@@ -232,7 +235,9 @@ fn parquet_matches_jsonl_row_for_row() {
             let got = col.get(i).unwrap();
             let same = match (&got, &want) {
                 (AnyValue::Null, serde_json::Value::Null) => true,
-                (AnyValue::Datetime(us, _, _), serde_json::Value::String(s)) => planrun::events::event::ts_format::parse(s) == Some(*us),
+                (AnyValue::Datetime(us, _, _), serde_json::Value::String(s)) => {
+                    planrun::events::event::ts_format::parse(s) == Some(*us)
+                }
                 (AnyValue::String(a), serde_json::Value::String(b)) => a == b,
                 (AnyValue::Boolean(a), serde_json::Value::Bool(b)) => a == b,
                 (AnyValue::UInt64(a), v) => v.as_u64() == Some(*a),

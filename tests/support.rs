@@ -24,7 +24,9 @@ pub struct Ran {
 impl Ran {
     /// The run directory `planrun run` printed.
     pub fn run_dir(&self) -> PathBuf {
-        PathBuf::from(self.stdout.lines().last().unwrap_or_else(|| panic!("no run dir printed; stderr:\n{}", self.stderr)).trim())
+        PathBuf::from(
+            self.stdout.lines().last().unwrap_or_else(|| panic!("no run dir printed; stderr:\n{}", self.stderr)).trim(),
+        )
     }
 }
 

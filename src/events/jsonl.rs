@@ -25,7 +25,11 @@ pub struct ReadReport {
 }
 
 /// Call `batch` with up to `batch_size` events at a time, in file order.
-pub fn read_batches(path: &Path, batch_size: usize, mut batch: impl FnMut(Vec<Event>) -> Result<(), String>) -> Result<ReadReport, ReadError> {
+pub fn read_batches(
+    path: &Path,
+    batch_size: usize,
+    mut batch: impl FnMut(Vec<Event>) -> Result<(), String>,
+) -> Result<ReadReport, ReadError> {
     let p = path.display().to_string();
     let file = File::open(path).map_err(|source| ReadError::Io { path: p.clone(), source })?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -49,11 +53,16 @@ pub fn read_batches(path: &Path, batch_size: usize, mut batch: impl FnMut(Vec<Ev
         if text.is_empty() {
             continue;
         }
-        let ev: Event = serde_json::from_str(text).map_err(|e| ReadError::BadLine { path: p.clone(), line: lineno, reason: e.to_string() })?;
+        let ev: Event = serde_json::from_str(text).map_err(|e| ReadError::BadLine {
+            path: p.clone(),
+            line: lineno,
+            reason: e.to_string(),
+        })?;
         buf.push(ev);
         report.events += 1;
         if buf.len() >= batch_size {
-            batch(std::mem::replace(&mut buf, Vec::with_capacity(batch_size))).map_err(|reason| ReadError::BadLine { path: p.clone(), line: lineno, reason })?;
+            batch(std::mem::replace(&mut buf, Vec::with_capacity(batch_size)))
+                .map_err(|reason| ReadError::BadLine { path: p.clone(), line: lineno, reason })?;
         }
     }
     if !buf.is_empty() {

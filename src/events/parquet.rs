@@ -110,7 +110,8 @@ pub fn jsonl_to_frame(jsonl: &Path) -> Result<(DataFrame, ReadReport), ConvertEr
     })?;
     let mut df = DataFrame::empty_with_schema(&schema());
     for f in frames {
-        df.vstack_mut(&f).map_err(|e| ConvertError::Write { path: jsonl.display().to_string(), reason: e.to_string() })?;
+        df.vstack_mut(&f)
+            .map_err(|e| ConvertError::Write { path: jsonl.display().to_string(), reason: e.to_string() })?;
     }
     Ok((df, report))
 }

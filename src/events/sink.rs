@@ -20,6 +20,8 @@ const CHANNEL_CAPACITY: usize = 64 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const BUFFER_BYTES: usize = 1 << 20;
 
+// Events travel by value: boxing them would cost an allocation per event on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(Event),
     Batch(Vec<Event>),
@@ -59,7 +61,13 @@ impl EventSink {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
         let failed = Arc::new(Mutex::new(None));
-        let writer = Writer { out: BufWriter::with_capacity(BUFFER_BYTES, file), pos: start, events: 0, failed: Arc::clone(&failed), scratch: Vec::with_capacity(512) };
+        let writer = Writer {
+            out: BufWriter::with_capacity(BUFFER_BYTES, file),
+            pos: start,
+            events: 0,
+            failed: Arc::clone(&failed),
+            scratch: Vec::with_capacity(512),
+        };
         let thread = std::thread::Builder::new().name("planrun-sink".into()).spawn(move || writer.run(rx))?;
         let sink = EventSink { tx, failed };
         Ok((sink.clone(), SinkHandle { sink, thread: Some(thread) }))

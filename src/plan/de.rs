@@ -307,7 +307,11 @@ impl<'de> de::VariantAccess<'de> for &'de Node {
         de::Deserializer::deserialize_seq(self, visitor)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         de::Deserializer::deserialize_any(self, visitor)
     }
 }
@@ -335,7 +339,10 @@ mod tests {
 
     #[test]
     fn reads_values_and_one_or_many() {
-        assert_eq!(parse("count = 2\nratio = 1\ntags = \"a\"").unwrap(), T { count: 2, ratio: 1.0, tags: vec!["a".into()] });
+        assert_eq!(
+            parse("count = 2\nratio = 1\ntags = \"a\"").unwrap(),
+            T { count: 2, ratio: 1.0, tags: vec!["a".into()] }
+        );
     }
 
     #[test]

@@ -26,7 +26,9 @@ impl Dur {
     /// True for strings that read as a duration with a unit, e.g. `"8h"`; used to infer var types.
     pub fn looks_like(s: &str) -> bool {
         let t = s.trim();
-        t.starts_with(|c: char| c.is_ascii_digit()) && t.contains(|c: char| c.is_ascii_alphabetic()) && Dur::parse(t).is_ok()
+        t.starts_with(|c: char| c.is_ascii_digit())
+            && t.contains(|c: char| c.is_ascii_alphabetic())
+            && Dur::parse(t).is_ok()
     }
 
     pub fn as_secs_f64(&self) -> f64 {

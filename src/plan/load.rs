@@ -41,11 +41,11 @@ const PHASE_KEYS: &[&str] = &["name", "label", "description", "criteria", "stage
 /// Load a plan file; the returned `Source` is kept for later diagnostics (criteria checks).
 pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<(Plan, Source), Diags> {
     let name = path.display().to_string();
-    let syntax = Syntax::from_path(path).ok_or_else(|| {
-        Diag::new(format!("{name}: unknown plan syntax")).help("plan files end in .toml or .kdl")
+    let syntax = Syntax::from_path(path)
+        .ok_or_else(|| Diag::new(format!("{name}: unknown plan syntax")).help("plan files end in .toml or .kdl"))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diag::new(format!("cannot read plan {name}: {e}")).help("check the path and that the file is readable UTF-8")
     })?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Diag::new(format!("cannot read plan {name}: {e}")).help("check the path and that the file is readable UTF-8"))?;
     let src = Source::new(name, text);
     let plan = load_source(&src, syntax, opts)?;
     Ok((plan, src))
@@ -114,7 +114,8 @@ pub fn load_source(src: &Source, syntax: Syntax, opts: &LoadOptions) -> Result<P
     }
 
     // Load-time templates see the final vars.
-    let var_map: serde_json::Map<String, serde_json::Value> = vars.iter().map(|(n, v)| (n.clone(), v.value.clone())).collect();
+    let var_map: serde_json::Map<String, serde_json::Value> =
+        vars.iter().map(|(n, v)| (n.clone(), v.value.clone())).collect();
     let resolver = Resolver::new(&var_map);
     let mut resolved = Table::default();
     for e in &top.entries {
@@ -132,12 +133,16 @@ pub fn load_source(src: &Source, syntax: Syntax, opts: &LoadOptions) -> Result<P
     let meta = match resolved.get("plan") {
         Some(e) => from_node::<Meta>(&e.value).map_err(|err| diags.push(de_diag(err, src))).ok(),
         None => {
-            diags.push(Diag::new("missing `[plan]` table").at(src, 0..0).help("add `[plan]` with at least `name = \"...\"`"));
+            diags.push(
+                Diag::new("missing `[plan]` table").at(src, 0..0).help("add `[plan]` with at least `name = \"...\"`"),
+            );
             None
         }
     };
     let analysis = match resolved.get("analysis") {
-        Some(e) => from_node::<AnalysisConfig>(&e.value).map_err(|err| diags.push(de_diag(err, src))).unwrap_or_default(),
+        Some(e) => {
+            from_node::<AnalysisConfig>(&e.value).map_err(|err| diags.push(de_diag(err, src))).unwrap_or_default()
+        }
         None => AnalysisConfig::default(),
     };
     let phases = match resolved.get("phase") {
@@ -146,20 +151,18 @@ pub fn load_source(src: &Source, syntax: Syntax, opts: &LoadOptions) -> Result<P
     };
     if let Some(meta) = &meta {
         if phases.is_empty() && diags.is_empty() {
-            diags.push(Diag::new(format!("plan `{}` has no phases", meta.name)).help("add at least one `[[phase]]` with a `[[phase.stage]]`"));
+            diags.push(
+                Diag::new(format!("plan `{}` has no phases", meta.name))
+                    .help("add at least one `[[phase]]` with a `[[phase.stage]]`"),
+            );
         }
     }
     check_unique_names(&resolved, src, &mut diags);
 
     match meta {
-        Some(meta) if diags.is_empty() => Ok(Plan {
-            meta,
-            vars,
-            profiles: profile_names,
-            profile: opts.profile.clone(),
-            phases,
-            analysis,
-        }),
+        Some(meta) if diags.is_empty() => {
+            Ok(Plan { meta, vars, profiles: profile_names, profile: opts.profile.clone(), phases, analysis })
+        }
         _ => Err(Diags(diags)),
     }
 }
@@ -255,12 +258,20 @@ fn stage(n: &Node, src: &Source, diags: &mut Vec<Diag>) -> Option<Stage> {
 /// Phase names are unique in a plan, stage names unique in a phase: resume and reports key on them.
 fn check_unique_names(top: &Table, src: &Source, diags: &mut Vec<Diag>) {
     let Some(phases) = top.get("phase") else { return };
-    let name_of = |n: &Node| n.as_table().and_then(|t| t.get("name")).map(|e| (e.value.as_str().unwrap_or("").to_string(), e.value.span.clone()));
+    let name_of = |n: &Node| {
+        n.as_table()
+            .and_then(|t| t.get("name"))
+            .map(|e| (e.value.as_str().unwrap_or("").to_string(), e.value.span.clone()))
+    };
     let mut seen_phases = std::collections::HashSet::new();
     for p in items(&phases.value) {
         if let Some((name, span)) = name_of(p) {
             if !seen_phases.insert(name.clone()) {
-                diags.push(Diag::new(format!("phase name `{name}` is used twice")).at(src, span).help("phase names must be unique in a plan"));
+                diags.push(
+                    Diag::new(format!("phase name `{name}` is used twice"))
+                        .at(src, span)
+                        .help("phase names must be unique in a plan"),
+                );
             }
         }
         let Some(stages) = p.as_table().and_then(|t| t.get("stage")) else { continue };

@@ -97,9 +97,7 @@ impl Node {
             NodeKind::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             NodeKind::Str(s) => J::String(s.clone()),
             NodeKind::List(l) => J::Array(l.iter().map(Node::to_json).collect()),
-            NodeKind::Table(t) => {
-                J::Object(t.entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect())
-            }
+            NodeKind::Table(t) => J::Object(t.entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
         }
     }
 

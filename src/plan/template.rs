@@ -12,6 +12,7 @@ use crate::diag::{Diag, Source};
 pub struct Resolver<'a> {
     env: Environment<'a>,
     ctx: Value,
+    names: String,
 }
 
 /// Keys whose string values are templates rendered later, at run time, by the driver.
@@ -24,7 +25,8 @@ impl Resolver<'_> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let ctx = Value::from(minijinja::value::Serde(serde_json::json!({ "vars": vars })));
-        Resolver { env, ctx }
+        let names = vars.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+        Resolver { env, ctx, names }
     }
 
     pub fn resolve(&self, node: &mut Node, src: &Source, diags: &mut Vec<Diag>) {
@@ -34,7 +36,11 @@ impl Resolver<'_> {
                 Err(e) => diags.push(
                     Diag::new(format!("template error: {}", e.detail().unwrap_or(&e.to_string())))
                         .at(src, node.span.clone())
-                        .help("templates see `vars.NAME` for each var the plan declares"),
+                        .help(if self.names.is_empty() {
+                            "templates see `vars.NAME`; this plan declares no vars".to_string()
+                        } else {
+                            format!("templates see `vars.NAME`; declared vars: {}", self.names)
+                        }),
                 ),
             },
             NodeKind::List(items) => items.iter_mut().for_each(|n| self.resolve(n, src, diags)),
@@ -55,7 +61,10 @@ impl Resolver<'_> {
             let expr = self.env.compile_expression(inner)?;
             let v = expr.eval(&self.ctx)?;
             if v.is_undefined() {
-                return Err(minijinja::Error::new(minijinja::ErrorKind::UndefinedError, format!("`{inner}` is undefined")));
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::UndefinedError,
+                    format!("`{inner}` is undefined"),
+                ));
             }
             return serde_json::to_value(&v)
                 .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()));
@@ -74,7 +83,10 @@ mod tests {
     fn single_expressions_keep_their_type() {
         let vars = json!({"rounds": 10, "who": "ops"});
         let r = Resolver::new(vars.as_object().unwrap());
-        let src = Source::new("t.toml", "a = \"{{ vars.rounds }}\"\nb = \"x-{{ vars.who }}\"\nc = \"{{ vars.rounds * 2 }}\"\nprompt = \"{{ round }}\"\n");
+        let src = Source::new(
+            "t.toml",
+            "a = \"{{ vars.rounds }}\"\nb = \"x-{{ vars.who }}\"\nc = \"{{ vars.rounds * 2 }}\"\nprompt = \"{{ round }}\"\n",
+        );
         let mut n = from_toml(&src).unwrap();
         let mut diags = vec![];
         r.resolve(&mut n, &src, &mut diags);

@@ -133,7 +133,8 @@ pub fn declare(table: &Table, src: &Source, diags: &mut Vec<Diag>) -> Vec<(Strin
                     continue;
                 };
                 for k in t.entries.iter().filter(|k| !["type", "default", "description"].contains(&k.key.as_str())) {
-                    let mut d = Diag::new(format!("unknown key `{}` in var `{}`", k.key, e.key)).at(src, k.key_span.clone());
+                    let mut d =
+                        Diag::new(format!("unknown key `{}` in var `{}`", k.key, e.key)).at(src, k.key_span.clone());
                     if let Some(s) = did_you_mean(&k.key, ["type", "default", "description"]) {
                         d = d.help(format!("did you mean `{s}`?"));
                     }
@@ -209,7 +210,9 @@ pub fn profiles(node: &Node, src: &Source, diags: &mut Vec<Diag>) -> Vec<(String
                 p
             })
             .collect(),
-        NodeKind::Table(t) if t.get("name").is_some_and(|e| e.value.as_str().is_some()) => named(node).into_iter().collect(),
+        NodeKind::Table(t) if t.get("name").is_some_and(|e| e.value.as_str().is_some()) => {
+            named(node).into_iter().collect()
+        }
         NodeKind::Table(t) => t
             .entries
             .iter()
@@ -217,7 +220,8 @@ pub fn profiles(node: &Node, src: &Source, diags: &mut Vec<Diag>) -> Vec<(String
                 Some(body) => Some((e.key.clone(), body.clone())),
                 None => {
                     diags.push(
-                        Diag::new(format!("profile `{}` must be a table of var overrides", e.key)).at(src, e.value.span.clone()),
+                        Diag::new(format!("profile `{}` must be a table of var overrides", e.key))
+                            .at(src, e.value.span.clone()),
                     );
                     None
                 }
@@ -252,7 +256,8 @@ pub fn apply_sets(vars: &mut [(String, Var)], sets: &[(String, String)]) -> Resu
             let (msg, help) = unknown_var(k, vars);
             return Err(Diag::new(format!("--set {k}={v}: {msg}")).help(help));
         };
-        var.value = coerce_str(var.ty, v).map_err(|m| Diag::new(format!("--set {k}={v}: var `{k}` is {}: {m}", var.ty.name())))?;
+        var.value = coerce_str(var.ty, v)
+            .map_err(|m| Diag::new(format!("--set {k}={v}: var `{k}` is {}: {m}", var.ty.name())))?;
     }
     Ok(())
 }

@@ -57,7 +57,10 @@ pub enum RunError {
 
 /// Stages that touch real processes, files or the network, which the virtual clock refuses.
 pub fn real_world_stages(plan: &Plan) -> Vec<String> {
-    plan.stages().filter(|(_, s)| !s.driver.simulated()).map(|(p, s)| format!("{}/{} ({})", p.name, s.name(), s.driver_name())).collect()
+    plan.stages()
+        .filter(|(_, s)| !s.driver.simulated())
+        .map(|(p, s)| format!("{}/{} ({})", p.name, s.name(), s.driver_name()))
+        .collect()
 }
 
 fn check_clock(plan: &Plan, kind: &ClockKind) -> Result<(), RunError> {
@@ -75,7 +78,8 @@ fn check_clock(plan: &Plan, kind: &ClockKind) -> Result<(), RunError> {
 }
 
 fn sanitize(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
     if s.is_empty() { "plan".into() } else { s }
 }
 
@@ -108,7 +112,8 @@ pub fn start(plan: Plan, plan_path: &Path, plan_text: &str, opts: &RunOptions) -
     check_clock(&plan, &clock_kind)?;
     let seed = opts.seed.or(plan.meta.seed).unwrap_or(DEFAULT_SEED);
     let dir = create_run_dir(&opts.out, &plan.meta.name)?;
-    let io = |what: &str, e: &dyn std::fmt::Display| RunError::Io(format!("cannot write {what} in {}: {e}", dir.display()));
+    let io =
+        |what: &str, e: &dyn std::fmt::Display| RunError::Io(format!("cannot write {what} in {}: {e}", dir.display()));
     let resolved = resolved_toml(&plan, &plan_path.display().to_string()).map_err(|e| io("plan.resolved.toml", &e))?;
     std::fs::write(dir.join("plan.resolved.toml"), resolved).map_err(|e| io("plan.resolved.toml", &e))?;
     let manifest = Manifest {
@@ -172,7 +177,10 @@ pub fn resume(dir: &Path, quiet: bool) -> Result<RunResult, RunError> {
     let names: Vec<(String, String)> = plan.stages().map(|(p, s)| (p.name.clone(), s.name().to_string())).collect();
     let recorded: Vec<(String, String)> = manifest.stages.iter().map(|s| (s.phase.clone(), s.stage.clone())).collect();
     if names != recorded {
-        return Err(RunError::Usage(format!("{} does not match the stages in manifest.json; was it edited?", resolved.display())));
+        return Err(RunError::Usage(format!(
+            "{} does not match the stages in manifest.json; was it edited?",
+            resolved.display()
+        )));
     }
     // Events written after the last checkpoint belong to the step being redone: move them
     // aside (kept, not analyzed) so no stage's events appear twice and `seq` stays contiguous.
@@ -192,11 +200,21 @@ pub fn resume(dir: &Path, quiet: bool) -> Result<RunResult, RunError> {
     manifest.ended_at = None;
     manifest.message = None;
     manifest.write(dir).map_err(|e| RunError::Io(format!("cannot write manifest.json: {e}")))?;
-    let progress_note = if moved > 0 { format!(" ({moved} bytes of unfinished-step events moved to {})", aside.display()) } else { String::new() };
+    let progress_note = if moved > 0 {
+        format!(" ({moved} bytes of unfinished-step events moved to {})", aside.display())
+    } else {
+        String::new()
+    };
     execute(plan, dir.to_path_buf(), manifest, quiet, Some(progress_note))
 }
 
-fn execute(plan: Plan, dir: PathBuf, manifest: Manifest, quiet: bool, resume_note: Option<String>) -> Result<RunResult, RunError> {
+fn execute(
+    plan: Plan,
+    dir: PathBuf,
+    manifest: Manifest,
+    quiet: bool,
+    resume_note: Option<String>,
+) -> Result<RunResult, RunError> {
     let virtual_time = manifest.clock == "virtual";
     let runtime = if virtual_time {
         tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build()
@@ -211,7 +229,9 @@ fn execute(plan: Plan, dir: PathBuf, manifest: Manifest, quiet: bool, resume_not
     let total = manifest.stages.len() as u64;
     let progress = Progress::new(Mode::detect(quiet), &dir.join("run.log"), total, &plan.meta.name);
     match &resume_note {
-        Some(note) => progress.line(&format!("resuming {} at step {}{note}", dir.display(), manifest.checkpoint.next_step)),
+        Some(note) => {
+            progress.line(&format!("resuming {} at step {}{note}", dir.display(), manifest.checkpoint.next_step))
+        }
         None => progress.line(&format!("run {} started in {}", plan.meta.name, dir.display())),
     }
     let cancel = CancellationToken::new();
@@ -252,7 +272,10 @@ fn execute(plan: Plan, dir: PathBuf, manifest: Manifest, quiet: bool, resume_not
     drop(sink);
     // Everything recorded is flushed whatever happened above.
     match handle.close() {
-        Ok(stats) => manifest.checkpoint.position = if status == RunStatus::Interrupted { manifest.checkpoint.position } else { stats.position },
+        Ok(stats) => {
+            manifest.checkpoint.position =
+                if status == RunStatus::Interrupted { manifest.checkpoint.position } else { stats.position }
+        }
         Err(e) => {
             status = RunStatus::Error;
             manifest.message = Some(e);
@@ -279,12 +302,10 @@ fn execute(plan: Plan, dir: PathBuf, manifest: Manifest, quiet: bool, resume_not
 fn spawn_signal_handler(cancel: CancellationToken, progress: Arc<Progress>) {
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let next = async |term: &mut Option<tokio::signal::unix::Signal>| {
-            match term {
-                Some(t) => tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = t.recv() => {} },
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
+        let next = async |term: &mut Option<tokio::signal::unix::Signal>| match term {
+            Some(t) => tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = t.recv() => {} },
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         };
         next(&mut term).await;

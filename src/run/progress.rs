@@ -83,7 +83,10 @@ impl Progress {
             return;
         }
         let bar = self.multi.add(ProgressBar::new_spinner());
-        bar.set_style(ProgressStyle::with_template("  {spinner} {prefix} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("  {spinner} {prefix} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.set_prefix(key.to_string());
         if let Ok(mut g) = self.stages.lock() {
             g.insert(key.to_string(), (bar, emitter.clone()));

@@ -108,7 +108,8 @@ impl Runner {
             }
             match self.sink.flush() {
                 Ok(position) => {
-                    self.manifest().checkpoint = Checkpoint { next_step: i + 1, position, t_ms: self.clock.elapsed_ms() };
+                    self.manifest().checkpoint =
+                        Checkpoint { next_step: i + 1, position, t_ms: self.clock.elapsed_ms() };
                 }
                 Err(e) => {
                     self.manifest().message = Some(e);
@@ -165,7 +166,8 @@ impl Runner {
         let phase = &self.plan.phases[pi];
         let stage = &phase.stages[si];
         let key = format!("{}/{}", phase.name, stage.name());
-        let emitter = Emitter::new(self.sink.clone(), self.clock.clone(), &phase.name, stage.name(), stage.driver_name());
+        let emitter =
+            Emitter::new(self.sink.clone(), self.clock.clone(), &phase.name, stage.name(), stage.driver_name());
         let expected = Some(stage.expected_duration()).filter(|d| !d.is_zero()).map(|d| self.clock.scaled(d));
         self.progress.stage_started(&key, &emitter, expected);
         let t_start = self.clock.elapsed_ms();

@@ -38,7 +38,12 @@ pub fn summary(plan: &Plan, path: &str) -> String {
 
 pub fn schedule(plan: &Plan, scale: f64) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "plan {}  (time scale {scale}, expected {})", plan.meta.name, scaled(plan.expected_duration(), scale));
+    let _ = writeln!(
+        out,
+        "plan {}  (time scale {scale}, expected {})",
+        plan.meta.name,
+        scaled(plan.expected_duration(), scale)
+    );
     let mut last_phase = usize::MAX;
     for (n, step) in steps(plan).iter().enumerate() {
         let (pi, _) = step[0];

@@ -91,7 +91,9 @@ impl Driver for Exec {
         match (&self.run, &self.cmd) {
             (Some(_), Some(_)) => Err("give either `run` (a shell line) or `cmd` (a program), not both".into()),
             (None, None) => Err("an exec stage needs `run = \"shell line\"` or `cmd = \"program\"`".into()),
-            (Some(_), None) if !self.args.is_empty() => Err("`args` goes with `cmd`; with `run`, write the arguments in the line".into()),
+            (Some(_), None) if !self.args.is_empty() => {
+                Err("`args` goes with `cmd`; with `run`, write the arguments in the line".into())
+            }
             _ => Ok(()),
         }
     }
@@ -135,7 +137,12 @@ impl Exec {
     async fn execute(&self, ctx: &StageContext) -> Outcome {
         let (program, args) = self.program();
         let mut cmd = Command::new(&program);
-        cmd.args(&args).envs(&self.env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.args(&args)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         cmd.process_group(0);
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
@@ -154,11 +161,11 @@ impl Exec {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("cannot start `{program}`: {e}");
-                ctx.events.emit(
-                    ctx.events.event("exec").name(ctx.stage.as_str()).ok(false).error(msg.clone()).attrs(serde_json::json!({
+                ctx.events.emit(ctx.events.event("exec").name(ctx.stage.as_str()).ok(false).error(msg.clone()).attrs(
+                    serde_json::json!({
                         "command": self.shown(), "iteration": ctx.iteration,
-                    })),
-                );
+                    }),
+                ));
                 return Outcome::with(Status::Error, msg);
             }
         };
@@ -208,29 +215,27 @@ impl Exec {
 
         let (status, error) = match (&end, code) {
             (End::Cancelled, _) => (Status::Interrupted, Some("interrupted".to_string())),
-            (End::TimedOut, _) => (
-                Status::TimedOut,
-                Some(format!("timed out after {}", Dur(limit.unwrap_or_default()))),
-            ),
+            (End::TimedOut, _) => {
+                (Status::TimedOut, Some(format!("timed out after {}", Dur(limit.unwrap_or_default()))))
+            }
             (End::Exited(_), Some(c)) if c == self.expect_exit => (Status::Passed, None),
-            (End::Exited(_), Some(c)) => (Status::Failed, Some(format!("exit code {c} (expected {})", self.expect_exit))),
+            (End::Exited(_), Some(c)) => {
+                (Status::Failed, Some(format!("exit code {c} (expected {})", self.expect_exit)))
+            }
             (End::Exited(_), None) => (Status::Failed, Some(format!("killed by signal {}", signal.unwrap_or(0)))),
         };
-        let mut ev = ctx
-            .events
-            .event("exec")
-            .name(ctx.stage.as_str())
-            .ok(status == Status::Passed)
-            .latency(latency)
-            .attrs(serde_json::json!({
-                "command": self.shown(),
-                "pid": pid,
-                "signal": signal,
-                "iteration": ctx.iteration,
-                "started_ms": t0,
-                "stdout_tail": last_lines(&stdout, self.tail_lines),
-                "stderr_tail": last_lines(&stderr, self.tail_lines),
-            }));
+        let mut ev =
+            ctx.events.event("exec").name(ctx.stage.as_str()).ok(status == Status::Passed).latency(latency).attrs(
+                serde_json::json!({
+                    "command": self.shown(),
+                    "pid": pid,
+                    "signal": signal,
+                    "iteration": ctx.iteration,
+                    "started_ms": t0,
+                    "stdout_tail": last_lines(&stdout, self.tail_lines),
+                    "stderr_tail": last_lines(&stderr, self.tail_lines),
+                }),
+            );
         if let Some(c) = code {
             ev = ev.status(c as i64);
         }

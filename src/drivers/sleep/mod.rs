@@ -40,7 +40,9 @@ impl Driver for Sleep {
                 _ = ctx.cancel.cancelled() => Status::Interrupted,
             };
             let slept = ctx.clock.elapsed_ms() - start;
-            ctx.events.emit(ctx.events.event("sleep").name(ctx.stage.as_str()).ok(status == Status::Passed).latency_ms(slept));
+            ctx.events.emit(
+                ctx.events.event("sleep").name(ctx.stage.as_str()).ok(status == Status::Passed).latency_ms(slept),
+            );
             Outcome { status, message: None }
         })
     }

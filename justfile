@@ -1,0 +1,41 @@
+# planrun tasks. `just --list` shows them.
+
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/planrun-target")
+
+planrun := "cargo run --quiet --release --"
+
+# Run a plan (e.g. `just run plans/demo.toml --profile quick`)
+run PLAN *ARGS:
+    {{planrun}} run {{PLAN}} {{ARGS}}
+
+# Check a plan and print its summary
+validate PLAN *ARGS:
+    {{planrun}} validate {{PLAN}} {{ARGS}}
+
+# Show a plan's resolved schedule
+show PLAN *ARGS:
+    {{planrun}} plan show {{PLAN}} {{ARGS}}
+
+# Continue an interrupted run
+resume DIR:
+    {{planrun}} resume {{DIR}}
+
+# Analyze a run directory (or a directory of runs)
+analyze DIR *ARGS:
+    {{planrun}} analyze {{DIR}} {{ARGS}}
+
+# The whole test suite: fmt, clippy, tests (what CI runs)
+test:
+    bash scripts/test.sh
+
+# Formatting and lints only
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Every benchmark
+bench: bench-sink
+
+# Event sink: 10M events into events.jsonl, events/s and peak RSS
+bench-sink EVENTS="10000000":
+    cargo bench --bench sink -- {{EVENTS}}
