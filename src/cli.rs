@@ -7,9 +7,11 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
+use crate::analyze::{self, AnalyzeOptions, report_data::Report};
 use crate::diag::{Diag, Diags};
 use crate::exit::{EXIT_CODES_HELP, Exit};
 use crate::plan::{ClockKind, LoadOptions, load_file};
+use crate::report::{Format, Renderer};
 use crate::run::manifest::RunStatus;
 use crate::run::{self, RunError, RunOptions, schedule};
 
@@ -42,8 +44,43 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: PlanCmd,
     },
+    /// Analyze a run: metrics, criteria, findings; writes report.md, report.json, junit.xml.
+    Analyze(AnalyzeArgs),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ReportArgs {
+    /// Report formats to write (md, json, junit, html).
+    #[arg(long, value_delimiter = ',', default_value = "md,json,junit")]
+    pub format: Vec<String>,
+    /// Directory whose report.md.j2 / report.json.j2 / junit.xml.j2 / report.html.j2 replace the built-in ones.
+    #[arg(long)]
+    pub templates: Option<PathBuf>,
+    /// Directory of extra `*.sql` analysis queries.
+    #[arg(long)]
+    pub analysis: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    /// A run directory, or a directory of runs (the newest is analyzed).
+    pub path: PathBuf,
+    /// Compare against another run; regressions beyond the tolerance are listed.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Relative change that counts as a regression (default 0.10, or the plan's).
+    #[arg(long)]
+    pub tolerance: Option<f64>,
+    /// Where to write the reports (default: the run directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Analyze every run under PATH and add a comparison table.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,6 +129,11 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Skip the analysis at the end (the exit code then reflects the stages only).
+    #[arg(long)]
+    pub no_analyze: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -127,6 +169,20 @@ fn opts(v: &VarArgs) -> LoadOptions {
     LoadOptions { profile: v.profile.clone(), sets: v.sets.clone() }
 }
 
+/// Load a plan and check its criteria (whose grammar belongs to the analysis stage).
+fn load_checked(path: &std::path::Path, v: &VarArgs) -> Result<(crate::plan::Plan, crate::diag::Source), Diags> {
+    let (plan, src) = load_file(path, &opts(v))?;
+    let problems = analyze::check_criteria(&plan, &src);
+    if problems.is_empty() { Ok((plan, src)) } else { Err(Diags(problems)) }
+}
+
+fn formats(r: &ReportArgs) -> Result<Vec<Format>, String> {
+    r.format
+        .iter()
+        .map(|f| Format::parse(f).ok_or_else(|| format!("unknown report format `{f}` (md, json, junit, html)")))
+        .collect()
+}
+
 /// Entry point: parse arguments, run, return the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -144,14 +200,14 @@ pub fn main() -> i32 {
 
 pub fn dispatch(cli: Cli) -> Exit {
     match cli.cmd {
-        Cmd::Validate { plan, vars } => match load_file(&plan, &opts(&vars)) {
+        Cmd::Validate { plan, vars } => match load_checked(&plan, &vars) {
             Ok((p, _)) => {
                 print!("{}", schedule::summary(&p, &plan.display().to_string()));
                 Exit::Passed
             }
             Err(d) => report_diags(&d),
         },
-        Cmd::Plan { cmd: PlanCmd::Show { plan, vars, time_scale } } => match load_file(&plan, &opts(&vars)) {
+        Cmd::Plan { cmd: PlanCmd::Show { plan, vars, time_scale } } => match load_checked(&plan, &vars) {
             Ok((p, _)) => {
                 print!("{}", schedule::schedule(&p, time_scale));
                 Exit::Passed
@@ -159,7 +215,10 @@ pub fn dispatch(cli: Cli) -> Exit {
             Err(d) => report_diags(&d),
         },
         Cmd::Run(args) => run_cmd(args),
-        Cmd::Resume { run_dir, quiet } => finish(run::resume(&run_dir, quiet)),
+        Cmd::Resume { run_dir, quiet } => {
+            finish(run::resume(&run_dir, quiet), quiet, Some(&ReportArgs::default_formats()))
+        }
+        Cmd::Analyze(args) => analyze_cmd(args),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "planrun", &mut std::io::stdout());
             Exit::Passed
@@ -168,7 +227,7 @@ pub fn dispatch(cli: Cli) -> Exit {
 }
 
 fn run_cmd(args: RunArgs) -> Exit {
-    let (plan, src) = match load_file(&args.plan, &opts(&args.vars)) {
+    let (plan, src) = match load_checked(&args.plan, &args.vars) {
         Ok(p) => p,
         Err(d) => return report_diags(&d),
     };
@@ -187,18 +246,127 @@ fn run_cmd(args: RunArgs) -> Exit {
         quiet: args.quiet,
         args: std::env::args().collect(),
     };
-    finish(run::start(plan, &args.plan, &src.text, &options))
+    if let Err(e) = formats(&args.report) {
+        eprint!("{}", Diag::new(e).render(color()));
+        return Exit::Usage;
+    }
+    let report = (!args.no_analyze).then_some(&args.report);
+    finish(run::start(plan, &args.plan, &src.text, &options), args.quiet, report)
 }
 
-fn finish(result: Result<run::RunResult, RunError>) -> Exit {
+impl ReportArgs {
+    fn default_formats() -> ReportArgs {
+        ReportArgs { format: vec!["md".into(), "json".into(), "junit".into()], templates: None, analysis: vec![] }
+    }
+}
+
+/// Analyze one run directory and write its reports; returns the verdict's exit code.
+fn analyze_dir(
+    dir: &std::path::Path,
+    out: &std::path::Path,
+    r: &ReportArgs,
+    opts: &AnalyzeOptions,
+    quiet: bool,
+) -> Result<(Exit, Report), String> {
+    let run = analyze::load_run(dir).map_err(|e| e.to_string())?;
+    if let Some(note) = &run.source.note {
+        eprintln!("note: {}: {note}", dir.display());
+    }
+    let report = analyze::analyze(&run, opts).map_err(|e| e.to_string())?;
+    let renderer = Renderer::new(r.templates.as_deref())?;
+    let written = renderer.write_all(&report, &formats(r)?, out)?;
+    if !quiet {
+        let v = &report.verdict;
+        eprintln!(
+            "{} · confidence {:.2} · {}/{} criteria passed · {}",
+            v.label,
+            v.confidence,
+            v.criteria_passed,
+            v.criteria_total,
+            written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+        for reason in v.reasons.iter().take(10) {
+            eprintln!("  - {reason}");
+        }
+    }
+    Ok((if report.verdict.pass { Exit::Passed } else { Exit::Failed }, report))
+}
+
+fn analyze_cmd(args: AnalyzeArgs) -> Exit {
+    let usage = |m: String| {
+        eprint!("{}", Diag::new(m).render(color()));
+        Exit::Usage
+    };
+    let runs = match analyze::find_runs(&args.path) {
+        Ok(r) => r,
+        Err(e) => return usage(e.to_string()),
+    };
+    let opts = AnalyzeOptions {
+        baseline: args.baseline.clone(),
+        analysis_dirs: args.report.analysis.clone(),
+        tolerance: args.tolerance,
+    };
+    let chosen: Vec<PathBuf> = if args.all { runs } else { runs.last().cloned().into_iter().collect() };
+    let mut worst = Exit::Passed;
+    let mut reports = Vec::new();
+    for dir in &chosen {
+        let out = match (&args.out, args.all) {
+            (Some(o), true) => o.join(dir.file_name().unwrap_or_default()),
+            (Some(o), false) => o.clone(),
+            (None, _) => dir.clone(),
+        };
+        match analyze_dir(dir, &out, &args.report, &opts, false) {
+            Ok((exit, report)) => {
+                println!("{}", out.display());
+                if exit != Exit::Passed {
+                    worst = exit;
+                }
+                reports.push(report);
+            }
+            Err(e) => return usage(e),
+        }
+    }
+    if args.all && reports.len() > 1 {
+        let rows: Vec<_> = reports.iter().map(analyze::comparison_row).collect();
+        let mut last = match reports.pop() {
+            Some(r) => r,
+            None => return worst,
+        };
+        last.comparison = rows;
+        let out = args.out.clone().unwrap_or_else(|| args.path.clone());
+        let r = Renderer::new(args.report.templates.as_deref())
+            .and_then(|r| r.write_all(&last, &[Format::Md, Format::Json], &out.join("comparison")));
+        match r {
+            Ok(files) => eprintln!("comparison of {} runs: {}", rows_len(&last), files[0].display()),
+            Err(e) => return usage(e),
+        }
+    }
+    worst
+}
+
+fn rows_len(r: &Report) -> usize {
+    r.comparison.len()
+}
+
+fn finish(result: Result<run::RunResult, RunError>, quiet: bool, report: Option<&ReportArgs>) -> Exit {
     match result {
         Ok(r) => {
             println!("{}", r.dir.display());
             if let Some(m) = &r.message {
                 eprintln!("note: {m}");
             }
+            let verdict = match report {
+                Some(args) => match analyze_dir(&r.dir, &r.dir, args, &AnalyzeOptions::default(), quiet) {
+                    Ok((exit, _)) => Some(exit),
+                    Err(e) => {
+                        eprintln!("analysis failed: {e}");
+                        return Exit::Runtime;
+                    }
+                },
+                None => None,
+            };
             match r.status {
-                RunStatus::Completed => Exit::Passed,
+                RunStatus::Completed => verdict.unwrap_or(Exit::Passed),
                 RunStatus::Failed => Exit::Failed,
                 RunStatus::Interrupted => {
                     eprintln!("interrupted; continue with: planrun resume {}", r.dir.display());

@@ -5,10 +5,12 @@
 //! `drivers` (each stage's work, producing events) → `events` (JSONL while running, Parquet at
 //! the end). `cli` maps the command line onto them; `diag` renders errors at file:line:col.
 
+pub mod analyze;
 pub mod cli;
 pub mod diag;
 pub mod drivers;
 pub mod events;
 pub mod exit;
 pub mod plan;
+pub mod report;
 pub mod run;

@@ -1,0 +1,146 @@
+//! Criteria → polars expressions. Each criterion becomes two scalar expressions over the events
+//! frame — its observed value and its support (how many rows it saw) — so every criterion of a
+//! run is evaluated by one `select`, in one pass, with no per-row Rust code.
+//!
+//! Rows of kind `stage` (the runner's lifecycle markers) are never data for criteria or metrics;
+//! they only delimit a scope's time window for `rate` and `throughput`.
+
+use polars::prelude::*;
+
+use super::criteria::{Agg, Check, Cmp, Filter, Lhs, Lit, Named};
+use crate::plan::Scope;
+
+pub fn scope_mask(scope: &Scope) -> Expr {
+    match scope {
+        Scope::Plan => lit(true),
+        Scope::Phase(p) => col("phase").eq(lit(p.as_str())),
+        Scope::Stage(p, s) => col("phase").eq(lit(p.as_str())).and(col("stage").eq(lit(s.as_str()))),
+    }
+}
+
+/// Rows that are measurements (not the runner's stage markers).
+pub fn data_mask() -> Expr {
+    col("kind").neq(lit("stage"))
+}
+
+/// Rows whose `error` says they timed out.
+pub fn timeout_mask() -> Expr {
+    let e = col("error").str().to_lowercase();
+    e.clone()
+        .str()
+        .contains_literal(lit("timeout"))
+        .or(e.str().contains_literal(lit("timed out")))
+        .fill_null(lit(false))
+}
+
+fn lit_expr(l: &Lit) -> Expr {
+    match l {
+        Lit::Str(s) => lit(s.as_str()),
+        Lit::Num(n) => lit(*n),
+        Lit::Bool(b) => lit(*b),
+        Lit::Null => lit(NULL),
+    }
+}
+
+pub fn filter_expr(f: &Filter) -> Expr {
+    match f {
+        Filter::And(a, b) => filter_expr(a).and(filter_expr(b)),
+        Filter::Or(a, b) => filter_expr(a).or(filter_expr(b)),
+        Filter::Not(a) => filter_expr(a).not(),
+        Filter::Truthy(field) => col(field.as_str()).eq(lit(true)),
+        Filter::Cmp { field, op, lit: Lit::Null } => match op {
+            Cmp::Ne => col(field.as_str()).is_not_null(),
+            _ => col(field.as_str()).is_null(),
+        },
+        Filter::Cmp { field, op, lit: l } => {
+            let c = col(field.as_str());
+            let v = lit_expr(l);
+            match op {
+                Cmp::Lt => c.lt(v),
+                Cmp::Le => c.lt_eq(v),
+                Cmp::Gt => c.gt(v),
+                Cmp::Ge => c.gt_eq(v),
+                Cmp::Eq => c.eq(v),
+                Cmp::Ne => c.neq(v),
+            }
+        }
+        Filter::In { field, list } => {
+            let c = col(field.as_str());
+            // A chain of equalities: lists are short, and this needs no extra polars feature.
+            list.iter().map(|l| c.clone().eq(lit_expr(l))).reduce(|a, b| a.or(b)).unwrap_or(lit(false))
+        }
+    }
+    .fill_null(lit(false))
+}
+
+/// Seconds spanned by a scope's rows (stage markers included): the window for rates.
+pub fn window_secs(scope: &Expr) -> Expr {
+    let t = col("t_ms").filter(scope.clone());
+    (t.clone().max() - t.min()).cast(DataType::Float64) / lit(1000.0)
+}
+
+/// Least-squares fit of `y` against `t_ms` over `mask`: (slope per ms, fitted value at the
+/// first point, span in ms). Centered on the means, so large `t_ms` values stay precise.
+fn fit(y: Expr, mask: &Expr) -> (Expr, Expr, Expr) {
+    let x = col("t_ms").cast(DataType::Float64).filter(mask.clone());
+    let y = y.cast(DataType::Float64).filter(mask.clone());
+    let xc = x.clone() - x.clone().mean();
+    let yc = y.clone() - y.clone().mean();
+    let slope = (xc.clone() * yc).sum() / (xc.clone() * xc).sum();
+    let start = y.mean() + slope.clone() * (x.clone().min() - x.clone().mean());
+    let span = x.clone().max() - x.min();
+    (slope, start, span)
+}
+
+/// The observed-value and support expressions for one criterion in one scope.
+pub fn compile(check: &Check, scope: &Scope) -> (Expr, Expr) {
+    let sm = scope_mask(scope);
+    let scope_rows = sm.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
+    match &check.lhs {
+        Lhs::Named(named) => {
+            let measured = sm.clone().and(data_mask()).and(col("ok").is_not_null());
+            let n = measured.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
+            let ok = col("ok").cast(DataType::Float64).filter(measured.clone());
+            match named {
+                Named::SuccessRate => (ok.mean(), n),
+                Named::ErrorRate => (lit(1.0) - ok.mean(), n),
+                Named::TimeoutRate => (timeout_mask().cast(DataType::Float64).filter(measured).mean(), n),
+                Named::Throughput => (n.clone() / window_secs(&sm), n),
+                Named::Crashes => {
+                    let crashes = sm.clone().and(col("kind").eq(lit("crash")));
+                    (crashes.cast(DataType::UInt32).sum().cast(DataType::Float64), scope_rows)
+                }
+            }
+        }
+        Lhs::Agg { agg, field, filter } => {
+            let mut mask = sm.clone().and(data_mask());
+            if let Some(f) = filter {
+                mask = mask.and(filter_expr(f));
+            }
+            if let Some(f) = field {
+                mask = mask.and(col(f.as_str()).is_not_null());
+            }
+            let matched = mask.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
+            let y = || col(field.as_deref().unwrap_or("seq")).cast(DataType::Float64).filter(mask.clone());
+            match agg {
+                Agg::Count => (matched, scope_rows),
+                Agg::Rate => (matched / window_secs(&sm), scope_rows),
+                Agg::Sum => (y().sum(), matched),
+                Agg::Mean => (y().mean(), matched),
+                Agg::Min => (y().min(), matched),
+                Agg::Max => (y().max(), matched),
+                Agg::Stddev => (y().std(1), matched),
+                Agg::Cov => (y().std(1) / y().mean(), matched),
+                Agg::Quantile(q) => (y().quantile(lit(*q), QuantileMethod::Linear), matched),
+                Agg::Growth => {
+                    let (slope, start, span) = fit(col(field.as_deref().unwrap_or("value")), &mask);
+                    (slope * span / start, matched)
+                }
+                Agg::Slope => {
+                    let (slope, _, _) = fit(col(field.as_deref().unwrap_or("value")), &mask);
+                    (slope * lit(1000.0), matched)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Bottleneck findings, each with a priority (HIGH / MEDIUM / LOW / INFO) and a recommendation,
+//! read off the metrics already computed — the way the 1000-agent load suite this replaces
+//! reported them. Thresholds are constants here and listed in docs/criteria.md.
+
+use serde::Serialize;
+
+use super::frame::{Row, get_f64, get_str};
+use super::metrics::Metrics;
+use super::report_data::CriterionResult;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Priority {
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub priority: Priority,
+    pub scope: String,
+    pub title: String,
+    pub detail: String,
+    pub recommendation: String,
+}
+
+const MIN_SAMPLES: f64 = 20.0;
+/// A passing criterion within this share of its limit is reported as near it.
+const NEAR_LIMIT: f64 = 0.05;
+
+fn scope_of(r: &Row) -> String {
+    let name = get_str(r, "name");
+    let base = format!("{}/{}", get_str(r, "phase"), get_str(r, "stage"));
+    if name.is_empty() { base } else { format!("{base} {}:{name}", get_str(r, "kind")) }
+}
+
+pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for r in &m.names {
+        let count = get_f64(r, "count").unwrap_or(0.0);
+        let measured = get_f64(r, "ok").unwrap_or(0.0) + get_f64(r, "failed").unwrap_or(0.0);
+        if measured >= 1.0 {
+            let rate = get_f64(r, "timeouts").unwrap_or(0.0) / measured;
+            if rate > 0.01 {
+                out.push(Finding {
+                    priority: if rate > 0.05 { Priority::High } else { Priority::Medium },
+                    scope: scope_of(r),
+                    title: "high timeout rate".into(),
+                    detail: format!("{:.1}% of {measured} calls timed out", rate * 100.0),
+                    recommendation: "Check the target's capacity and the timeout setting; add retries with backoff, or lower concurrency.".into(),
+                });
+            }
+        }
+        if count >= MIN_SAMPLES
+            && let (Some(p50), Some(p99)) = (get_f64(r, "latency_p50"), get_f64(r, "latency_p99"))
+            && p50 > 0.0
+            && p99 / p50 > 5.0
+        {
+            out.push(Finding {
+                priority: if p99 / p50 > 10.0 { Priority::High } else { Priority::Medium },
+                scope: scope_of(r),
+                title: "long latency tail".into(),
+                detail: format!("p99 {p99:.1} ms is {:.1}× p50 {p50:.1} ms", p99 / p50),
+                recommendation: "Look for queueing, lock contention, GC pauses or a slow subset of agents; compare the per-agent table.".into(),
+            });
+        }
+    }
+    for s in &m.series {
+        let pts: Vec<f64> = s.points.iter().filter_map(|p| get_f64(p, "rate")).collect();
+        let scope = format!("{}/{}", s.phase, s.stage);
+        if pts.len() >= 6 {
+            let third = pts.len() / 3;
+            let head = pts[..third].iter().sum::<f64>() / third as f64;
+            let tail = pts[pts.len() - third..].iter().sum::<f64>() / third as f64;
+            if head > 0.0 && tail < 0.8 * head {
+                out.push(Finding {
+                    priority: Priority::Medium,
+                    scope: scope.clone(),
+                    title: "throughput falling".into(),
+                    detail: format!("events/s fell from {head:.1} in the first third to {tail:.1} in the last"),
+                    recommendation:
+                        "Look for resource exhaustion (memory, file handles, connections) building up over the stage."
+                            .into(),
+                });
+            }
+            let fails: Vec<f64> = s.points.iter().map(|p| get_f64(p, "failed").unwrap_or(0.0)).collect();
+            let mean = fails.iter().sum::<f64>() / fails.len() as f64;
+            if let Some((i, worst)) = fails.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))
+                && *worst >= 5.0
+                && *worst > 3.0 * mean
+            {
+                out.push(Finding {
+                    priority: Priority::Medium,
+                    scope: scope.clone(),
+                    title: "error burst".into(),
+                    detail: format!(
+                        "{worst} failures in one {:.0} ms window (#{i}), against a mean of {mean:.1}",
+                        s.window_ms
+                    ),
+                    recommendation:
+                        "Correlate the window with faults, restarts or deploys in run.log; check the errors table."
+                            .into(),
+                });
+            }
+        }
+        let bytes: Vec<(f64, f64)> =
+            s.points.iter().filter_map(|p| Some((get_f64(p, "t_ms")?, get_f64(p, "bytes_mean")?))).collect();
+        if bytes.len() >= 4 {
+            let (first, last) = (bytes[0].1, bytes[bytes.len() - 1].1);
+            let g = if first > 0.0 { (last - first) / first } else { 0.0 };
+            if g > 0.05 {
+                out.push(Finding {
+                    priority: if g > 0.10 { Priority::High } else { Priority::Medium },
+                    scope,
+                    title: "memory growth".into(),
+                    detail: format!("byte-valued samples grew {:.1}% over the stage", g * 100.0),
+                    recommendation:
+                        "Check for leaks: caches without bounds, retained responses, listeners never removed.".into(),
+                });
+            }
+        }
+    }
+    slow_agents(&m.agents, &mut out);
+    for c in criteria {
+        if let (true, Some(margin)) = (c.pass, c.margin)
+            && margin < NEAR_LIMIT
+        {
+            out.push(Finding {
+                priority: Priority::Low,
+                scope: c.scope.clone(),
+                title: "criterion near its limit".into(),
+                detail: format!(
+                    "`{}` passed with {:.1}% to spare (observed {})",
+                    c.check,
+                    margin * 100.0,
+                    c.observed_text
+                ),
+                recommendation: "Small changes may flip this criterion; watch it in the baseline comparison.".into(),
+            });
+        }
+    }
+    if out.is_empty() {
+        out.push(Finding {
+            priority: Priority::Info,
+            scope: "plan".into(),
+            title: "no bottlenecks found".into(),
+            detail: "timeouts, latency tails, throughput, memory, error bursts and agent spread are within bounds"
+                .into(),
+            recommendation: "Keep this run as a baseline: `planrun analyze NEXT_RUN --baseline THIS_RUN`.".into(),
+        });
+    }
+    out.sort_by_key(|f| f.priority);
+    out
+}
+
+/// One agent much slower than its peers in the same stage.
+fn slow_agents(agents: &[Row], out: &mut Vec<Finding>) {
+    let mut by_stage: Vec<(String, Vec<(&str, f64)>)> = Vec::new();
+    for a in agents {
+        let key = format!("{}/{}", get_str(a, "phase"), get_str(a, "stage"));
+        let Some(mean) = get_f64(a, "latency_mean") else { continue };
+        match by_stage.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push((get_str(a, "agent"), mean)),
+            None => by_stage.push((key, vec![(get_str(a, "agent"), mean)])),
+        }
+    }
+    for (scope, mut v) in by_stage {
+        if v.len() < 3 {
+            continue;
+        }
+        v.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let median = v[v.len() / 2].1;
+        let (agent, worst) = v[v.len() - 1];
+        if median > 0.0 && worst > 2.0 * median {
+            out.push(Finding {
+                priority: Priority::Medium,
+                scope,
+                title: "one agent much slower than its peers".into(),
+                detail: format!(
+                    "agent {agent} mean latency {worst:.1} ms is {:.1}× the median agent ({median:.1} ms)",
+                    worst / median
+                ),
+                recommendation:
+                    "Inspect that agent's host, inputs and logs; check for a noisy neighbour or a bad instance.".into(),
+            });
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The data every report template renders: one serializable tree, documented field by field in
+//! docs/templates.md. Nothing here formats text; templates do.
+
+use serde::Serialize;
+
+use super::baseline::Baseline;
+use super::findings::Finding;
+use super::frame::Row;
+use super::metrics::Metrics;
+use super::sql::Table;
+use crate::run::manifest::Host;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub planrun_version: String,
+    pub generated_at: String,
+    pub run: RunInfo,
+    pub source: SourceInfo,
+    pub verdict: Verdict,
+    pub criteria: Vec<CriterionResult>,
+    pub stages: Vec<StageResult>,
+    pub metrics: Metrics,
+    pub findings: Vec<Finding>,
+    pub baseline: Option<Baseline>,
+    pub tables: Vec<Table>,
+    /// With `--all`: one row per run analyzed.
+    pub comparison: Vec<Row>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunInfo {
+    pub dir: String,
+    pub plan: String,
+    pub description: Option<String>,
+    pub status: String,
+    pub profile: Option<String>,
+    pub seed: u64,
+    pub time_scale: f64,
+    pub clock: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_s: Option<f64>,
+    pub resumes: u32,
+    pub message: Option<String>,
+    pub host: Host,
+    pub vars: serde_json::Map<String, serde_json::Value>,
+    pub planrun_version: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceInfo {
+    /// `events.parquet` or `events.jsonl`.
+    pub file: String,
+    pub events: u64,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Verdict {
+    pub pass: bool,
+    /// PASS, FAIL or INCOMPLETE.
+    pub label: String,
+    /// Why it is not a pass, one line each.
+    pub reasons: Vec<String>,
+    /// Weighted share of criteria passing (0–1).
+    pub confidence: f64,
+    pub threshold: f64,
+    pub confidence_pass: bool,
+    pub criteria_total: usize,
+    pub criteria_passed: usize,
+    pub criteria_failed: usize,
+    pub criteria_no_data: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CriterionResult {
+    pub check: String,
+    /// `plan`, a phase name, or `phase/stage`.
+    pub scope: String,
+    pub level: String,
+    /// `pass`, `fail`, `no_data` (fails) or `skipped` (optional, no data).
+    pub status: String,
+    pub pass: bool,
+    pub observed: Option<f64>,
+    pub observed_text: String,
+    pub op: String,
+    pub threshold: Option<f64>,
+    pub threshold_text: String,
+    /// Rows the criterion looked at.
+    pub support: f64,
+    /// How far inside its limit a passing criterion is, relative to the limit.
+    pub margin: Option<f64>,
+    pub optional: bool,
+    pub abort: bool,
+    pub weight: f64,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageResult {
+    pub phase: String,
+    pub stage: String,
+    pub driver: String,
+    pub status: String,
+    pub message: Option<String>,
+    pub duration_ms: Option<f64>,
+    pub events: u64,
+    /// Weighted share of this stage's criteria passing; null without criteria.
+    pub confidence: Option<f64>,
+}

@@ -1,0 +1,78 @@
+//! User-extensible tables: each `analysis/*.sql` file is a polars SQL query over the tables
+//! `events` and `stages`, and becomes a named table in the reports. The shipped queries are
+//! compiled into the binary; users add theirs with `--analysis DIR` or the plan's
+//! `analysis.queries`. A bad query is reported with its file and polars' message, and the rest
+//! of the report still renders.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use polars::sql::SQLContext;
+use serde::Serialize;
+
+use super::frame::{Row, rows};
+
+/// Shipped queries: (name, SQL).
+pub const SHIPPED: &[(&str, &str)] = &[
+    ("stage_summary", include_str!("../../analysis/stage_summary.sql")),
+    ("slowest_agents", include_str!("../../analysis/slowest_agents.sql")),
+    ("error_kinds", include_str!("../../analysis/error_kinds.sql")),
+];
+
+const MAX_ROWS: usize = 50;
+
+#[derive(Debug, Serialize)]
+pub struct Table {
+    pub name: String,
+    pub source: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+    pub truncated: bool,
+    pub error: Option<String>,
+}
+
+/// Query files from a directory, sorted by name.
+pub fn from_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read analysis dir {}: {e}", dir.display()))?;
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) == Some("sql") {
+            let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("query").to_string();
+            out.push((name, p));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn run_all(events: &LazyFrame, stages: &DataFrame, queries: &[(String, String, String)]) -> Vec<Table> {
+    let mut ctx = SQLContext::new();
+    ctx.register("events", events.clone());
+    ctx.register("stages", stages.clone().lazy());
+    queries
+        .iter()
+        .map(|(name, source, sql)| match ctx.execute(sql).and_then(|lf| lf.limit(MAX_ROWS as u32 + 1).collect()) {
+            Ok(df) => {
+                let truncated = df.height() > MAX_ROWS;
+                let df = df.head(Some(MAX_ROWS));
+                Table {
+                    name: name.clone(),
+                    source: source.clone(),
+                    columns: df.get_column_names().iter().map(|c| c.to_string()).collect(),
+                    rows: rows(&df),
+                    truncated,
+                    error: None,
+                }
+            }
+            Err(e) => Table {
+                name: name.clone(),
+                source: source.clone(),
+                columns: vec![],
+                rows: vec![],
+                truncated: false,
+                error: Some(e.to_string()),
+            },
+        })
+        .collect()
+}
