@@ -1,5 +1,6 @@
 //! Integration tests: one binary, a module per area (see `support` for the runner builder).
 
+mod analyze;
 mod diagnostics;
 mod plans;
 mod resume;

@@ -274,9 +274,13 @@ fn lex(src: &str) -> Result<Vec<(Tok, Range<usize>)>, ParseError> {
                         at: start..i,
                         help: Some("durations are written like 200ms, 1.5s, 5m".into()),
                     })?;
-                    let _ = n;
                     out.push((Tok::Dur(d.0.as_secs_f64() * 1000.0), start..i));
                 } else {
+                    let n: f64 = text.parse().map_err(|_| ParseError {
+                        message: format!("bad number `{text}`"),
+                        at: start..num_end,
+                        help: None,
+                    })?;
                     out.push((Tok::Num(n), start..i));
                 }
                 continue;

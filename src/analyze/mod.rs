@@ -20,8 +20,8 @@ use polars::prelude::*;
 use crate::diag::{Diag, Source};
 use crate::plan::{LoadOptions, Plan, Scope};
 use crate::run::manifest::{Manifest, RunStatus};
-use criteria::{Check, Cmp, Lhs, Rhs};
-use frame::{get_f64, get_str, num, rows};
+use criteria::{Check, Cmp, Rhs};
+use frame::{get_f64, num};
 use report_data::{CriterionResult, Report, RunInfo, SourceInfo, StageResult, Verdict};
 
 pub const DEFAULT_THRESHOLD: f64 = 0.75;
@@ -130,14 +130,19 @@ pub fn check_criteria(plan: &Plan, src: &Source) -> Vec<Diag> {
             Ok(check) => {
                 if let Rhs::Var(v) = &check.rhs {
                     match plan.var(v) {
-                        None => out.push(
-                            Diag::new(format!("criterion uses unknown var `{v}`")).at(src, at(0..text.len())).help(
-                                format!(
-                                    "vars: {}",
-                                    plan.vars.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-                                ),
-                            ),
-                        ),
+                        None => {
+                            let names: Vec<&str> = plan.vars.iter().map(|(n, _)| n.as_str()).collect();
+                            let help = match crate::diag::did_you_mean(v, names.iter().copied()) {
+                                _ if names.is_empty() => "this plan declares no vars".to_string(),
+                                Some(s) => format!("did you mean `{s}`? vars: {}", names.join(", ")),
+                                None => format!("vars: {}", names.join(", ")),
+                            };
+                            out.push(
+                                Diag::new(format!("criterion uses unknown var `{v}`"))
+                                    .at(src, at(0..text.len()))
+                                    .help(help),
+                            )
+                        }
                         Some(var) if var_number(&var.value).is_none() => out.push(
                             Diag::new(format!("criterion compares with var `{v}`, which is not a number or duration"))
                                 .at(src, at(0..text.len())),
@@ -249,13 +254,9 @@ pub fn evaluate(run: &Run) -> Result<Vec<CriterionResult>, AnalyzeError> {
         let observed = frame::scalar(&df, &format!("v{i}"));
         r.support = frame::scalar(&df, &format!("n{i}")).unwrap_or(0.0);
         r.observed = observed;
-        let counts_zero_as_data = matches!(
-            check.lhs,
-            Lhs::Agg { agg: criteria::Agg::Count | criteria::Agg::Rate, .. } | Lhs::Named(criteria::Named::Crashes)
-        );
-        let no_data = observed.is_none()
-            || (r.support == 0.0 && !counts_zero_as_data)
-            || (counts_zero_as_data && r.support == 0.0);
+        // Support is the matched rows, or for counts and rates the scope's rows: a count of zero
+        // in a scope that has events is data; an empty scope is not.
+        let no_data = observed.is_none() || r.support == 0.0;
         match (no_data, threshold) {
             (_, None) => {
                 r.message = Some("the var it compares with is missing".into());
@@ -454,6 +455,5 @@ pub fn comparison_row(r: &Report) -> frame::Row {
     for k in ["count", "success_rate", "throughput", "latency_p50", "latency_p95", "latency_p99", "cost_usd"] {
         row.insert(k.into(), get_f64(&r.metrics.plan, k).map_or(serde_json::Value::Null, num));
     }
-    let _ = (get_str, rows);
     row
 }

@@ -63,7 +63,7 @@ impl<'de> Deserialize<'de> for Criterion {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Full {
-            check: Spanned<String>,
+            check: String,
             #[serde(default)]
             optional: bool,
             #[serde(default)]
@@ -77,14 +77,23 @@ impl<'de> Deserialize<'de> for Criterion {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Form {
-            Short(Spanned<String>),
+            Short(String),
             Full(Full),
         }
-        // `untagged` hides the inner error; try the table form's error when both fail.
-        let form = Form::deserialize(d)?;
-        Ok(match form {
-            Form::Short(check) => Criterion { check, optional: false, abort: false, weight: 1.0 },
-            Form::Full(f) => Criterion { check: f.check, optional: f.optional, abort: f.abort, weight: f.weight },
+        // The span is taken around the whole criterion: `untagged` buffers its input and would
+        // drop spans taken inside it.
+        let form = Spanned::<Form>::deserialize(d)?;
+        let span = form.span;
+        Ok(match form.value {
+            Form::Short(check) => {
+                Criterion { check: Spanned { span, value: check }, optional: false, abort: false, weight: 1.0 }
+            }
+            Form::Full(f) => Criterion {
+                check: Spanned { span, value: f.check },
+                optional: f.optional,
+                abort: f.abort,
+                weight: f.weight,
+            },
         })
     }
 }

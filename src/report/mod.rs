@@ -96,10 +96,16 @@ fn ms(v: Value) -> String {
     }
 }
 
-/// Text safe inside a Markdown table cell.
-fn md(v: Value) -> String {
+/// Text safe inside a Markdown table cell; `md(120)` also shortens it to 120 characters.
+fn md(v: Value, max: Option<usize>) -> String {
     let s = if v.is_none() || v.is_undefined() { String::new() } else { v.to_string() };
-    s.replace('|', "\\|").replace('\n', " ")
+    let mut s = s.replace('|', "\\|").replace('\n', " ");
+    if let Some(n) = max
+        && s.chars().count() > n
+    {
+        s = s.chars().take(n.saturating_sub(1)).collect::<String>() + "…";
+    }
+    s
 }
 
 /// A SQL result cell: numbers compact, text table-safe.
@@ -113,7 +119,7 @@ fn cell(v: Value) -> String {
         }
         return format!("{f:.3}");
     }
-    md(v)
+    md(v, None)
 }
 
 pub struct Renderer {

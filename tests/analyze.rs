@@ -1,0 +1,408 @@
+//! `planrun analyze`: metrics and criteria checked against answers computed by hand on
+//! hand-made events, the seed criteria evaluated as written, no-data semantics, the JSONL
+//! fallback, baseline regressions, SQL tables, report formats and exit codes.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::support::Sandbox;
+
+/// A run directory built by hand: a plan, a manifest and events with known values.
+struct Fixture {
+    dir: PathBuf,
+    events: Vec<Value>,
+}
+
+const PLAN: &str = r#"
+[plan]
+name = "fixture"
+criteria = ["success_rate >= 0.95", "sum(cost_usd) <= vars.budget_usd"]
+
+[vars]
+budget_usd = 1.0
+
+[[phase]]
+name = "p"
+
+[[phase.stage]]
+name = "spawn"
+driver = "sleep"
+duration = "10s"
+criteria = [
+  'p95(latency_ms where name == "spawn") < 200ms',
+  'count(where kind == "crash") == 0',
+]
+
+[[phase.stage]]
+name = "soak"
+driver = "sleep"
+duration = "10s"
+criteria = [
+  'growth(value where name == "rss_bytes") < 0.10',
+  'cov(latency_ms where kind == "cycle") < 0.20',
+]
+"#;
+
+impl Fixture {
+    fn new(sb: &Sandbox, name: &str) -> Fixture {
+        let dir = sb.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("plan.resolved.toml"), PLAN).unwrap();
+        Fixture { dir, events: Vec::new() }
+    }
+
+    fn push(&mut self, stage: &str, t_ms: f64, mut fields: Value) {
+        let obj = fields.as_object_mut().unwrap();
+        obj.insert("seq".into(), json!(self.events.len()));
+        obj.insert("t_ms".into(), json!(t_ms));
+        obj.insert("ts".into(), json!("2026-11-22T12:00:00.000000Z"));
+        obj.insert("phase".into(), json!("p"));
+        obj.insert("stage".into(), json!(stage));
+        obj.insert("driver".into(), json!("sleep"));
+        self.events.push(fields);
+    }
+
+    /// Stage markers and manifest with stage windows: spawn 0–10 s, soak 10–20 s.
+    fn write(&mut self, status: &str) -> &Path {
+        let mut lines = String::new();
+        let mut evs = vec![];
+        evs.push(("spawn", 0.0, json!({"kind": "stage", "name": "start"})));
+        evs.push(("spawn", 10_000.0, json!({"kind": "stage", "name": "end", "ok": true})));
+        evs.push(("soak", 10_000.0, json!({"kind": "stage", "name": "start"})));
+        evs.push(("soak", 20_000.0, json!({"kind": "stage", "name": "end", "ok": true})));
+        for (s, t, f) in evs {
+            self.push(s, t, f);
+        }
+        for e in &self.events {
+            lines.push_str(&e.to_string());
+            lines.push('\n');
+        }
+        std::fs::write(self.dir.join("events.jsonl"), lines).unwrap();
+        let stage = |name: &str, a: f64, b: f64| json!({"phase": "p", "stage": name, "driver": "sleep", "status": status, "t_start_ms": a, "t_end_ms": b, "events": 0});
+        let manifest = json!({
+            "planrun_version": "test", "plan": {"name": "fixture", "path": "x", "sha256": "0"},
+            "profile": null, "vars": {"budget_usd": 1.0}, "args": [], "seed": 1, "time_scale": 1.0,
+            "clock": "real", "host": {"os": "t", "kernel": "t", "hostname": "t", "cpus": 2, "memory_bytes": 1},
+            "status": if status == "passed" { "completed" } else { "failed" },
+            "started_at": "2026-11-22T12:00:00.000Z", "ended_at": "2026-11-22T12:00:20.000Z",
+            "stages": [stage("spawn", 0.0, 10_000.0), stage("soak", 10_000.0, 20_000.0)],
+            "checkpoint": {"next_step": 2, "position": {"next_seq": 0, "offset": 0}, "t_ms": 20000.0}
+        });
+        std::fs::write(self.dir.join("manifest.json"), manifest.to_string()).unwrap();
+        &self.dir
+    }
+}
+
+/// 20 spawns with latencies 10, 20, …, 200 ms (19 ok, 1 failed), cycles with known spread,
+/// memory growing linearly by 5% over the soak, and two costed calls.
+fn healthy(sb: &Sandbox, name: &str) -> Fixture {
+    let mut f = Fixture::new(sb, name);
+    for i in 1..=20 {
+        let ok = i != 7;
+        f.push("spawn", i as f64 * 400.0, json!({"kind": "spawn", "name": "spawn", "agent": format!("a{}", i % 4), "ok": ok, "latency_ms": i as f64 * 10.0}));
+    }
+    for (i, l) in [100.0, 110.0, 90.0, 105.0, 95.0].iter().enumerate() {
+        f.push(
+            "soak",
+            10_500.0 + i as f64 * 1000.0,
+            json!({"kind": "cycle", "name": "cycle", "ok": true, "latency_ms": l}),
+        );
+    }
+    for i in 0..=10 {
+        let v = 100_000_000.0 * (1.0 + 0.05 * i as f64 / 10.0);
+        f.push(
+            "soak",
+            10_000.0 + i as f64 * 1000.0,
+            json!({"kind": "sample", "name": "rss_bytes", "value": v, "unit": "bytes"}),
+        );
+    }
+    f.push("soak", 15_000.0, json!({"kind": "llm_call", "name": "call", "ok": true, "latency_ms": 1.0, "cost_usd": 0.25, "tokens_in": 100, "tokens_out": 50}));
+    f.push("soak", 16_000.0, json!({"kind": "llm_call", "name": "call", "ok": true, "latency_ms": 1.0, "cost_usd": 0.5, "tokens_in": 200, "tokens_out": 70}));
+    f
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+fn criterion<'a>(r: &'a Value, check: &str) -> &'a Value {
+    r["criteria"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == check)
+        .unwrap_or_else(|| panic!("no criterion {check}"))
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    a.as_f64().is_some_and(|a| (a - b).abs() < 1e-9 * b.abs().max(1.0))
+}
+
+#[test]
+fn metrics_and_seed_criteria_match_hand_computed_answers() {
+    let sb = Sandbox::new();
+    let mut f = healthy(&sb, "run");
+    let dir = f.write("passed").to_path_buf();
+    let r = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rep = report(&dir);
+    assert_eq!(rep["source"]["file"], "events.jsonl");
+    assert!(rep["source"]["note"].as_str().unwrap().contains("events.parquet is missing"));
+
+    // Spawn latencies 10..200 step 10: linear-interpolated p50 = 105, p95 = 190.5, p99 = 198.1.
+    let spawn = rep["metrics"]["names"].as_array().unwrap().iter().find(|m| m["name"] == "spawn").unwrap();
+    assert_eq!(spawn["count"], 20);
+    assert_eq!(spawn["failed"], 1);
+    assert!(close(&spawn["latency_p50"], 105.0), "{}", spawn["latency_p50"]);
+    assert!(close(&spawn["latency_p95"], 190.5), "{}", spawn["latency_p95"]);
+    assert!(close(&spawn["latency_p99"], 198.1), "{}", spawn["latency_p99"]);
+    assert!(close(&spawn["latency_mean"], 105.0));
+    assert!(close(&spawn["success_rate"], 0.95));
+    // 20 spawns over the stage's 10 s window.
+    assert!(close(&spawn["throughput"], 2.0), "{}", spawn["throughput"]);
+
+    // p95 < 200ms: observed 190.5.
+    let c = criterion(&rep, r#"p95(latency_ms where name == "spawn") < 200ms"#);
+    assert_eq!(c["status"], "pass");
+    assert!(close(&c["observed"], 190.5));
+    // No crashes: a count of zero is data, not "no data".
+    assert_eq!(criterion(&rep, r#"count(where kind == "crash") == 0"#)["status"], "pass");
+    // Memory grew linearly by exactly 5%: growth = 0.05.
+    let g = criterion(&rep, r#"growth(value where name == "rss_bytes") < 0.10"#);
+    assert!(close(&g["observed"], 0.05), "{}", g["observed"]);
+    // Cycle latencies 100,110,90,105,95: mean 100, sample stddev sqrt(62.5) → cov 0.0790569.
+    let cv = criterion(&rep, r#"cov(latency_ms where kind == "cycle") < 0.20"#);
+    assert!((cv["observed"].as_f64().unwrap() - 62.5f64.sqrt() / 100.0).abs() < 1e-9);
+    // Costs 0.25 + 0.5 against vars.budget_usd = 1.0.
+    let cost = criterion(&rep, "sum(cost_usd) <= vars.budget_usd");
+    assert!(close(&cost["observed"], 0.75));
+    assert!(close(&cost["threshold"], 1.0));
+    // Measured events: 20 spawns (19 ok) + 5 cycles + 2 calls = 27 ok of 28 → 0.964… ≥ 0.95 passes.
+    let sr = criterion(&rep, "success_rate >= 0.95");
+    assert!(close(&sr["observed"], 26.0 / 27.0), "{}", sr["observed"]);
+    assert_eq!(sr["status"], "pass");
+    assert_eq!(rep["verdict"]["label"], "PASS", "{}", rep["verdict"]);
+}
+
+#[test]
+fn parquet_and_jsonl_give_the_same_analysis() {
+    let sb = Sandbox::new();
+    let mut f = healthy(&sb, "run");
+    let dir = f.write("passed").to_path_buf();
+    assert_eq!(sb.run(&["analyze", dir.to_str().unwrap()]).code, 0);
+    let from_jsonl = report(&dir);
+    planrun::events::parquet::jsonl_to_parquet(&dir.join("events.jsonl"), &dir.join("events.parquet")).unwrap();
+    assert_eq!(sb.run(&["analyze", dir.to_str().unwrap()]).code, 0);
+    let from_parquet = report(&dir);
+    assert_eq!(from_parquet["source"]["file"], "events.parquet");
+    assert_eq!(from_jsonl["criteria"], from_parquet["criteria"]);
+    assert_eq!(from_jsonl["metrics"]["stages"], from_parquet["metrics"]["stages"]);
+}
+
+#[test]
+fn failing_criterion_exits_1_and_junit_carries_observed_vs_expected() {
+    let sb = Sandbox::new();
+    let mut f = healthy(&sb, "run");
+    // A spawn slower than the limit pushes p95 over 200 ms.
+    for i in 0..5 {
+        f.push("spawn", 9_000.0 + i as f64, json!({"kind": "spawn", "name": "spawn", "ok": true, "latency_ms": 900.0}));
+    }
+    let dir = f.write("passed").to_path_buf();
+    let r = sb.run(&["analyze", dir.to_str().unwrap(), "--format", "md,json,junit,html"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let rep = report(&dir);
+    assert_eq!(rep["verdict"]["label"], "FAIL");
+    assert!(rep["verdict"]["confidence"].as_f64().unwrap() < 1.0);
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert!(junit.contains("<failure message=\"observed 900 ms, expected &lt; 200 ms\""), "{junit}");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.starts_with("# fixture — FAIL"), "{md}");
+    assert!(
+        md.contains("| ❌ | `p95(latency_ms where name == \"spawn\") < 200ms` | p/spawn | 900 ms | < 200 ms | fail |"),
+        "{md}"
+    );
+    assert!(dir.join("report.html").exists());
+}
+
+#[test]
+fn no_data_fails_unless_optional() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("run");
+    let mut f = healthy(&sb, "run");
+    f.write("passed");
+    let plan = PLAN.replace(
+        "criteria = [\"success_rate >= 0.95\",",
+        "criteria = ['p99(latency_ms where name == \"nothing\") < 1s', { check = 'mean(value where name == \"absent\") < 1', optional = true }, \"success_rate >= 0.95\",",
+    );
+    std::fs::write(dir.join("plan.resolved.toml"), plan).unwrap();
+    let r = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let rep = report(&dir);
+    assert_eq!(criterion(&rep, r#"p99(latency_ms where name == "nothing") < 1s"#)["status"], "no_data");
+    let opt = criterion(&rep, r#"mean(value where name == "absent") < 1"#);
+    assert_eq!((opt["status"].as_str(), opt["pass"].as_bool()), (Some("skipped"), Some(true)));
+}
+
+#[test]
+fn findings_flag_timeouts_tails_and_slow_agents() {
+    let sb = Sandbox::new();
+    let mut f = Fixture::new(&sb, "run");
+    for i in 0..40 {
+        let agent = format!("agent-{}", i % 4);
+        let slow = i % 4 == 3;
+        let timeout = i % 10 == 0;
+        let lat = if slow {
+            400.0
+        } else if i == 39 {
+            5000.0
+        } else {
+            20.0 + (i % 3) as f64
+        };
+        let mut e = json!({"kind": "response", "name": "ping", "agent": agent, "ok": !timeout, "latency_ms": lat});
+        if timeout {
+            e["error"] = json!("timeout");
+        }
+        f.push("spawn", 100.0 + i as f64 * 200.0, e);
+    }
+    let dir = f.write("passed").to_path_buf();
+    let r = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let rep = report(&dir);
+    let titles: Vec<(String, String)> = rep["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["priority"].as_str().unwrap().to_string(), f["title"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(titles.contains(&("HIGH".into(), "high timeout rate".into())), "{titles:?}");
+    assert!(titles.iter().any(|(_, t)| t == "long latency tail"), "{titles:?}");
+    assert!(titles.iter().any(|(_, t)| t == "one agent much slower than its peers"), "{titles:?}");
+    // Sorted most urgent first.
+    assert_eq!(titles[0].0, "HIGH");
+}
+
+#[test]
+fn baseline_regressions_beyond_tolerance_are_listed() {
+    let sb = Sandbox::new();
+    let base = healthy(&sb, "base").write("passed").to_path_buf();
+    let mut slower = Fixture::new(&sb, "slow");
+    for i in 1..=20 {
+        slower.push(
+            "spawn",
+            i as f64 * 400.0,
+            json!({"kind": "spawn", "name": "spawn", "ok": true, "latency_ms": i as f64 * 13.0}),
+        );
+    }
+    let cur = slower.write("passed").to_path_buf();
+    let r = sb.run(&["analyze", cur.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+    let rep = report(&cur);
+    let regs = rep["baseline"]["regressions"].as_array().unwrap();
+    let p50 = regs.iter().find(|d| d["scope"] == "p/spawn" && d["metric"] == "latency_p50").expect("p50 regression");
+    assert!(close(&p50["change"], 0.3), "{p50}");
+    // Success rate went up (0.95 → 1.0): a change, not a regression.
+    assert!(!regs.iter().any(|d| d["metric"] == "success_rate"));
+    let md = std::fs::read_to_string(cur.join("report.md")).unwrap();
+    assert!(md.contains("## Against the baseline"), "{md}");
+    // A looser tolerance hides it.
+    sb.run(&["analyze", cur.to_str().unwrap(), "--baseline", base.to_str().unwrap(), "--tolerance", "0.5"]);
+    assert!(report(&cur)["baseline"]["regressions"].as_array().unwrap().iter().all(|d| d["metric"] != "latency_p50"));
+}
+
+#[test]
+fn custom_sql_tables_and_bad_queries() {
+    let sb = Sandbox::new();
+    let dir = healthy(&sb, "run").write("passed").to_path_buf();
+    let q = sb.path().join("queries");
+    std::fs::create_dir_all(&q).unwrap();
+    std::fs::write(
+        q.join("per_agent.sql"),
+        "SELECT agent, COUNT(*) AS n FROM events WHERE agent IS NOT NULL GROUP BY agent ORDER BY agent",
+    )
+    .unwrap();
+    std::fs::write(q.join("broken.sql"), "SELECT nope FROM events").unwrap();
+    let r = sb.run(&["analyze", dir.to_str().unwrap(), "--analysis", q.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rep = report(&dir);
+    let tables = rep["tables"].as_array().unwrap();
+    let per_agent = tables.iter().find(|t| t["name"] == "per_agent").unwrap();
+    assert_eq!(per_agent["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(per_agent["rows"][0], json!({"agent": "a0", "n": 5}));
+    let broken = tables.iter().find(|t| t["name"] == "broken").unwrap();
+    assert!(broken["error"].as_str().unwrap().contains("nope"), "{broken}");
+    assert!(broken["source"].as_str().unwrap().ends_with("broken.sql"));
+    // The rest of the report still rendered.
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("## per_agent") && md.contains("query `") && md.contains("## Criteria"), "{md}");
+}
+
+#[test]
+fn templates_can_be_overridden() {
+    let sb = Sandbox::new();
+    let dir = healthy(&sb, "run").write("passed").to_path_buf();
+    let t = sb.path().join("tpl");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join("report.md.j2"), "verdict={{ verdict.label }} criteria={{ criteria | length }}\n").unwrap();
+    std::fs::write(t.join("report.json.j2"), "{ not json").unwrap();
+    let r = sb.run(&["analyze", dir.to_str().unwrap(), "--templates", t.to_str().unwrap(), "--format", "md"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(dir.join("report.md")).unwrap(), "verdict=PASS criteria=6\n");
+    let r = sb.run(&["analyze", dir.to_str().unwrap(), "--templates", t.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("invalid JSON"), "{}", r.stderr);
+}
+
+#[test]
+fn bad_input_exits_2_with_the_path() {
+    let sb = Sandbox::new();
+    let r = sb.run(&["analyze", "nowhere"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("nowhere"), "{}", r.stderr);
+    let dir = healthy(&sb, "run").write("passed").to_path_buf();
+    std::fs::write(dir.join("events.jsonl"), "{\"seq\":0}\nnot json\n").unwrap();
+    let r = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("events.jsonl:1"), "{}", r.stderr);
+}
+
+#[test]
+fn a_directory_of_runs_analyzes_the_newest_or_all() {
+    let sb = Sandbox::new();
+    sb.write("p.toml", "[plan]\nname = \"x\"\ncriteria = [\"success_rate == 1\"]\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"s\"\ndriver = \"exec\"\nrun = \"true\"\n");
+    let first = sb.run(&["run", "p.toml", "--quiet"]).run_dir();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = sb.run(&["run", "p.toml", "--quiet"]).run_dir();
+    let r = sb.run(&["analyze", "results"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), second.display().to_string());
+    let r = sb.run(&["analyze", "results", "--all"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cmp = std::fs::read_to_string(sb.path().join("results/comparison/report.md")).unwrap();
+    assert!(cmp.contains(&first.display().to_string()) && cmp.contains("## Runs compared"), "{cmp}");
+}
+
+#[test]
+fn run_ends_with_the_report_and_its_exit_code_is_the_verdict() {
+    let sb = Sandbox::new();
+    sb.write(
+        "p.toml",
+        "[plan]\nname = \"v\"\ncriteria = ['p95(latency_ms where kind == \"exec\") < 1ms']\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"s\"\ndriver = \"exec\"\nrun = \"sleep 0.05\"\n",
+    );
+    let r = sb.run(&["run", "p.toml", "--quiet"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    assert!(dir.join("report.md").exists() && dir.join("report.json").exists());
+    let r = sb.run(&["run", "p.toml", "--quiet", "--no-analyze"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!sb.path().join(r.run_dir()).join("report.md").exists());
+}
+
+#[test]
+fn criteria_errors_are_validate_errors_at_file_line_col() {
+    let sb = Sandbox::new();
+    sb.write("c.toml", "[plan]\nname = \"x\"\ncriteria = [\"p95(latncy_ms) < 2s\"]\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"s\"\ndriver = \"exec\"\nrun = \"true\"\ncriteria = [\"sum(cost_usd) <= vars.budget\"]\n");
+    let r = sb.run(&["validate", "c.toml"]);
+    assert_eq!(r.code, 2);
+    insta::assert_snapshot!(r.stderr.replace(sb.path().to_str().unwrap(), "TMP"));
+}
