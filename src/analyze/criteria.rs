@@ -5,8 +5,6 @@
 use std::fmt;
 use std::ops::Range;
 
-use crate::plan::Dur;
-
 /// Columns criteria can name, with their kind (for type checks).
 pub const FIELDS: &[(&str, FieldKind)] = &[
     ("seq", FieldKind::Num),
@@ -269,18 +267,17 @@ fn lex(src: &str) -> Result<Vec<(Tok, Range<usize>)>, ParseError> {
                     help: None,
                 })?;
                 if i > num_end {
-                    let d = Dur::parse(&src[start..i].replace('_', "")).map_err(|e| ParseError {
-                        message: e,
-                        at: start..i,
-                        help: Some("durations are written like 200ms, 1.5s, 5m".into()),
-                    })?;
-                    out.push((Tok::Dur(d.0.as_secs_f64() * 1000.0), start..i));
+                    // Fractions are fine here (`1.5s`), so the unit is applied by hand.
+                    let unit = &src[num_end..i];
+                    let Some(factor) = unit_ms(unit) else {
+                        return Err(ParseError {
+                            message: format!("unknown duration unit `{unit}`"),
+                            at: num_end..i,
+                            help: Some("units: us, ms, s, m, h, d (e.g. 200ms, 1.5s, 5m)".into()),
+                        });
+                    };
+                    out.push((Tok::Dur(n * factor), start..i));
                 } else {
-                    let n: f64 = text.parse().map_err(|_| ParseError {
-                        message: format!("bad number `{text}`"),
-                        at: start..num_end,
-                        help: None,
-                    })?;
                     out.push((Tok::Num(n), start..i));
                 }
                 continue;
@@ -305,6 +302,20 @@ fn lex(src: &str) -> Result<Vec<(Tok, Range<usize>)>, ParseError> {
     }
     out.push((Tok::End, b.len()..b.len()));
     Ok(out)
+}
+
+/// Milliseconds per unit.
+fn unit_ms(unit: &str) -> Option<f64> {
+    Some(match unit {
+        "ns" => 1e-6,
+        "us" | "µs" => 1e-3,
+        "ms" => 1.0,
+        "s" | "sec" => 1000.0,
+        "m" | "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    })
 }
 
 struct Parser {
@@ -652,6 +663,8 @@ mod tests {
         assert_eq!(field.as_deref(), Some("latency_ms"));
         assert_eq!(filter, Some(Filter::Cmp { field: "name".into(), op: Cmp::Eq, lit: Lit::Str("spawn".into()) }));
         assert_eq!(parse("error_rate < 1%").unwrap().rhs, Rhs::Num(0.01));
+        assert_eq!(parse("p99(latency_ms) < 1.5s").unwrap().rhs, Rhs::Ms(1500.0));
+        assert!(parse("p99(latency_ms) < 3fortnights").is_err());
     }
 
     #[test]
