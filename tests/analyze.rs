@@ -406,3 +406,53 @@ fn criteria_errors_are_validate_errors_at_file_line_col() {
     assert_eq!(r.code, 2);
     insta::assert_snapshot!(r.stderr.replace(sb.path().to_str().unwrap(), "TMP"));
 }
+
+#[test]
+fn abort_criteria_stop_the_stage_while_it_runs() {
+    let sb = Sandbox::new();
+    sb.write(
+        "a.toml",
+        r#"
+[plan]
+name = "abort"
+[[phase]]
+name = "p"
+[[phase.stage]]
+name = "probe"
+driver = "exec"
+run = "true"
+repeat = 200
+pause = "50ms"
+criteria = [{ check = 'p50(latency_ms where kind == "exec") < 1us', abort = true }]
+[[phase.stage]]
+name = "after"
+driver = "exec"
+run = "true"
+"#,
+    );
+    let r = sb.run(&["run", "a.toml", "--quiet"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    let rep = report(&dir);
+    let probe = &rep["stages"][0];
+    assert_eq!(probe["status"], "aborted", "{probe}");
+    assert!(
+        probe["message"]
+            .as_str()
+            .unwrap()
+            .contains("abort criterion `p50(latency_ms where kind == \"exec\") < 1us` violated")
+    );
+    assert_eq!(rep["stages"][1]["status"], "skipped");
+    let execs = super::support::events(&dir).iter().filter(|e| e["kind"] == "exec").count();
+    assert!(execs < 200, "the stage ran to the end ({execs} executions) instead of aborting");
+    assert!(std::fs::read_to_string(dir.join("report.md")).unwrap().contains("aborted"));
+}
+
+#[test]
+fn abort_only_on_stage_criteria() {
+    let sb = Sandbox::new();
+    sb.write("a.toml", "[plan]\nname = \"x\"\ncriteria = [{ check = \"error_rate < 0.1\", abort = true }]\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"s\"\ndriver = \"exec\"\nrun = \"true\"\n");
+    let r = sb.run(&["validate", "a.toml"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("belongs on a stage's criteria") && r.stderr.contains("a.toml:3:"), "{}", r.stderr);
+}

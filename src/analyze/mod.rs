@@ -115,7 +115,7 @@ pub fn find_runs(path: &Path) -> Result<Vec<PathBuf>, AnalyzeError> {
 /// Parse every criterion of a plan: errors at file:line:col inside the criterion string.
 pub fn check_criteria(plan: &Plan, src: &Source) -> Vec<Diag> {
     let mut out = Vec::new();
-    for (_, c) in plan.criteria() {
+    for (scope, c) in plan.criteria() {
         let text = &c.check.value;
         let at = |r: std::ops::Range<usize>| -> std::ops::Range<usize> {
             let Some(span) = &c.check.span else { return 0..0 };
@@ -126,6 +126,12 @@ pub fn check_criteria(plan: &Plan, src: &Source) -> Vec<Diag> {
                 span.clone()
             }
         };
+        if c.abort && !matches!(scope, Scope::Stage(..)) {
+            out.push(
+                Diag::new("`abort = true` belongs on a stage's criteria: it stops the stage that violates it")
+                    .at(src, c.check.span.clone().unwrap_or(0..0)),
+            );
+        }
         match criteria::parse(text) {
             Ok(check) => {
                 if let Rhs::Var(v) = &check.rhs {
@@ -164,7 +170,7 @@ pub fn check_criteria(plan: &Plan, src: &Source) -> Vec<Diag> {
 }
 
 /// A var as a number for criteria: numbers as is, durations in ms.
-fn var_number(v: &serde_json::Value) -> Option<f64> {
+pub fn var_number(v: &serde_json::Value) -> Option<f64> {
     match v {
         serde_json::Value::Number(n) => n.as_f64(),
         serde_json::Value::String(s) => crate::plan::Dur::parse(s).ok().map(|d| d.0.as_secs_f64() * 1000.0),
@@ -284,6 +290,15 @@ pub fn evaluate(run: &Run) -> Result<Vec<CriterionResult>, AnalyzeError> {
 fn confidence(criteria: &[&CriterionResult]) -> Option<f64> {
     let total: f64 = criteria.iter().filter(|c| c.status != "skipped").map(|c| c.weight).sum();
     (total > 0.0).then(|| criteria.iter().filter(|c| c.status == "pass").map(|c| c.weight).sum::<f64>() / total)
+}
+
+/// A criterion's threshold in the units it is evaluated in (durations in ms, vars resolved).
+pub fn threshold(check: &Check, plan: &Plan) -> Option<f64> {
+    match &check.rhs {
+        Rhs::Num(n) => Some(*n),
+        Rhs::Ms(ms) => Some(*ms),
+        Rhs::Var(v) => plan.var(v).and_then(|x| var_number(&x.value)),
+    }
 }
 
 /// The whole analysis of one run.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::sink::EventSink;
+use crate::run::abort::AbortWatch;
 use crate::run::clock::Clock;
 
 /// A flat event. Column meanings are in `docs/events.md`.
@@ -113,6 +114,7 @@ pub struct Emitter {
     stage: Arc<str>,
     driver: Arc<str>,
     count: Arc<AtomicU64>,
+    watch: Option<Arc<AbortWatch>>,
 }
 
 impl Emitter {
@@ -124,7 +126,14 @@ impl Emitter {
             stage: stage.into(),
             driver: driver.into(),
             count: Arc::new(AtomicU64::new(0)),
+            watch: None,
         }
+    }
+
+    /// Also feed every event to the stage's live abort checks.
+    pub fn with_watch(mut self, watch: Option<Arc<AbortWatch>>) -> Self {
+        self.watch = watch;
+        self
     }
 
     /// A new event of `kind`, stamped now.
@@ -142,6 +151,9 @@ impl Emitter {
 
     pub fn emit(&self, ev: Event) {
         self.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = &self.watch {
+            w.observe(&ev);
+        }
         self.sink.send(ev);
     }
 

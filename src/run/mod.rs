@@ -3,6 +3,7 @@
 //! `events.parquet`. `resume` picks an interrupted run up from its last checkpoint. The
 //! scheduling itself is in `runner`; what a stage does is in `crate::drivers`.
 
+pub mod abort;
 pub mod clock;
 pub mod manifest;
 pub mod progress;

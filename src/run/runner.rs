@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::abort::AbortWatch;
 use super::clock::Clock;
 use super::manifest::{Checkpoint, Manifest, RunStatus, now_rfc3339};
 use super::progress::Progress;
+use crate::analyze::criteria;
 use crate::drivers::{Outcome, StageContext, Status};
 use crate::events::{Emitter, EventSink};
 use crate::plan::Plan;
@@ -19,6 +21,9 @@ use crate::plan::Plan;
 /// How long a driver gets to stop after it was told to (timeout or Ctrl-C) before the runner
 /// gives up on it and moves on.
 const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// How often (in stage clock time) `abort = true` criteria are checked.
+const ABORT_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Indexes of the stages that run together, as (phase, stage).
 pub type Step = Vec<(usize, usize)>;
@@ -166,11 +171,13 @@ impl Runner {
         let phase = &self.plan.phases[pi];
         let stage = &phase.stages[si];
         let key = format!("{}/{}", phase.name, stage.name());
+        let t_start = self.clock.elapsed_ms();
+        let watch = self.abort_watch(stage, t_start);
         let emitter =
-            Emitter::new(self.sink.clone(), self.clock.clone(), &phase.name, stage.name(), stage.driver_name());
+            Emitter::new(self.sink.clone(), self.clock.clone(), &phase.name, stage.name(), stage.driver_name())
+                .with_watch(watch.clone());
         let expected = Some(stage.expected_duration()).filter(|d| !d.is_zero()).map(|d| self.clock.scaled(d));
         self.progress.stage_started(&key, &emitter, expected);
-        let t_start = self.clock.elapsed_ms();
         let started_at = now_rfc3339();
         emitter.emit(emitter.event("stage").name("start"));
 
@@ -210,8 +217,25 @@ impl Runner {
                 None => std::future::pending().await,
             }
         };
+        let abort_check = async {
+            match &watch {
+                Some(w) => loop {
+                    self.clock.sleep_unscaled(ABORT_CHECK_EVERY).await;
+                    if let Some(reason) = w.violated(self.clock.elapsed_ms()) {
+                        return reason;
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
         let mut outcome = tokio::select! {
             o = &mut body => o,
+            reason = abort_check => {
+                stage_cancel.cancel();
+                self.wait_stopped(&mut body).await;
+                self.progress.line(&format!("stage {key} aborted: {reason}"));
+                Outcome::with(Status::Aborted, reason)
+            }
             _ = limit => {
                 stage_cancel.cancel();
                 let t = stage.common.timeout.unwrap_or_default();
@@ -249,6 +273,22 @@ impl Runner {
         };
         self.record(record);
         outcome
+    }
+
+    /// Live checks for the stage's `abort = true` criteria, if it has any.
+    fn abort_watch(&self, stage: &crate::plan::Stage, t_start: f64) -> Option<Arc<AbortWatch>> {
+        let checks: Vec<_> = stage
+            .common
+            .criteria
+            .iter()
+            .filter(|c| c.abort)
+            .filter_map(|c| {
+                let check = criteria::parse(&c.check.value).ok()?;
+                let limit = crate::analyze::threshold(&check, &self.plan)?;
+                Some((c.check.value.clone(), check, limit))
+            })
+            .collect();
+        AbortWatch::new(t_start, checks).map(Arc::new)
     }
 
     /// Wait (bounded) for a cancelled stage body to return.
