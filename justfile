@@ -34,8 +34,13 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark
-bench: bench-sink
+bench: bench-sink bench-analyze
 
 # Event sink: 10M events into events.jsonl, events/s and peak RSS
 bench-sink EVENTS="10000000":
     cargo bench --bench sink -- {{EVENTS}}
+
+# Analysis: a 10M-event run analyzed by planrun and, side by side, the same metrics by pandas
+bench-analyze EVENTS="10000000":
+    python3 -c "import pandas, pyarrow" 2>/dev/null || pip install --quiet pandas pyarrow
+    cargo bench --bench analyze -- {{EVENTS}}
