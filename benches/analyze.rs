@@ -99,10 +99,12 @@ fn generate(dir: &Path, total: u64) {
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
 
     let agents: Vec<Arc<str>> = (0..1000).map(|i| Arc::from(format!("agent-{i}"))).collect();
-    let (phases, stage_names): (Vec<Arc<str>>, Vec<Arc<str>>) = stages.iter().map(|(p, s)| (Arc::from(*p), Arc::from(*s))).unzip();
+    let (phases, stage_names): (Vec<Arc<str>>, Vec<Arc<str>>) =
+        stages.iter().map(|(p, s)| (Arc::from(*p), Arc::from(*s))).unzip();
     let driver: Arc<str> = "sleep".into();
     let file = std::fs::File::create(dir.join("events.parquet")).unwrap();
-    let mut writer = ParquetWriter::new(file).with_compression(ParquetCompression::Zstd(None)).batched(&schema()).unwrap();
+    let mut writer =
+        ParquetWriter::new(file).with_compression(ParquetCompression::Zstd(None)).batched(&schema()).unwrap();
     let mut rng = Rng(42);
     let mut seq = 0u64;
     let mut batch = Vec::with_capacity(1 << 20);
@@ -176,14 +178,19 @@ fn generate(dir: &Path, total: u64) {
 }
 
 fn main() {
-    let total: u64 = std::env::args().skip(1).find(|a| !a.starts_with("--")).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let total: u64 =
+        std::env::args().skip(1).find(|a| !a.starts_with("--")).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
     // BENCH_KEEP=DIR keeps the generated run for inspection.
     let root = tempfile::tempdir().unwrap();
     let dir = std::env::var_os("BENCH_KEEP").map_or_else(|| root.path().join("bench-run"), std::path::PathBuf::from);
     let t = Instant::now();
     generate(&dir, total);
     let size = std::fs::metadata(dir.join("events.parquet")).map(|m| m.len()).unwrap_or(0);
-    println!("generated {total} events ({:.0} MiB parquet) in {:.1} s", size as f64 / 1048576.0, t.elapsed().as_secs_f64());
+    println!(
+        "generated {total} events ({:.0} MiB parquet) in {:.1} s",
+        size as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
 
     let t = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_planrun")).arg("analyze").arg(&dir).output().unwrap();
@@ -191,7 +198,10 @@ fn main() {
     if !matches!(out.status.code(), Some(0 | 1)) {
         panic!("planrun analyze failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    println!("planrun analyze: {planrun_s:.2} s  ({})", String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or(""));
+    println!(
+        "planrun analyze: {planrun_s:.2} s  ({})",
+        String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("")
+    );
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pandas_metrics.py");
     let t = Instant::now();

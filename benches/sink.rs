@@ -42,7 +42,7 @@ fn main() {
                 let n = total / producers + u64::from(p < total % producers);
                 for i in 0..n {
                     // A realistic row: context, a name, an agent, ok, a latency and a value.
-                    sink.send(Event {
+                    sink.send(&Event {
                         t_ms: i as f64 * 0.01,
                         ts: 1_795_000_000_000_000 + i as i64,
                         phase: phase.clone(),

@@ -305,7 +305,9 @@ pub fn threshold(check: &Check, plan: &Plan) -> Option<f64> {
 pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
     let m = &run.manifest;
     let metrics = metrics::compute(&run.events, m)?;
+    let mut timer = metrics::Timer::new();
     let criteria = evaluate(run)?;
+    timer.lap("criteria");
 
     let stages: Vec<StageResult> = m
         .stages
@@ -419,7 +421,9 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         "t_end_ms" => m.stages.iter().map(|s| s.t_end_ms).collect::<Vec<_>>(),
         "events" => m.stages.iter().map(|s| s.events).collect::<Vec<_>>(),
     )?;
+    timer.lap("findings");
     let tables = sql::run_all(&run.events, &stage_df, &queries);
+    timer.lap("sql");
 
     let duration_s = m.ended_at.as_deref().and_then(|end| {
         let a = chrono::DateTime::parse_from_rfc3339(&m.started_at).ok()?;

@@ -96,7 +96,8 @@ mod tests {
     fn torn_last_line_is_skipped_bad_middle_line_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e.jsonl");
-        let good = serde_json::to_string(&Event { kind: "x".into(), ..Event::default() }).unwrap();
+        let row = serde_json::to_string(&Event { kind: "x".into(), ..Event::default() }).unwrap();
+        let good = format!("{{\"seq\":0,{}", &row[1..]);
         std::fs::write(&p, format!("{good}\n{good}\n{{\"seq\":2,\"t_")).unwrap();
         let mut n = 0;
         let r = read_batches(&p, 1, |b| {

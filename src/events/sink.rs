@@ -1,6 +1,8 @@
-//! The event sink: one thread that owns `events.jsonl`. Producers (drivers, the runner) send
-//! events over a bounded channel — bounded so a burst slows producers down instead of growing
-//! memory — and the sink assigns `seq`, serializes, and writes through a buffer. The buffer
+//! The event sink: one thread that owns `events.jsonl`. Producers (drivers, the runner) serialize
+//! their events themselves — where the shared context strings already live, so no refcount
+//! bounces between cores — and send the bytes over a bounded channel, bounded so a burst slows
+//! producers down instead of growing memory. The sink thread assigns `seq`, writes it in front
+//! of each row, and writes through a buffer. The buffer
 //! reaches the file at least every second and on every `flush()` (stage ends, checkpoints), so
 //! a killed runner loses at most the last second. A write error (a full disk) is kept and
 //! reported by the next `flush()`/`close()`; everything written before it stays on disk.
@@ -20,11 +22,9 @@ const CHANNEL_CAPACITY: usize = 64 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const BUFFER_BYTES: usize = 1 << 20;
 
-// Events travel by value: boxing them would cost an allocation per event on the hot path.
-#[allow(clippy::large_enum_variant)]
 enum Msg {
-    Event(Event),
-    Batch(Vec<Event>),
+    /// One serialized row, without `seq` (it starts with `{` and has no newline).
+    Row(Vec<u8>),
     Flush(Sender<Result<Position, String>>),
     Close,
 }
@@ -66,20 +66,23 @@ impl EventSink {
             pos: start,
             events: 0,
             failed: Arc::clone(&failed),
-            scratch: Vec::with_capacity(512),
+            digits: itoa::Buffer::new(),
         };
         let thread = std::thread::Builder::new().name("planrun-sink".into()).spawn(move || writer.run(rx))?;
         let sink = EventSink { tx, failed };
         Ok((sink.clone(), SinkHandle { sink, thread: Some(thread) }))
     }
 
-    pub fn send(&self, ev: Event) {
+    pub fn send(&self, ev: &Event) {
+        let mut row = Vec::with_capacity(320);
+        if let Err(e) = serde_json::to_writer(&mut row, ev) {
+            if let Ok(mut g) = self.failed.lock() {
+                g.get_or_insert(format!("cannot encode an event of kind {}: {e}", ev.kind));
+            }
+            return;
+        }
         // Only fails once the sink has shut down; late events have nowhere to go.
-        let _ = self.tx.send(Msg::Event(ev));
-    }
-
-    pub fn send_batch(&self, evs: Vec<Event>) {
-        let _ = self.tx.send(Msg::Batch(evs));
+        let _ = self.tx.send(Msg::Row(row));
     }
 
     /// Write everything sent so far through to the file and report the position.
@@ -125,7 +128,7 @@ struct Writer {
     pos: Position,
     events: u64,
     failed: Arc<Mutex<Option<String>>>,
-    scratch: Vec<u8>,
+    digits: itoa::Buffer,
 }
 
 impl Writer {
@@ -145,8 +148,7 @@ impl Writer {
                 },
             };
             match msg {
-                Msg::Event(ev) => self.write(ev),
-                Msg::Batch(evs) => evs.into_iter().for_each(|ev| self.write(ev)),
+                Msg::Row(row) => self.write(&row),
                 Msg::Flush(reply) => {
                     let r = self.flush();
                     let _ = reply.send(r);
@@ -163,21 +165,24 @@ impl Writer {
         SinkStats { events: self.events, position: self.pos }
     }
 
-    fn write(&mut self, mut ev: Event) {
-        if self.is_failed() {
+    fn write(&mut self, row: &[u8]) {
+        if self.is_failed() || row.len() < 2 {
             return;
         }
-        ev.seq = self.pos.next_seq;
-        self.scratch.clear();
-        if let Err(e) = serde_json::to_writer(&mut self.scratch, &ev) {
-            self.fail(format!("cannot encode event {}: {e}", ev.seq));
-            return;
-        }
-        self.scratch.push(b'\n');
-        match self.out.write_all(&self.scratch) {
+        let seq = self.digits.format(self.pos.next_seq).as_bytes();
+        // `{"seq":N,` + the row without its opening brace + newline.
+        let len = 8 + seq.len() + (row.len() - 1) + 1;
+        let written = (|| {
+            self.out.write_all(b"{\"seq\":")?;
+            self.out.write_all(seq)?;
+            self.out.write_all(b",")?;
+            self.out.write_all(&row[1..])?;
+            self.out.write_all(b"\n")
+        })();
+        match written {
             Ok(()) => {
                 self.pos.next_seq += 1;
-                self.pos.offset += self.scratch.len() as u64;
+                self.pos.offset += len as u64;
                 self.events += 1;
             }
             Err(e) => self.fail(format!("writing events.jsonl failed: {e}")),
@@ -223,7 +228,7 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         let (sink, handle) = EventSink::open(&path, Position::default()).unwrap();
         for _ in 0..10 {
-            sink.send(Event { kind: "x".into(), ..Event::default() });
+            sink.send(&Event { kind: "x".into(), ..Event::default() });
         }
         let pos = sink.flush().unwrap();
         assert_eq!(pos.next_seq, 10);
@@ -244,7 +249,7 @@ mod tests {
         // /dev/full accepts opens and fails every write with ENOSPC.
         let (sink, handle) = EventSink::open(Path::new("/dev/full"), Position::default()).unwrap();
         for _ in 0..10 {
-            sink.send(Event::default());
+            sink.send(&Event::default());
         }
         let err = sink.flush().unwrap_err();
         assert!(err.contains("No space left"), "{err}");
