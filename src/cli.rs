@@ -38,6 +38,9 @@ pub enum Cmd {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+        /// Stop cleanly again at the first checkpoint after this much plan time.
+        #[arg(long, value_parser = duration)]
+        suspend_after: Option<std::time::Duration>,
     },
     /// Inspect plans.
     Plan {
@@ -129,6 +132,9 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Stop cleanly at the first checkpoint after this much plan time (e.g. 2h); resume later.
+    #[arg(long, value_parser = duration)]
+    pub suspend_after: Option<std::time::Duration>,
     /// Skip the analysis at the end (the exit code then reflects the stages only).
     #[arg(long)]
     pub no_analyze: bool,
@@ -147,6 +153,10 @@ fn key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got \"{s}\"")),
     }
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::plan::Dur::parse(s).map(|d| d.0)
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -215,8 +225,8 @@ pub fn dispatch(cli: Cli) -> Exit {
             Err(d) => report_diags(&d),
         },
         Cmd::Run(args) => run_cmd(args),
-        Cmd::Resume { run_dir, quiet } => {
-            finish(run::resume(&run_dir, quiet), quiet, Some(&ReportArgs::default_formats()))
+        Cmd::Resume { run_dir, quiet, suspend_after } => {
+            finish(run::resume(&run_dir, quiet, suspend_after), quiet, Some(&ReportArgs::default_formats()))
         }
         Cmd::Analyze(args) => analyze_cmd(args),
         Cmd::Completions { shell } => {
@@ -245,6 +255,7 @@ fn run_cmd(args: RunArgs) -> Exit {
         }),
         quiet: args.quiet,
         args: std::env::args().collect(),
+        suspend_after: args.suspend_after,
     };
     if let Err(e) = formats(&args.report) {
         eprint!("{}", Diag::new(e).render(color()));

@@ -320,6 +320,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
                 stage: r.stage.clone(),
                 driver: r.driver.clone(),
                 status: r.status.as_str().into(),
+                ok: r.status.is_success(),
                 message: r.message.clone(),
                 duration_ms: r.t_start_ms.zip(r.t_end_ms).map(|(a, b)| b - a),
                 events: r.events,
@@ -329,11 +330,8 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         .collect();
 
     let all: Vec<&CriterionResult> = criteria.iter().collect();
-    let stage_share = if stages.is_empty() {
-        1.0
-    } else {
-        stages.iter().filter(|s| s.status == "passed").count() as f64 / stages.len() as f64
-    };
+    let stage_share =
+        if stages.is_empty() { 1.0 } else { stages.iter().filter(|s| s.ok).count() as f64 / stages.len() as f64 };
     let conf = confidence(&all).unwrap_or(stage_share);
     let threshold = run.plan.meta.pass_threshold.unwrap_or(DEFAULT_THRESHOLD);
     let mut reasons = Vec::new();
@@ -344,7 +342,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         };
         reasons.push(format!("criterion `{}` ({}) failed: {why}", c.check, c.scope));
     }
-    for s in stages.iter().filter(|s| s.status != "passed") {
+    for s in stages.iter().filter(|s| !s.ok) {
         reasons.push(format!(
             "stage {}/{} {}{}",
             s.phase,

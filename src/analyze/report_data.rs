@@ -102,6 +102,8 @@ pub struct StageResult {
     pub stage: String,
     pub driver: String,
     pub status: String,
+    /// The stage did what it was for (passed, or stopped at its budget).
+    pub ok: bool,
     pub message: Option<String>,
     pub duration_ms: Option<f64>,
     pub events: u64,

@@ -68,6 +68,12 @@ pub struct StageContext {
     /// Seed for this stage (derived from the run seed and the stage's name).
     pub seed: u64,
     pub run_dir: PathBuf,
+    /// The plan's resolved vars, for templates drivers render at run time.
+    pub vars: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// The run-wide cost ledger (the plan's `budget_usd`).
+    pub ledger: Arc<crate::run::ledger::Ledger>,
+    /// Mid-stage checkpoints: state to resume from, saving, and suspend requests.
+    pub checkpoint: crate::run::checkpoint::StageCheckpoint,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -82,13 +88,16 @@ pub enum Status {
     Error,
     TimedOut,
     Aborted,
+    /// The stage stopped making calls because its budget would be exceeded: budget enforcement
+    /// working as planned, so it counts as a pass (the report shows it).
+    BudgetExceeded,
     Interrupted,
     Skipped,
 }
 
 impl Status {
     pub fn is_success(self) -> bool {
-        matches!(self, Status::Passed)
+        matches!(self, Status::Passed | Status::BudgetExceeded)
     }
 
     pub fn is_done(self) -> bool {
@@ -104,6 +113,7 @@ impl Status {
             Status::Error => "error",
             Status::TimedOut => "timed_out",
             Status::Aborted => "aborted",
+            Status::BudgetExceeded => "budget_exceeded",
             Status::Interrupted => "interrupted",
             Status::Skipped => "skipped",
         }

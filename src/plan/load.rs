@@ -35,7 +35,7 @@ impl Syntax {
     }
 }
 
-const TOP_KEYS: &[&str] = &["plan", "vars", "profile", "phase", "analysis"];
+const TOP_KEYS: &[&str] = &["plan", "vars", "profile", "defaults", "phase", "analysis"];
 const PHASE_KEYS: &[&str] = &["name", "label", "description", "criteria", "stage"];
 
 /// Load a plan file; the returned `Source` is kept for later diagnostics (criteria checks).
@@ -120,7 +120,7 @@ pub fn load_source(src: &Source, syntax: Syntax, opts: &LoadOptions) -> Result<P
     let mut resolved = Table::default();
     for e in &top.entries {
         let mut e = e.clone();
-        if matches!(e.key.as_str(), "plan" | "phase" | "analysis") {
+        if matches!(e.key.as_str(), "plan" | "phase" | "analysis" | "defaults") {
             resolver.resolve(&mut e.value, src, &mut diags);
         }
         resolved.entries.push(e);
@@ -145,8 +145,18 @@ pub fn load_source(src: &Source, syntax: Syntax, opts: &LoadOptions) -> Result<P
         }
         None => AnalysisConfig::default(),
     };
+    let defaults = match resolved.get("defaults") {
+        Some(e) => match e.value.as_table() {
+            Some(t) => t.clone(),
+            None => {
+                diags.push(Diag::new("`defaults` must be a table of driver names").at(src, e.value.span.clone()));
+                Table::default()
+            }
+        },
+        None => Table::default(),
+    };
     let phases = match resolved.get("phase") {
-        Some(e) => items(&e.value).iter().filter_map(|n| phase(n, src, &mut diags)).collect(),
+        Some(e) => items(&e.value).iter().filter_map(|n| phase(n, &defaults, src, &mut diags)).collect(),
         None => Vec::new(),
     };
     if let Some(meta) = &meta {
@@ -180,7 +190,7 @@ fn split(table: &Table, keys: &[&str]) -> (Table, Table) {
     (Table { entries: a }, Table { entries: b })
 }
 
-fn phase(n: &Node, src: &Source, diags: &mut Vec<Diag>) -> Option<Phase> {
+fn phase(n: &Node, defaults: &Table, src: &Source, diags: &mut Vec<Diag>) -> Option<Phase> {
     let Some(t) = n.as_table() else {
         diags.push(Diag::new(format!("a phase must be a table, found {}", n.type_name())).at(src, n.span.clone()));
         return None;
@@ -205,7 +215,7 @@ fn phase(n: &Node, src: &Source, diags: &mut Vec<Diag>) -> Option<Phase> {
         }
     };
     let stages: Vec<Stage> = match stage_part.entries.first() {
-        Some(e) => items(&e.value).iter().filter_map(|s| stage(s, src, diags)).collect(),
+        Some(e) => items(&e.value).iter().filter_map(|s| stage(s, defaults, src, diags)).collect(),
         None => {
             diags.push(Diag::new(format!("phase `{}` has no stages", head.name)).at(src, n.span.clone()));
             Vec::new()
@@ -214,7 +224,24 @@ fn phase(n: &Node, src: &Source, diags: &mut Vec<Diag>) -> Option<Phase> {
     Some(Phase { name: head.name, label: head.label, description: head.description, criteria: head.criteria, stages })
 }
 
-fn stage(n: &Node, src: &Source, diags: &mut Vec<Diag>) -> Option<Stage> {
+/// `defaults.DRIVER` under a stage's own driver fields: tables merge key by key (the stage's
+/// keys win), anything else the stage sets replaces the default.
+fn merge_defaults(base: &Table, over: Table) -> Table {
+    let mut out = base.clone();
+    for e in over.entries {
+        match (out.get_mut(&e.key), &e.value.kind) {
+            (Some(existing), NodeKind::Table(t)) if existing.value.as_table().is_some() => {
+                let merged = merge_defaults(existing.value.as_table().unwrap_or(&Table::default()), t.clone());
+                existing.value = Node::new(e.value.span.clone(), NodeKind::Table(merged));
+            }
+            (Some(existing), _) => *existing = e,
+            (None, _) => out.entries.push(e),
+        }
+    }
+    out
+}
+
+fn stage(n: &Node, defaults: &Table, src: &Source, diags: &mut Vec<Diag>) -> Option<Stage> {
     let Some(t) = n.as_table() else {
         diags.push(Diag::new(format!("a stage must be a table, found {}", n.type_name())).at(src, n.span.clone()));
         return None;
@@ -237,6 +264,10 @@ fn stage(n: &Node, src: &Source, diags: &mut Vec<Diag>) -> Option<Stage> {
         };
         diags.push(d);
         return None;
+    };
+    let driver_part = match defaults.get(spec.name).and_then(|e| e.value.as_table()) {
+        Some(d) => merge_defaults(d, driver_part),
+        None => driver_part,
     };
     match (spec.parse)(&Node::new(n.span.clone(), NodeKind::Table(driver_part))) {
         Ok(driver) => match driver.check(&common) {

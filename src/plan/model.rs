@@ -40,6 +40,9 @@ pub struct Meta {
     /// Relative change counted as a regression against a baseline run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regression_tolerance: Option<f64>,
+    /// Spending limit for the whole run (drivers that cost money stop before passing it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
 }
 
 /// An acceptance criterion: a bare string, or a table with options.

@@ -76,6 +76,9 @@ pub struct StageRecord {
     pub t_end_ms: Option<f64>,
     #[serde(default)]
     pub events: u64,
+    /// The stage's own checkpoint, when it saved one and has not finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<super::checkpoint::StageState>,
 }
 
 /// The point a resumed run continues from: every step before `next_step` is complete and its
@@ -85,6 +88,9 @@ pub struct Checkpoint {
     pub next_step: usize,
     pub position: Position,
     pub t_ms: f64,
+    /// Run-wide spending at this point, in nano-dollars (restored by `resume`).
+    #[serde(default)]
+    pub spent_nanos: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

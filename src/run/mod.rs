@@ -4,13 +4,16 @@
 //! scheduling itself is in `runner`; what a stage does is in `crate::drivers`.
 
 pub mod abort;
+pub mod checkpoint;
 pub mod clock;
+pub mod ledger;
 pub mod manifest;
 pub mod progress;
 pub mod runner;
 pub mod schedule;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -37,6 +40,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// The command line, recorded in the manifest.
     pub args: Vec<String>,
+    /// Stop cleanly at the first checkpoint after this much plan time (for a later `resume`).
+    pub suspend_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug)]
@@ -151,17 +156,18 @@ pub fn start(plan: Plan, plan_path: &Path, plan_text: &str, opts: &RunOptions) -
                 t_start_ms: None,
                 t_end_ms: None,
                 events: 0,
+                checkpoint: None,
             })
             .collect(),
         checkpoint: Checkpoint::default(),
         resumes: 0,
     };
     manifest.write(&dir).map_err(|e| io("manifest.json", &e))?;
-    execute(plan, dir, manifest, opts.quiet, None)
+    execute(plan, dir, manifest, opts.quiet, opts.suspend_after, None)
 }
 
 /// Continue an interrupted run from its last checkpoint.
-pub fn resume(dir: &Path, quiet: bool) -> Result<RunResult, RunError> {
+pub fn resume(dir: &Path, quiet: bool, suspend_after: Option<std::time::Duration>) -> Result<RunResult, RunError> {
     let mut manifest = Manifest::read(dir).map_err(RunError::Usage)?;
     match manifest.status {
         RunStatus::Running | RunStatus::Interrupted | RunStatus::Error => {}
@@ -185,17 +191,27 @@ pub fn resume(dir: &Path, quiet: bool) -> Result<RunResult, RunError> {
     }
     // Events written after the last checkpoint belong to the step being redone: move them
     // aside (kept, not analyzed) so no stage's events appear twice and `seq` stays contiguous.
+    // A step that is one stage with its own checkpoint continues from that checkpoint instead.
     manifest.resumes += 1;
+    let steps = runner::steps(&plan);
+    let done: usize = steps[..manifest.checkpoint.next_step.min(steps.len())].iter().map(Vec::len).sum();
+    let single = steps.get(manifest.checkpoint.next_step).is_some_and(|s| s.len() == 1);
+    let mid_stage = if single { manifest.stages.get(done).and_then(|r| r.checkpoint.clone()) } else { None };
+    if let Some(state) = &mid_stage {
+        manifest.checkpoint.position = state.position;
+        manifest.checkpoint.t_ms = state.t_ms;
+    }
     let events = dir.join("events.jsonl");
     let aside = dir.join(format!("events.discarded-{}.jsonl", manifest.resumes));
     let moved = crate::events::jsonl::truncate_to(&events, manifest.checkpoint.position.offset, &aside)
         .map_err(|e| RunError::Io(format!("cannot prepare {} for resume: {e}", events.display())))?;
     let _ = std::fs::remove_file(dir.join("events.parquet"));
-    let steps = runner::steps(&plan);
-    let done: usize = steps[..manifest.checkpoint.next_step.min(steps.len())].iter().map(Vec::len).sum();
-    for rec in manifest.stages.iter_mut().skip(done) {
+    for (i, rec) in manifest.stages.iter_mut().enumerate().skip(done) {
         rec.status = Status::Pending;
         rec.message = None;
+        if !(i == done && mid_stage.is_some()) {
+            rec.checkpoint = None;
+        }
     }
     manifest.status = RunStatus::Running;
     manifest.ended_at = None;
@@ -206,7 +222,7 @@ pub fn resume(dir: &Path, quiet: bool) -> Result<RunResult, RunError> {
     } else {
         String::new()
     };
-    execute(plan, dir.to_path_buf(), manifest, quiet, Some(progress_note))
+    execute(plan, dir.to_path_buf(), manifest, quiet, suspend_after, Some(progress_note))
 }
 
 fn execute(
@@ -214,6 +230,7 @@ fn execute(
     dir: PathBuf,
     manifest: Manifest,
     quiet: bool,
+    suspend_after: Option<std::time::Duration>,
     resume_note: Option<String>,
 ) -> Result<RunResult, RunError> {
     let virtual_time = manifest.clock == "virtual";
@@ -239,11 +256,22 @@ fn execute(
     let offset_ms = manifest.checkpoint.t_ms;
     let seed = manifest.seed;
     let scale = manifest.time_scale;
+    let ledger = Arc::new(ledger::Ledger::with_spent(plan.meta.budget_usd, manifest.checkpoint.spent_nanos, 0));
+    let vars = Arc::new(plan.vars.iter().map(|(n, v)| (n.clone(), v.value.clone())).collect());
+    let suspend = Arc::new(AtomicBool::new(false));
     let plan = Arc::new(plan);
 
     let status = runtime.block_on(async {
         let clock = Clock::new(scale, offset_ms, virtual_time);
         spawn_signal_handler(cancel.clone(), Arc::clone(&progress));
+        if let Some(after) = suspend_after {
+            let (flag, clock, progress) = (Arc::clone(&suspend), clock.clone(), Arc::clone(&progress));
+            tokio::spawn(async move {
+                clock.sleep(after).await;
+                progress.line("--suspend-after reached: stopping at the next checkpoint");
+                flag.store(true, Ordering::SeqCst);
+            });
+        }
         let ticker = (!virtual_time).then(|| {
             let p = Arc::clone(&progress);
             tokio::spawn(async move {
@@ -256,7 +284,10 @@ fn execute(
         let runner = Runner {
             plan: Arc::clone(&plan),
             dir: dir.clone(),
-            manifest: Mutex::new(manifest),
+            manifest: Arc::new(Mutex::new(manifest)),
+            vars,
+            ledger,
+            suspend,
             sink: sink.clone(),
             clock,
             progress: Arc::clone(&progress),
@@ -267,7 +298,8 @@ fn execute(
         if let Some(t) = ticker {
             t.abort();
         }
-        (status, runner.manifest.into_inner().unwrap_or_else(|p| p.into_inner()))
+        let manifest = runner.manifest().clone();
+        (status, manifest)
     });
     let (mut status, mut manifest) = status;
     drop(sink);

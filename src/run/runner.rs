@@ -4,13 +4,16 @@
 //! checkpoint written after each step. Drivers only ever see one iteration at a time.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::abort::AbortWatch;
+use super::checkpoint::StageCheckpoint;
 use super::clock::Clock;
+use super::ledger::Ledger;
 use super::manifest::{Checkpoint, Manifest, RunStatus, now_rfc3339};
 use super::progress::Progress;
 use crate::analyze::criteria;
@@ -51,7 +54,11 @@ pub fn steps(plan: &Plan) -> Vec<Step> {
 pub struct Runner {
     pub plan: Arc<Plan>,
     pub dir: PathBuf,
-    pub manifest: Mutex<Manifest>,
+    pub manifest: Arc<Mutex<Manifest>>,
+    pub vars: Arc<serde_json::Map<String, serde_json::Value>>,
+    pub ledger: Arc<Ledger>,
+    /// Set once `--suspend-after` has passed.
+    pub suspend: Arc<AtomicBool>,
     pub sink: EventSink,
     pub clock: Clock,
     pub progress: Arc<Progress>,
@@ -84,6 +91,11 @@ impl Runner {
             if self.cancel.is_cancelled() {
                 return RunStatus::Interrupted;
             }
+            if self.suspend.load(Ordering::SeqCst) {
+                self.manifest().message = Some("suspended (--suspend-after); continue with `planrun resume`".into());
+                self.save();
+                return RunStatus::Interrupted;
+            }
             if failed {
                 self.mark_skipped(step);
                 continue;
@@ -113,8 +125,12 @@ impl Runner {
             }
             match self.sink.flush() {
                 Ok(position) => {
-                    self.manifest().checkpoint =
-                        Checkpoint { next_step: i + 1, position, t_ms: self.clock.elapsed_ms() };
+                    self.manifest().checkpoint = Checkpoint {
+                        next_step: i + 1,
+                        position,
+                        t_ms: self.clock.elapsed_ms(),
+                        spent_nanos: self.ledger.spent(),
+                    };
                 }
                 Err(e) => {
                     self.manifest().message = Some(e);
@@ -171,7 +187,12 @@ impl Runner {
         let phase = &self.plan.phases[pi];
         let stage = &phase.stages[si];
         let key = format!("{}/{}", phase.name, stage.name());
-        let t_start = self.clock.elapsed_ms();
+        // A stage resumed from its own checkpoint keeps its start time and does not start again.
+        let saved = self
+            .manifest()
+            .stage_mut(&phase.name, stage.name())
+            .and_then(|r| r.checkpoint.clone().map(|c| (c, r.t_start_ms)));
+        let t_start = saved.as_ref().and_then(|(_, t)| *t).unwrap_or_else(|| self.clock.elapsed_ms());
         let watch = self.abort_watch(stage, t_start);
         let emitter =
             Emitter::new(self.sink.clone(), self.clock.clone(), &phase.name, stage.name(), stage.driver_name())
@@ -179,7 +200,19 @@ impl Runner {
         let expected = Some(stage.expected_duration()).filter(|d| !d.is_zero()).map(|d| self.clock.scaled(d));
         self.progress.stage_started(&key, &emitter, expected);
         let started_at = now_rfc3339();
-        emitter.emit(emitter.event("stage").name("start"));
+        if saved.is_none() {
+            emitter.emit(emitter.event("stage").name("start"));
+        }
+        let checkpoint = StageCheckpoint::new(
+            &phase.name,
+            stage.name(),
+            saved.map(|(c, _)| c.state),
+            self.sink.clone(),
+            Arc::clone(&self.manifest),
+            self.dir.clone(),
+            self.clock.clone(),
+            Arc::clone(&self.suspend),
+        );
 
         let stage_cancel = self.cancel.child_token();
         let seed = derive_seed(self.seed, &[&phase.name, stage.name()]);
@@ -196,6 +229,9 @@ impl Runner {
                     iteration,
                     seed: derive_seed(seed, &[&iteration.to_string()]),
                     run_dir: self.dir.clone(),
+                    vars: Arc::clone(&self.vars),
+                    ledger: Arc::clone(&self.ledger),
+                    checkpoint: checkpoint.clone(),
                 };
                 let outcome = stage.driver.run(&ctx).await;
                 if !outcome.status.is_success() {
@@ -270,6 +306,13 @@ impl Runner {
             t_start_ms: Some(t_start),
             t_end_ms: Some(t_end),
             events: emitter.count(),
+            // An interrupted stage keeps its checkpoint for `resume`; a finished one drops it.
+            checkpoint: match outcome.status {
+                Status::Interrupted => {
+                    self.manifest().stage_mut(&phase.name, stage.name()).and_then(|r| r.checkpoint.clone())
+                }
+                _ => None,
+            },
         };
         self.record(record);
         outcome
