@@ -2,6 +2,7 @@
 
 mod analyze;
 mod diagnostics;
+mod llm;
 mod plans;
 mod resume;
 mod run;

@@ -24,11 +24,32 @@ pub struct Ledger {
     calls: AtomicU64,
 }
 
-/// A reservation that must be settled (or released) once the call's real cost is known.
+/// A reservation: settle it with the call's real cost; dropped unsettled (the call was
+/// abandoned), it is released.
 #[derive(Debug)]
 #[must_use]
-pub struct Reservation {
+pub struct Reservation<'a> {
+    ledger: &'a Ledger,
     amount: u64,
+    settled: bool,
+}
+
+impl Reservation<'_> {
+    /// Record the real cost of the reserved call.
+    pub fn settle(mut self, cost: u64) {
+        self.ledger.spent.fetch_add(cost, Ordering::SeqCst);
+        self.ledger.calls.fetch_add(1, Ordering::SeqCst);
+        self.ledger.reserved.fetch_sub(self.amount, Ordering::SeqCst);
+        self.settled = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.ledger.reserved.fetch_sub(self.amount, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Ledger {
@@ -46,10 +67,10 @@ impl Ledger {
 
     /// Reserve `max_cost` nano-dollars, or refuse if spent + reserved + max_cost would pass the
     /// budget.
-    pub fn reserve(&self, max_cost: u64) -> Option<Reservation> {
+    pub fn reserve(&self, max_cost: u64) -> Option<Reservation<'_>> {
         let Some(budget) = self.budget else {
             self.reserved.fetch_add(max_cost, Ordering::SeqCst);
-            return Some(Reservation { amount: max_cost });
+            return Some(Reservation { ledger: self, amount: max_cost, settled: false });
         };
         let mut cur = self.reserved.load(Ordering::SeqCst);
         loop {
@@ -57,21 +78,24 @@ impl Ledger {
                 return None;
             }
             match self.reserved.compare_exchange(cur, cur + max_cost, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => return Some(Reservation { amount: max_cost }),
+                Ok(_) => return Some(Reservation { ledger: self, amount: max_cost, settled: false }),
                 Err(now) => cur = now,
             }
         }
     }
 
-    /// Record the real cost of a reserved call.
-    pub fn settle(&self, r: Reservation, cost: u64) {
-        self.spent.fetch_add(cost, Ordering::SeqCst);
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.reserved.fetch_sub(r.amount, Ordering::SeqCst);
+    /// Add spending recorded elsewhere (a stage resumed from its checkpoint).
+    pub fn add_spent(&self, nanos: u64) {
+        self.spent.fetch_add(nanos, Ordering::SeqCst);
     }
 
     pub fn spent(&self) -> u64 {
         self.spent.load(Ordering::SeqCst)
+    }
+
+    /// Nano-dollars reserved by calls still in flight.
+    pub fn reserved(&self) -> u64 {
+        self.reserved.load(Ordering::SeqCst)
     }
 
     pub fn calls(&self) -> u64 {
@@ -92,11 +116,15 @@ mod tests {
         let l = Ledger::new(Some(1.0));
         let a = l.reserve(600_000_000).unwrap();
         assert!(l.reserve(500_000_000).is_none(), "two reservations past the budget");
-        l.settle(a, 400_000_000);
+        a.settle(400_000_000);
         let b = l.reserve(500_000_000).unwrap();
-        l.settle(b, 500_000_000);
+        b.settle(500_000_000);
         assert_eq!(l.spent(), 900_000_000);
         assert!(l.reserve(200_000_000).is_none());
         assert_eq!(l.calls(), 2);
+        // An abandoned call releases its reservation.
+        let l = Ledger::new(Some(1.0));
+        drop(l.reserve(900_000_000).unwrap());
+        assert!(l.reserve(900_000_000).is_some());
     }
 }

@@ -107,7 +107,20 @@ fn create_run_dir(out: &Path, plan_name: &str) -> Result<PathBuf, RunError> {
 
 /// The resolved plan as TOML: vars and templates baked in; loading it gives the same plan.
 pub fn resolved_toml(plan: &Plan, from: &str) -> Result<String, String> {
-    let body = toml::to_string_pretty(&plan.canonical()).map_err(|e| e.to_string())?;
+    // TOML has no null: an unset optional field is simply left out.
+    fn strip_nulls(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                o.retain(|_, x| !x.is_null());
+                o.values_mut().for_each(strip_nulls);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+            _ => {}
+        }
+    }
+    let mut canonical = plan.canonical();
+    strip_nulls(&mut canonical);
+    let body = toml::to_string_pretty(&canonical).map_err(|e| e.to_string())?;
     let profile = plan.profile.as_deref().map(|p| format!(", profile {p}")).unwrap_or_default();
     Ok(format!("# resolved by planrun {} from {from}{profile}\n\n{body}", env!("CARGO_PKG_VERSION")))
 }

@@ -218,6 +218,7 @@ impl Runner {
         let seed = derive_seed(self.seed, &[&phase.name, stage.name()]);
         let body = async {
             let repeat = stage.common.repeat.max(1);
+            let mut last = Outcome::passed();
             for iteration in 0..repeat {
                 let ctx = StageContext {
                     clock: self.clock.clone(),
@@ -237,6 +238,8 @@ impl Runner {
                 if !outcome.status.is_success() {
                     return outcome;
                 }
+                // A success that is not a plain pass (stopped at budget) is what the stage reports.
+                last = outcome;
                 if let (Some(pause), true) = (stage.common.pause, iteration + 1 < repeat) {
                     tokio::select! {
                         _ = self.clock.sleep(pause.0) => {}
@@ -244,7 +247,7 @@ impl Runner {
                     }
                 }
             }
-            Outcome::passed()
+            last
         };
         tokio::pin!(body);
         let limit = async {
