@@ -34,7 +34,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark
-bench: bench-sink bench-analyze
+bench: bench-sink bench-analyze bench-llm
 
 # Event sink: 10M events into events.jsonl, events/s and peak RSS
 bench-sink EVENTS="10000000":
@@ -44,3 +44,7 @@ bench-sink EVENTS="10000000":
 bench-analyze EVENTS="10000000":
     python3 -c "import pandas, pyarrow" 2>/dev/null || pip install --quiet pandas pyarrow
     cargo bench --bench analyze -- {{EVENTS}}
+
+# LLM driver at scale: 10,000 simulated agents, 1,000,000 calls in virtual time
+bench-llm AGENTS="10000" ROUNDS="100":
+    cargo bench --bench llm -- {{AGENTS}} {{ROUNDS}}

@@ -130,6 +130,7 @@ struct Orchestration<'a> {
     /// Σ tokens × price in floating point, kept beside the integer ledger as a cross-check.
     expected_usd: Mutex<f64>,
     env: minijinja::Environment<'static>,
+    vars: minijinja::Value,
     restored: Option<State>,
 }
 
@@ -211,6 +212,7 @@ impl<'a> Orchestration<'a> {
             budget_hit: AtomicBool::new(false),
             expected_usd: Mutex::new(0.0),
             env,
+            vars: minijinja::Value::from(minijinja::value::Serde(&*ctx.vars)),
             restored,
         }
     }
@@ -247,13 +249,15 @@ impl<'a> Orchestration<'a> {
         (extra, down)
     }
 
-    fn render(&self, agent: &Agent, round: u32, previous: &[String]) -> String {
+    /// Render an agent's prompt. `previous` is built once per round: cloning the answers into
+    /// every call's context made a 10,000-agent round quadratic.
+    fn render(&self, agent: &Agent, round: u32, previous: &minijinja::Value) -> String {
         let ctx = minijinja::context! {
-            vars => minijinja::Value::from(minijinja::value::Serde(&*self.ctx.vars)),
+            vars => self.vars.clone(),
             round => round + 1,
             agent => &*agent.name,
             role => &*agent.role,
-            previous => previous.to_vec(),
+            previous => previous.clone(),
         };
         self.env
             .get_template(&agent.template)
@@ -488,6 +492,7 @@ impl<'a> Orchestration<'a> {
     /// One round; returns the answers in target order (None for no answer).
     async fn round(&self, round: u32, previous: &[String]) -> Vec<Option<String>> {
         let targets = self.targets();
+        let previous = &minijinja::Value::from(previous.to_vec());
         let expected = targets.len();
         let t0 = self.ctx.clock.elapsed_ms();
         let mut answers: Vec<Option<String>> = vec![None; expected];
