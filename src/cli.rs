@@ -49,6 +49,8 @@ pub enum Cmd {
     },
     /// Analyze a run: metrics, criteria, findings; writes report.md, report.json, junit.xml.
     Analyze(AnalyzeArgs),
+    /// Run the built-in fleet agent (the fleet driver starts these; see docs/agent-protocol.md).
+    Agent(crate::drivers::fleet::agent::AgentArgs),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -229,6 +231,10 @@ pub fn dispatch(cli: Cli) -> Exit {
             finish(run::resume(&run_dir, quiet, suspend_after), quiet, Some(&ReportArgs::default_formats()))
         }
         Cmd::Analyze(args) => analyze_cmd(args),
+        Cmd::Agent(args) => match crate::drivers::fleet::agent::run(args) {
+            0 => Exit::Passed,
+            _ => Exit::Runtime,
+        },
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "planrun", &mut std::io::stdout());
             Exit::Passed

@@ -2,6 +2,7 @@
 
 mod analyze;
 mod diagnostics;
+mod fleet;
 mod llm;
 mod plans;
 mod resume;

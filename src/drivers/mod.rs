@@ -21,6 +21,7 @@ use crate::plan::node::Node;
 use crate::run::clock::Clock;
 
 pub mod exec;
+pub mod fleet;
 pub mod llm;
 pub mod sleep;
 
@@ -161,6 +162,7 @@ pub fn config_of<T: Serialize>(cfg: &T) -> serde_json::Value {
 /// Every driver planrun knows, by the name plans use.
 pub static DRIVERS: &[DriverSpec] = &[
     DriverSpec { name: "exec", parse: parse_as::<exec::Exec> },
+    DriverSpec { name: "fleet", parse: parse_as::<fleet::Fleet> },
     DriverSpec { name: "llm", parse: parse_as::<llm::Llm> },
     DriverSpec { name: "sleep", parse: parse_as::<sleep::Sleep> },
 ];

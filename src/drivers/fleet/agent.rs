@@ -1,0 +1,220 @@
+//! `planrun agent`: the built-in agent the fleet driver spawns by default. It speaks the file
+//! protocol (docs/agent-protocol.md): watches `messages/`, answers `ping`, `compute`,
+//! `memory_test` and echoes any other type, writes a heartbeat to `status/`, and reports its
+//! memory as the soak test's agents did. It dies with its parent (PR_SET_PDEATHSIG plus a
+//! parent-pid check), so no agent outlives a killed runner. Switches make it misbehave on purpose,
+//! to test runners: respond slowly, leak memory, crash after N messages, write garbage.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use notify::Watcher;
+
+use super::protocol::{Memory, Message, Response, Status, now_ms, write_atomic};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// This agent's id.
+    #[arg(long, env = "PLANRUN_AGENT_ID")]
+    pub id: String,
+    /// The coordination directory.
+    #[arg(long, env = "PLANRUN_COORD_DIR")]
+    pub dir: PathBuf,
+    /// Heartbeat interval in milliseconds.
+    #[arg(long, env = "PLANRUN_HEARTBEAT_MS", default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    /// Seed for anything random (unused by the built-in handlers, passed for custom agents).
+    #[arg(long, env = "PLANRUN_SEED", default_value_t = 0)]
+    pub seed: u64,
+    /// Misbehave: wait this many milliseconds before each response.
+    #[arg(long, default_value_t = 0)]
+    pub slow_ms: u64,
+    /// Misbehave: keep this many bytes per message, never freed.
+    #[arg(long, default_value_t = 0)]
+    pub leak_bytes: usize,
+    /// Misbehave: exit with code 3 after this many messages.
+    #[arg(long)]
+    pub crash_after: Option<u64>,
+    /// Misbehave: write responses that are not JSON.
+    #[arg(long)]
+    pub garbage: bool,
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+struct Agent {
+    args: AgentArgs,
+    started: Instant,
+    handled: u64,
+    errors: u64,
+    leaked: Vec<Vec<u8>>,
+    seen: HashSet<String>,
+}
+
+impl Agent {
+    fn memory(&self) -> Memory {
+        Memory { rss: rss_bytes(), allocated: self.leaked.iter().map(|v| v.len() as u64).sum() }
+    }
+
+    fn heartbeat(&self) {
+        let s = Status {
+            agent_id: self.args.id.clone(),
+            pid: std::process::id(),
+            timestamp: now_ms(),
+            uptime: self.started.elapsed().as_millis() as u64,
+            memory: self.memory(),
+            coordination_count: self.handled,
+            error_count: self.errors,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&s) {
+            let _ = write_atomic(&self.args.dir.join("status"), &format!("{}.json", self.args.id), &bytes);
+        }
+    }
+
+    fn handle(&mut self, msg: &Message) {
+        let t = Instant::now();
+        if self.args.slow_ms > 0 {
+            std::thread::sleep(Duration::from_millis(self.args.slow_ms));
+        }
+        let response = match msg.kind.as_str() {
+            "ping" => serde_json::json!({ "pong": true, "timestamp": now_ms() }),
+            "compute" => {
+                let n = msg.data["iterations"].as_u64().unwrap_or(1000);
+                let mut acc: f64 = 0.0;
+                for i in 0..n {
+                    acc += (i as f64).sqrt().sin();
+                }
+                serde_json::json!({ "result": acc, "iterations": n })
+            }
+            "memory_test" => {
+                let size = msg.data["size"].as_u64().unwrap_or(1000) as usize;
+                // Allocate and touch `size` KiB, then free it: the agent's memory should return.
+                let block: Vec<u8> = (0..size * 1024).map(|i| i as u8).collect();
+                serde_json::json!({ "allocated": block.len(), "checksum": block.iter().map(|b| *b as u64).sum::<u64>() })
+            }
+            _ => serde_json::json!({ "echo": msg.data }),
+        };
+        if self.args.leak_bytes > 0 {
+            self.leaked.push(vec![1u8; self.args.leak_bytes]);
+        }
+        self.handled += 1;
+        let r = Response {
+            agent_id: self.args.id.clone(),
+            message_id: msg.message_id.clone(),
+            timestamp: now_ms(),
+            processing_time: t.elapsed().as_secs_f64() * 1000.0,
+            coordination_count: self.handled,
+            error_count: self.errors,
+            uptime: self.started.elapsed().as_millis() as u64,
+            memory: self.memory(),
+            response,
+        };
+        let name = format!("{}--{}.json", self.args.id, msg.message_id);
+        let bytes =
+            if self.args.garbage { b"{ this is not json".to_vec() } else { serde_json::to_vec(&r).unwrap_or_default() };
+        if write_atomic(&self.args.dir.join("responses"), &name, &bytes).is_err() {
+            self.errors += 1;
+        }
+        if self.args.crash_after.is_some_and(|n| self.handled >= n) {
+            std::process::exit(3);
+        }
+    }
+
+    /// Handle every message for this agent not seen yet.
+    fn scan(&mut self, messages: &Path) {
+        let Ok(rd) = std::fs::read_dir(messages) else { return };
+        let mut names: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        names.sort();
+        for name in names {
+            if name.starts_with('.') || !name.ends_with(".json") || self.seen.contains(&name) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(messages.join(&name)) else { continue };
+            self.seen.insert(name);
+            match serde_json::from_slice::<Message>(&bytes) {
+                Ok(msg) if msg.is_for(&self.args.id) => self.handle(&msg),
+                Ok(_) => {}
+                Err(_) => self.errors += 1,
+            }
+        }
+    }
+}
+
+const POLL_MIN: Duration = Duration::from_millis(20);
+const POLL_MAX: Duration = Duration::from_millis(200);
+
+/// Run the agent until it is terminated or its parent goes away.
+pub fn run(args: AgentArgs) -> i32 {
+    let parent = std::os::unix::process::parent_id();
+    // SAFETY: prctl only asks the kernel to send SIGKILL when our parent dies.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    if std::os::unix::process::parent_id() != parent {
+        return 0; // the parent died before the request above took effect
+    }
+    let messages = args.dir.join("messages");
+    if !messages.is_dir() {
+        eprintln!("planrun agent: {} is not a coordination directory (no messages/)", args.dir.display());
+        return 2;
+    }
+    let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
+    let mut agent =
+        Agent { args, started: Instant::now(), handled: 0, errors: 0, leaked: Vec::new(), seen: HashSet::new() };
+    let (tx, rx) = mpsc::channel::<()>();
+    // Only arrivals matter: reading the directory itself raises access events, and waking on
+    // those made every scan trigger the next one.
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && matches!(
+                ev.kind,
+                notify::EventKind::Create(_) | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+            )
+        {
+            let _ = tx.send(());
+        }
+    })
+    .and_then(|mut w| w.watch(&messages, notify::RecursiveMode::NonRecursive).map(|_| w));
+    // Without inotify (the kernel allows 128 instances per user by default), poll: every 20 ms
+    // just after a message, backing off to 200 ms while idle, so a large idle fleet costs little.
+    let watching = watcher.is_ok();
+    let mut poll = POLL_MIN;
+    agent.heartbeat();
+    agent.scan(&messages);
+    let mut last_beat = Instant::now();
+    loop {
+        let wait = if watching { heartbeat } else { poll.min(heartbeat) };
+        match rx.recv_timeout(wait) {
+            Ok(()) => {
+                while rx.try_recv().is_ok() {}
+                agent.scan(&messages);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let before = agent.seen.len();
+                agent.scan(&messages);
+                poll = if agent.seen.len() > before { POLL_MIN } else { (poll * 2).min(POLL_MAX) };
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) if !watching => {
+                std::thread::sleep(wait);
+                let before = agent.seen.len();
+                agent.scan(&messages);
+                poll = if agent.seen.len() > before { POLL_MIN } else { (poll * 2).min(POLL_MAX) };
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return 1,
+        }
+        if last_beat.elapsed() >= heartbeat {
+            agent.heartbeat();
+            last_beat = Instant::now();
+            if std::os::unix::process::parent_id() != parent {
+                return 0;
+            }
+        }
+    }
+}

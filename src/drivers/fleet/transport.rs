@@ -1,0 +1,212 @@
+//! How coordinator and agents exchange messages. `Transport` is the seam (a Redis transport is
+//! planned); `FileTransport` is the built-in one: a private directory (mode 0700, by default in
+//! /dev/shm) with `messages/`, `responses/` and `status/`, atomic writes, and inotify watching
+//! through `notify` with a polling fallback. Everything read is checked first — symlinks,
+//! oversized files and unreadable JSON become protocol errors, never crashes.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::Watcher;
+use tokio::sync::mpsc;
+
+use super::protocol::{MAX_FILE_BYTES, Message, Response, Status, write_atomic};
+
+/// Something that arrived from an agent.
+#[derive(Debug)]
+pub enum Incoming {
+    Response(Response),
+    Status(Status),
+    /// A file that broke the protocol: what and why.
+    Bad {
+        file: String,
+        agent: Option<String>,
+        error: String,
+    },
+}
+
+/// The coordinator's side of a transport.
+pub trait Transport: Send + Sync {
+    /// Where agents connect (a directory path for the file transport).
+    fn address(&self) -> String;
+    fn send(&self, msg: &Message) -> std::io::Result<()>;
+    /// Forget a message once its cycle is over.
+    fn retire(&self, message_id: &str);
+    /// Remove everything the transport created.
+    fn cleanup(&self) -> std::io::Result<()>;
+    /// What is left in the transport (files), for the teardown check.
+    fn leftovers(&self) -> usize;
+}
+
+pub struct FileTransport {
+    root: PathBuf,
+    // Kept alive for as long as the transport: dropping it stops the watching.
+    _watcher: Option<Box<dyn Watcher + Send + Sync>>,
+    pub watching: bool,
+}
+
+fn sub(root: &Path, name: &str) -> PathBuf {
+    root.join(name)
+}
+
+/// The default place for coordination directories: /dev/shm when it exists (memory-backed, as in
+/// the soak test), else the temp dir.
+pub fn default_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() }
+}
+
+impl FileTransport {
+    /// Create the directory (refusing one left by an earlier run unless `clean`), start watching
+    /// `responses/` and `status/`, and return what arrives on `rx`.
+    pub fn create(root: &Path, clean: bool) -> Result<(FileTransport, mpsc::UnboundedReceiver<Incoming>), String> {
+        if root.exists() {
+            if !clean {
+                return Err(format!(
+                    "coordination directory {} already exists (left by an earlier run?); remove it or set `clean = true`",
+                    root.display()
+                ));
+            }
+            std::fs::remove_dir_all(root).map_err(|e| format!("cannot clean {}: {e}", root.display()))?;
+        }
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true).mode(0o700);
+        for d in ["messages", "responses", "status"] {
+            b.create(sub(root, d)).map_err(|e| format!("cannot create {}: {e}", sub(root, d).display()))?;
+        }
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (watcher, watching) = watch(root, tx.clone());
+        // Without inotify, scan often; with it, still rescan now and then: the kernel drops
+        // events when its queue overflows (a thousand agents can do that), and a dropped event
+        // must not strand a response.
+        poll(root.to_path_buf(), tx, if watching { Duration::from_millis(250) } else { Duration::from_millis(20) });
+        Ok((FileTransport { root: root.to_path_buf(), _watcher: watcher, watching }, rx))
+    }
+}
+
+fn watch(root: &Path, tx: mpsc::UnboundedSender<Incoming>) -> (Option<Box<dyn Watcher + Send + Sync>>, bool) {
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if !matches!(
+            ev.kind,
+            notify::EventKind::Create(_) | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+        ) {
+            return;
+        }
+        for p in ev.paths {
+            if let Some(inc) = read_file(&p) {
+                let _ = tx.send(inc);
+            }
+        }
+    };
+    let Ok(mut w) = notify::recommended_watcher(handler) else { return (None, false) };
+    for d in ["responses", "status"] {
+        if w.watch(&sub(root, d), notify::RecursiveMode::NonRecursive).is_err() {
+            return (None, false);
+        }
+    }
+    (Some(Box::new(w)), true)
+}
+
+/// Scan the directories every `every` (the fallback without inotify, and a safety net with it).
+fn poll(root: PathBuf, tx: mpsc::UnboundedSender<Incoming>, every: Duration) {
+    std::thread::spawn(move || {
+        let mut seen: std::collections::HashMap<PathBuf, std::time::SystemTime> = Default::default();
+        while !tx.is_closed() {
+            for d in ["responses", "status"] {
+                let Ok(rd) = std::fs::read_dir(sub(&root, d)) else { return };
+                for e in rd.flatten() {
+                    let p = e.path();
+                    let m = e.metadata().and_then(|m| m.modified()).ok();
+                    if m.is_some() && seen.get(&p) == m.as_ref() {
+                        continue;
+                    }
+                    if let Some(m) = m {
+                        seen.insert(p.clone(), m);
+                    }
+                    if let Some(inc) = read_file(&p) {
+                        let _ = tx.send(inc);
+                    }
+                }
+            }
+            std::thread::sleep(every);
+        }
+    });
+}
+
+fn agent_of(name: &str) -> Option<String> {
+    name.split_once("--").map(|(a, _)| a.to_string()).or_else(|| name.strip_suffix(".json").map(str::to_string))
+}
+
+/// Read and check one file from `responses/` or `status/`. Responses are removed once read.
+fn read_file(p: &Path) -> Option<Incoming> {
+    let name = p.file_name()?.to_str()?.to_string();
+    if name.starts_with('.') || !name.ends_with(".json") {
+        return None; // temp files of atomic writes
+    }
+    let dir = p.parent()?.file_name()?.to_str()?.to_string();
+    let bad = |error: String| Some(Incoming::Bad { file: format!("{dir}/{name}"), agent: agent_of(&name), error });
+    let meta = match std::fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(_) => return None, // gone already (read through another event)
+    };
+    if meta.file_type().is_symlink() {
+        let _ = std::fs::remove_file(p);
+        return bad("symlink refused (not followed)".into());
+    }
+    if !meta.is_file() {
+        return bad("not a regular file".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        let _ = std::fs::remove_file(p);
+        return bad(format!("file of {} bytes refused (limit {MAX_FILE_BYTES})", meta.len()));
+    }
+    if dir == "responses" {
+        // Claim the file by renaming it: the watcher and the rescan may both see it, and only
+        // the one whose rename succeeds reads it.
+        let claimed = p.with_file_name(format!(".claimed-{name}"));
+        std::fs::rename(p, &claimed).ok()?;
+        let bytes = std::fs::read(&claimed).ok();
+        let _ = std::fs::remove_file(&claimed);
+        let bytes = bytes?;
+        match serde_json::from_slice::<Response>(&bytes) {
+            Ok(r) => Some(Incoming::Response(r)),
+            Err(e) => bad(format!("invalid response JSON: {e}")),
+        }
+    } else {
+        let bytes = std::fs::read(p).ok()?;
+        match serde_json::from_slice::<Status>(&bytes) {
+            Ok(s) => Some(Incoming::Status(s)),
+            Err(e) => bad(format!("invalid status JSON: {e}")),
+        }
+    }
+}
+
+impl Transport for FileTransport {
+    fn address(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn send(&self, msg: &Message) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+        write_atomic(&sub(&self.root, "messages"), &format!("{}.json", msg.message_id), &bytes)
+    }
+
+    fn retire(&self, message_id: &str) {
+        let _ = std::fs::remove_file(sub(&self.root, "messages").join(format!("{message_id}.json")));
+    }
+
+    fn cleanup(&self) -> std::io::Result<()> {
+        if self.root.exists() { std::fs::remove_dir_all(&self.root) } else { Ok(()) }
+    }
+
+    fn leftovers(&self) -> usize {
+        ["messages", "responses", "status"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(sub(&self.root, d)).ok())
+            .map(|rd| rd.count())
+            .sum()
+    }
+}

@@ -1,0 +1,228 @@
+//! The `fleet` driver with real agent processes on this machine: the built-in agent, the Python
+//! example agent, protocol violations, crashes, faults, and no orphans after a SIGKILLed runner.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::support::{Sandbox, events, repo};
+
+fn of_kind<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    evs.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+fn fleet_plan(coord: &Path, fields: &str) -> String {
+    format!(
+        "[plan]\nname = \"fleet\"\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"f\"\ndriver = \"fleet\"\ncoord_dir = \"{}\"\nheartbeat = \"50ms\"\n{fields}\n",
+        coord.display()
+    )
+}
+
+fn run(sb: &Sandbox, text: &str) -> (i32, std::path::PathBuf, String) {
+    sb.write("f.toml", text);
+    let r = sb.run(&["run", "f.toml", "--quiet", "--no-analyze"]);
+    let dir = sb.path().join(r.run_dir());
+    (r.code, dir, r.stderr)
+}
+
+#[test]
+fn builtin_agents_cycle_and_clean_up() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    let text = fleet_plan(
+        &coord,
+        "agents = 4\ncycles = 3\ninterval = \"200ms\"\nmessages = [\"ping\", \"compute\", \"memory_test\"]\npayload = { compute = { iterations = 1500 }, memory_test = { size = 256 } }\nsample_interval = \"200ms\"",
+    );
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    assert_eq!(of_kind(&evs, "spawn").len(), 4);
+    assert!(of_kind(&evs, "spawn").iter().all(|s| s["ok"] == true && s["latency_ms"].as_f64().unwrap() > 0.0));
+    let cycles = of_kind(&evs, "cycle");
+    assert_eq!(
+        cycles.iter().map(|c| c["name"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["ping", "compute", "memory_test"]
+    );
+    assert!(cycles.iter().all(|c| c["value"] == 1.0 && c["ok"] == true));
+    let responses = of_kind(&evs, "response");
+    assert_eq!(responses.len(), 12);
+    assert!(
+        responses.iter().all(|r| r["unit"] == "bytes" && r["value"].as_f64().unwrap() > 1e6),
+        "agents report their RSS"
+    );
+    assert!(evs.iter().any(|e| e["name"] == "runner_rss_bytes"));
+    assert!(evs.iter().any(|e| e["name"] == "agent_rss_bytes" && e["agent"].is_string()));
+    let teardown = of_kind(&evs, "teardown")[0];
+    assert_eq!(teardown["ok"], true, "{teardown}");
+    assert!(!coord.exists(), "the coordination directory was not removed");
+}
+
+#[test]
+fn python_example_agent_speaks_the_protocol() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    let agent = repo().join("examples/agent.py");
+    let text = fleet_plan(
+        &coord,
+        &format!(
+            "agents = 3\ncycles = 3\ninterval = \"300ms\"\nresponse_timeout = \"5s\"\nstartup_timeout = \"20s\"\ncommand = [\"python3\", \"{}\"]\nmessages = [\"ping\", \"compute\", \"custom\"]\npayload = {{ compute = {{ iterations = 1500 }}, custom = {{ hello = \"world\" }} }}",
+            agent.display()
+        ),
+    );
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 3);
+    assert!(of_kind(&evs, "cycle").iter().all(|c| c["value"] == 1.0), "{:?}", of_kind(&evs, "cycle"));
+    assert!(of_kind(&evs, "protocol_error").is_empty());
+    assert!(of_kind(&evs, "crash").is_empty(), "python agents exited before teardown");
+}
+
+#[test]
+fn protocol_violations_are_errors_not_crashes() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    // An agent that heartbeats, then answers every message with a symlink, an oversized file,
+    // a response to an unknown message id, and garbage — never a valid response.
+    let bad = sb.write(
+        "bad_agent.py",
+        r#"
+import json, os, time
+A, R = os.environ["PLANRUN_AGENT_ID"], os.environ["PLANRUN_COORD_DIR"]
+def put(name, data):
+    tmp = os.path.join(R, "responses", "." + name)
+    open(tmp, "w").write(data)
+    os.rename(tmp, os.path.join(R, "responses", name))
+seen = set()
+while True:
+    st = {"agentId": A, "pid": os.getpid(), "timestamp": 0, "uptime": 0, "memory": {"rss": 1}, "coordinationCount": 0, "errorCount": 0}
+    put_dir = os.path.join(R, "status")
+    open(os.path.join(put_dir, ".s"), "w").write(json.dumps(st)); os.rename(os.path.join(put_dir, ".s"), os.path.join(put_dir, A + ".json"))
+    for m in os.listdir(os.path.join(R, "messages")):
+        if m.startswith(".") or m in seen: continue
+        seen.add(m)
+        mid = m[:-5]
+        os.symlink("/etc/passwd", os.path.join(R, "responses", A + "--link.json"))
+        put(A + "--big.json", "x" * (2 << 20))
+        put(A + "--" + mid + "x.json", json.dumps({"agentId": A, "messageId": "no-such-id", "timestamp": 0, "processingTime": 1, "coordinationCount": 1, "errorCount": 0, "uptime": 1, "memory": {"rss": 1}}))
+        put(A + "--" + mid + ".json", "{ garbage")
+    time.sleep(0.05)
+"#,
+    );
+    let text = fleet_plan(
+        &coord,
+        &format!(
+            "agents = 1\ncycles = 1\ninterval = \"100ms\"\nresponse_timeout = \"1500ms\"\ncommand = [\"python3\", \"{}\"]",
+            bad.display()
+        ),
+    );
+    let started = Instant::now();
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let evs = events(&dir);
+    let errors: Vec<String> =
+        of_kind(&evs, "protocol_error").iter().map(|e| e["error"].as_str().unwrap().to_string()).collect();
+    for want in ["symlink refused", "refused (limit 1048576)", "unknown message id", "invalid response JSON"] {
+        assert!(errors.iter().any(|e| e.contains(want)), "no `{want}` in {errors:?}");
+    }
+    let timeouts: Vec<_> = of_kind(&evs, "response").into_iter().filter(|r| r["error"] == "timeout").collect();
+    assert_eq!(timeouts.len(), 1, "the agent never answered validly");
+    assert_eq!(of_kind(&evs, "cycle")[0]["value"], 0.0);
+    // The symlink was removed, never followed (the target is untouched and still readable).
+    assert!(std::fs::metadata("/etc/passwd").is_ok());
+}
+
+#[test]
+fn crashes_are_counted_and_restarted() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    let text = fleet_plan(
+        &coord,
+        "agents = 2\ncycles = 6\ninterval = \"250ms\"\nresponse_timeout = \"1s\"\nrestart = \"on-crash\"\nrestart_backoff = \"50ms\"\nmisbehave = { agents = [\"agent-2\"], crash_after = 2 }",
+    );
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    let crashes = of_kind(&evs, "crash");
+    assert!(!crashes.is_empty());
+    assert!(crashes.iter().all(|c| c["agent"] == "agent-2" && c["status"] == 3), "{crashes:?}");
+    assert!(!of_kind(&evs, "restart").is_empty());
+    assert!(of_kind(&evs, "spawn").iter().any(|s| s["agent"] == "agent-2"
+        && serde_json::from_str::<Value>(s["attrs"].as_str().unwrap()).unwrap()["restarts"].as_u64().unwrap() > 0));
+    assert_eq!(of_kind(&evs, "cycle").len(), 6, "the stage went on through the crashes");
+}
+
+#[test]
+fn kill_and_pause_faults() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    let text = fleet_plan(
+        &coord,
+        "agents = 4\ncycles = 8\ninterval = \"200ms\"\nresponse_timeout = \"150ms\"\nmissed_heartbeats = 3\nfault = [{ at = \"300ms\", kill = 1, signal = \"KILL\" }, { at = \"500ms\", pause = 1, for = \"700ms\" }]",
+    );
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    let faults: Vec<&str> = of_kind(&evs, "fault").iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(faults.contains(&"kill") && faults.contains(&"pause") && faults.contains(&"resume"), "{faults:?}");
+    let crash = of_kind(&evs, "crash");
+    assert_eq!(crash.len(), 1);
+    assert_eq!(crash[0]["error"], "killed by signal 9");
+    assert!(!of_kind(&evs, "unresponsive").is_empty(), "a paused agent misses its heartbeats");
+}
+
+#[test]
+fn a_leftover_directory_is_refused_unless_clean() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    std::fs::create_dir_all(coord.join("messages")).unwrap();
+    let text = fleet_plan(&coord, "agents = 1\ncycles = 1\ninterval = \"100ms\"");
+    let (code, dir, _) = run(&sb, &text);
+    assert_eq!(code, 3);
+    let m = super::support::manifest(&dir);
+    assert!(m["stages"][0]["message"].as_str().unwrap().contains("already exists"), "{m}");
+    let (code, _, err) = run(&sb, &format!("{text}clean = true\n"));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn no_agent_survives_a_killed_runner() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    sb.write("f.toml", &fleet_plan(&coord, "agents = 5\ncycles = 100\ninterval = \"1s\""));
+    let mut child = sb.cmd(&["run", "f.toml", "--quiet"]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(coord.join("status")).map_or(0, |d| d.count()) < 5 {
+        assert!(Instant::now() < deadline, "agents never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids: Vec<i32> = std::fs::read_dir(coord.join("status"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .filter_map(|t| serde_json::from_str::<Value>(&t).ok()?["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect();
+    assert_eq!(pids.len(), 5);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            })
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "orphan agents still running: {alive:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
