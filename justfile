@@ -34,7 +34,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark
-bench: bench-sink bench-analyze bench-llm
+bench: bench-sink bench-analyze bench-llm bench-fleet
 
 # Event sink: 10M events into events.jsonl, events/s and peak RSS
 bench-sink EVENTS="10000000":
@@ -48,3 +48,7 @@ bench-analyze EVENTS="10000000":
 # LLM driver at scale: 10,000 simulated agents, 1,000,000 calls in virtual time
 bench-llm AGENTS="10000" ROUNDS="100":
     cargo bench --bench llm -- {{AGENTS}} {{ROUNDS}}
+
+# Fleet: 50-agent ping cycle latency, runner CPU between cycles, 1000-agent spawn latency
+bench-fleet AGENTS="1000":
+    cargo bench --bench fleet -- {{AGENTS}}
