@@ -20,4 +20,5 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --locked --all-targets
+# Default targets: the library, binary and integration tests (benchmarks are run with `just bench`).
+cargo test --locked
