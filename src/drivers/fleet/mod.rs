@@ -182,7 +182,8 @@ impl Driver for Fleet {
 
 struct AgentState {
     pid: Option<u32>,
-    spawned_ms: f64,
+    /// Wall-clock ms at spawn, to compare with the agent's own heartbeat timestamp.
+    spawned_wall_ms: f64,
     first_beat: bool,
     last_beat_ms: f64,
     alive: bool,
@@ -272,7 +273,9 @@ impl<'a> Coordinator<'a> {
                     a.unresponsive = false;
                     if !a.first_beat {
                         a.first_beat = true;
-                        let latency = now - a.spawned_ms;
+                        // From spawn to when the agent wrote its first heartbeat (its own
+                        // timestamp, same host clock): not to when we got round to reading it.
+                        let latency = (st.timestamp as f64 - a.spawned_wall_ms).max(0.0);
                         let restarts = a.restarts;
                         drop(s);
                         self.ctx.events.emit(
@@ -364,6 +367,8 @@ impl<'a> Coordinator<'a> {
             let ids: Vec<String> = (i..(i + batch).min(self.cfg.agents + 1)).map(Self::id).collect();
             for id in &ids {
                 self.spawn(id)?;
+                // Let the heartbeat reader run between spawns.
+                tokio::task::yield_now().await;
             }
             let deadline = self.now() + self.ctx.clock.scaled(self.cfg.startup_timeout.0).as_secs_f64() * 1000.0;
             let up = self

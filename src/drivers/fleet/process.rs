@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 
 use super::transport::Transport;
-use super::{AgentState, Coordinator, FleetFault};
+use super::{AgentState, Coordinator, FleetFault, protocol};
 
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
@@ -76,14 +76,20 @@ impl Coordinator<'_> {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe; agents die with the runner even if it is SIGKILLed.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
+        // Agents die with the runner even if it is SIGKILLed. The built-in agent asks for that
+        // itself; for other commands it is set between fork and exec (which costs a full fork
+        // instead of the cheaper vfork path, so the built-in agent skips it).
+        if !cfg.command.is_empty() {
+            // SAFETY: prctl is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
         }
         let spawned_ms = self.now();
+        let spawned_wall_ms = protocol::now_ms_f64();
         let mut child = cmd.spawn().map_err(|e| format!("cannot start agent {id}: {e}"))?;
         let pid = child.id();
         {
@@ -93,7 +99,7 @@ impl Coordinator<'_> {
                 id.to_string(),
                 AgentState {
                     pid,
-                    spawned_ms,
+                    spawned_wall_ms,
                     first_beat: false,
                     last_beat_ms: spawned_ms,
                     alive: true,

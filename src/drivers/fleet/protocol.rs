@@ -75,6 +75,11 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Wall-clock milliseconds with a fraction.
+pub fn now_ms_f64() -> f64 {
+    chrono::Utc::now().timestamp_micros() as f64 / 1000.0
+}
+
 /// Write `bytes` to `dir/name` atomically: a hidden temp file in the same directory, then a
 /// rename, so a reader never sees half a file.
 pub fn write_atomic(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
