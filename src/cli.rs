@@ -354,15 +354,11 @@ fn analyze_cmd(args: AnalyzeArgs) -> Exit {
         let r = Renderer::new(args.report.templates.as_deref())
             .and_then(|r| r.write_all(&last, &[Format::Md, Format::Json], &out.join("comparison")));
         match r {
-            Ok(files) => eprintln!("comparison of {} runs: {}", rows_len(&last), files[0].display()),
+            Ok(files) => eprintln!("comparison of {} runs: {}", last.comparison.len(), files[0].display()),
             Err(e) => return usage(e),
         }
     }
     worst
-}
-
-fn rows_len(r: &Report) -> usize {
-    r.comparison.len()
 }
 
 fn finish(result: Result<run::RunResult, RunError>, quiet: bool, report: Option<&ReportArgs>) -> Exit {

@@ -243,13 +243,12 @@ pub fn evaluate(run: &Run) -> Result<Vec<CriterionResult>, AnalyzeError> {
             }
         };
         r.op = check.op.as_str().into();
-        let (threshold, unit_ms) = match &check.rhs {
-            Rhs::Num(n) => (Some(*n), false),
-            Rhs::Ms(ms) => (Some(*ms), true),
-            Rhs::Var(v) => (
-                run.plan.var(v).and_then(|x| var_number(&x.value)),
-                run.plan.var(v).is_some_and(|x| x.value.is_string()),
-            ),
+        let threshold = threshold(&check, &run.plan);
+        // Durations (written, or a duration var) compare in milliseconds.
+        let unit_ms = match &check.rhs {
+            Rhs::Ms(_) => true,
+            Rhs::Var(v) => run.plan.var(v).is_some_and(|x| x.value.is_string()),
+            Rhs::Num(_) => false,
         };
         r.threshold = threshold;
         r.threshold_text = match (threshold, unit_ms) {

@@ -102,10 +102,6 @@ impl Status {
         matches!(self, Status::Passed | Status::BudgetExceeded)
     }
 
-    pub fn is_done(self) -> bool {
-        !matches!(self, Status::Pending | Status::Running | Status::Interrupted)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",

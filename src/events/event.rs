@@ -162,10 +162,6 @@ impl Emitter {
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
-
-    pub fn clock(&self) -> &Clock {
-        &self.clock
-    }
 }
 
 /// `ts` as RFC 3339 UTC with microseconds, e.g. `2026-11-22T11:53:00.123456Z`.

@@ -99,10 +99,6 @@ impl EventSink {
 }
 
 impl SinkHandle {
-    pub fn sink(&self) -> &EventSink {
-        &self.sink
-    }
-
     /// Flush, stop the thread, and return what was written.
     pub fn close(mut self) -> Result<SinkStats, String> {
         let _ = self.sink.tx.send(Msg::Close);

@@ -30,10 +30,6 @@ impl Dur {
             && t.contains(|c: char| c.is_ascii_alphabetic())
             && Dur::parse(t).is_ok()
     }
-
-    pub fn as_secs_f64(&self) -> f64 {
-        self.0.as_secs_f64()
-    }
 }
 
 impl fmt::Display for Dur {

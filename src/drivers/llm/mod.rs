@@ -554,9 +554,8 @@ impl<'a> Orchestration<'a> {
                 drop(pending);
                 if timed_out {
                     let waited = self.cfg.gather_timeout.map(|d| self.ctx.clock.scaled(d.0)).unwrap_or_default();
-                    for (i, t) in targets.iter().enumerate().filter(|(i, _)| !done[*i]) {
+                    for t in targets.iter().zip(&done).filter(|(_, d)| !**d).map(|(t, _)| t) {
                         let provider = &self.providers[&t.agent.providers[0]];
-                        let _ = i;
                         self.emit(
                             self.call_event(&t.agent, provider, round, 1)
                                 .ok(false)

@@ -130,10 +130,6 @@ impl Provider {
         }
     }
 
-    pub fn is_simulated(&self) -> bool {
-        matches!(self.cfg, ProviderCfg::Simulated { .. })
-    }
-
     fn prices(&self) -> (f64, f64) {
         match &self.cfg {
             ProviderCfg::Simulated { price_in, price_out, .. } | ProviderCfg::Openai { price_in, price_out, .. } => {
