@@ -162,6 +162,32 @@ fn metrics_and_seed_criteria_match_hand_computed_answers() {
     // 20 spawns over the stage's 10 s window.
     assert!(close(&spawn["throughput"], 2.0), "{}", spawn["throughput"]);
 
+    // The stage, phase and plan levels are derived from the (kind, name) groups; check them
+    // against the raw latencies: soak holds 5 cycles and 2 calls, the plan adds the 20 spawns.
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let p = |q: f64| {
+            let h = (n - 1.0) * q;
+            v[h.floor() as usize] + (v[h.ceil() as usize] - v[h.floor() as usize]) * (h - h.floor())
+        };
+        (mean, sd, p(0.5), p(0.9), v[0], v[v.len() - 1])
+    };
+    let mut soak = vec![100.0, 110.0, 90.0, 105.0, 95.0, 1.0, 1.0];
+    let mut all: Vec<f64> = (1..=20).map(|i| i as f64 * 10.0).chain(soak.iter().copied()).collect();
+    let stage = rep["metrics"]["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "soak").unwrap();
+    for (m, (mean, sd, p50, p90, min, max)) in [(stage, stats(&mut soak)), (&rep["metrics"]["plan"], stats(&mut all))] {
+        assert!(close(&m["latency_mean"], mean), "{} vs {mean}", m["latency_mean"]);
+        assert!(close(&m["latency_stddev"], sd), "{} vs {sd}", m["latency_stddev"]);
+        assert!(close(&m["latency_p50"], p50) && close(&m["latency_p90"], p90), "{m}");
+        assert!(close(&m["latency_min"], min) && close(&m["latency_max"], max), "{m}");
+    }
+    assert_eq!(rep["metrics"]["plan"]["count"], 20 + 5 + 11 + 2);
+    assert!(close(&rep["metrics"]["plan"]["success_rate"], 26.0 / 27.0));
+    assert!(close(&rep["metrics"]["plan"]["cost_usd"], 0.75));
+
     // p95 < 200ms: observed 190.5.
     let c = criterion(&rep, r#"p95(latency_ms where name == "spawn") < 200ms"#);
     assert_eq!(c["status"], "pass");

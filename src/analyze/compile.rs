@@ -8,15 +8,6 @@
 use polars::prelude::*;
 
 use super::criteria::{Agg, Check, Cmp, Filter, Lhs, Lit, Named};
-use crate::plan::Scope;
-
-pub fn scope_mask(scope: &Scope) -> Expr {
-    match scope {
-        Scope::Plan => lit(true),
-        Scope::Phase(p) => col("phase").eq(lit(p.as_str())),
-        Scope::Stage(p, s) => col("phase").eq(lit(p.as_str())).and(col("stage").eq(lit(s.as_str()))),
-    }
-}
 
 /// Rows that are measurements (not the runner's stage markers).
 pub fn data_mask() -> Expr {
@@ -93,19 +84,47 @@ fn fit(y: Expr, mask: &Expr) -> (Expr, Expr, Expr) {
     (slope, start, span)
 }
 
-/// The observed-value and support expressions for one criterion in one scope.
-pub fn compile(check: &Check, scope: &Scope) -> (Expr, Expr) {
-    let sm = scope_mask(scope);
+/// The event columns a criterion's expressions read (besides the ones metrics always load).
+pub fn columns(check: &Check) -> Vec<String> {
+    fn walk(f: &Filter, out: &mut Vec<String>) {
+        match f {
+            Filter::And(a, b) | Filter::Or(a, b) => {
+                walk(a, out);
+                walk(b, out);
+            }
+            Filter::Not(a) => walk(a, out),
+            Filter::Cmp { field, .. } | Filter::In { field, .. } | Filter::Truthy(field) => out.push(field.clone()),
+        }
+    }
+    let mut out = Vec::new();
+    if let Lhs::Agg { agg, field, filter } = &check.lhs {
+        out.push(match (field, agg) {
+            (Some(f), _) => f.clone(),
+            (None, Agg::Growth | Agg::Slope) => "value".into(),
+            (None, _) => "seq".into(),
+        });
+        if let Some(f) = filter {
+            walk(f, &mut out);
+        }
+    }
+    out
+}
+
+/// The observed-value and support expressions for one criterion over the rows `sm` selects (its
+/// scope, `Frame::scope_mask`). They read the in-memory `metrics::Frame`, whose flag columns
+/// `_data` (not a stage marker) and `_timeout` (`timeout_mask`) are computed once per row.
+pub fn compile(check: &Check, sm: Expr) -> (Expr, Expr) {
+    let data = col("_data");
     let scope_rows = sm.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
     match &check.lhs {
         Lhs::Named(named) => {
-            let measured = sm.clone().and(data_mask()).and(col("ok").is_not_null());
+            let measured = sm.clone().and(data.clone()).and(col("ok").is_not_null());
             let n = measured.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
             let ok = col("ok").cast(DataType::Float64).filter(measured.clone());
             match named {
                 Named::SuccessRate => (ok.mean(), n),
                 Named::ErrorRate => (lit(1.0) - ok.mean(), n),
-                Named::TimeoutRate => (timeout_mask().cast(DataType::Float64).filter(measured).mean(), n),
+                Named::TimeoutRate => (col("_timeout").cast(DataType::Float64).filter(measured).mean(), n),
                 Named::Throughput => (n.clone() / window_secs(&sm), n),
                 Named::Crashes => {
                     let crashes = sm.clone().and(col("kind").eq(lit("crash")));
@@ -114,7 +133,7 @@ pub fn compile(check: &Check, scope: &Scope) -> (Expr, Expr) {
             }
         }
         Lhs::Agg { agg, field, filter } => {
-            let mut mask = sm.clone().and(data_mask());
+            let mut mask = sm.clone().and(data);
             if let Some(f) = filter {
                 mask = mask.and(filter_expr(f));
             }

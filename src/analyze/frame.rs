@@ -64,3 +64,10 @@ pub fn get_f64(row: &Row, key: &str) -> Option<f64> {
 pub fn get_str<'a>(row: &'a Row, key: &str) -> &'a str {
     row.get(key).and_then(Value::as_str).unwrap_or("")
 }
+
+/// Collect with polars' streaming engine: parallel scans and fast hash group-bys (its in-memory
+/// engine groups string and multi-column keys several times slower).
+pub fn stream(lf: LazyFrame) -> PolarsResult<DataFrame> {
+    // One query, one sink: the result is always `Single`.
+    Ok(lf.collect_with_engine(Engine::Streaming)?.unwrap_single())
+}

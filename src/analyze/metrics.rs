@@ -1,15 +1,19 @@
 //! Metrics at every level — plan, phase, stage, and each (kind, name) within a stage — plus the
 //! error breakdown, per-agent latency, and time series in fixed windows that scale with the
-//! stage length. All of it is polars group-bys over the data rows; throughput divides by the
-//! scope's active window (from the manifest's stage times), not by the first-to-last event.
+//! stage length. Throughput divides by the scope's active window (from the manifest's stage
+//! times), not by the first-to-last event.
 //!
-//! Percentiles use linear interpolation between closest ranks (numpy's default; documented in
-//! docs/criteria.md).
+//! How, on the in-memory `Frame`: one streaming group-by over the events gives the finest level,
+//! and `combine` derives stage, phase and plan from its rows exactly (sums, extremes, weighted
+//! means, merged variances). Percentiles come from one sort of all measured latencies
+//! (`Percentiles`): a stable group-by keeps each group's values sorted, so every percentile of
+//! every level is read off by index. Percentiles use linear interpolation between closest ranks
+//! (numpy's default; documented in docs/criteria.md).
 
 use polars::prelude::*;
 
-use super::compile::{data_mask, timeout_mask};
-use super::frame::{Row, get_f64, get_str, num, rows};
+use super::data::Frame;
+use super::frame::{Row, get_f64, get_str, num, rows, stream};
 use crate::run::manifest::Manifest;
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -40,42 +44,71 @@ const PERCENTILES: &[(f64, &str)] = &[
     (0.999, "latency_p999"),
 ];
 
-/// Per-row flags computed once, so that every level sums plain integer columns (group sums of
-/// derived boolean expressions are several times slower).
-fn flags() -> Vec<Expr> {
-    vec![
-        col("ok").eq(lit(true)).fill_null(lit(false)).cast(DataType::UInt32).alias("_ok"),
-        col("ok").eq(lit(false)).fill_null(lit(false)).cast(DataType::UInt32).alias("_failed"),
-        timeout_mask().cast(DataType::UInt32).alias("_timeout"),
-        col("ok").cast(DataType::Float64).alias("_okf"),
-    ]
-}
-
-/// Aggregates of one level. Percentiles are not here: each group's latencies are sorted once
-/// (`_sorted`) and all percentiles read off by index (`with_percentiles`), instead of one
-/// selection pass per percentile per group.
-fn aggs(grouped: bool) -> Vec<Expr> {
+/// Aggregates of the finest level, (phase, stage, kind, name), percentiles aside. Besides the
+/// reported values they keep the partial sums (`_n_lat`, `_lat_sum`, `_lat_m2`, `_n_ok`,
+/// `_ok_sum`) from which `combine` derives the stage, phase and plan levels exactly, without
+/// another pass over the events.
+fn name_aggs() -> Vec<Expr> {
     let lat = || col("latency_ms");
-    // Under group_by a non-scalar result is already one list per group; in a select, implode it.
-    let sorted = lat().drop_nulls().sort(SortOptions::default().with_multithreaded(true));
-    let sorted = if grouped { sorted } else { sorted.implode(true) };
     vec![
+        col("_pid").first(),
+        col("_sid").first(),
         len().cast(DataType::UInt64).alias("count"),
         col("_ok").sum().cast(DataType::UInt64).alias("ok"),
         col("_failed").sum().cast(DataType::UInt64).alias("failed"),
         col("_timeout").sum().cast(DataType::UInt64).alias("timeouts"),
         col("_okf").mean().alias("success_rate"),
+        col("_okf").count().cast(DataType::UInt64).alias("_n_ok"),
+        col("_okf").sum().alias("_ok_sum"),
         lat().min().alias("latency_min"),
         lat().mean().alias("latency_mean"),
         lat().max().alias("latency_max"),
         lat().std(1).alias("latency_stddev"),
+        lat().count().cast(DataType::UInt64).alias("_n_lat"),
+        lat().sum().alias("_lat_sum"),
+        (lat().var(1) * (lat().count().cast(DataType::Float64) - lit(1.0))).fill_null(lit(0.0)).alias("_lat_m2"),
         col("cost_usd").sum().alias("cost_usd"),
         col("tokens_in").sum().alias("tokens_in"),
         col("tokens_out").sum().alias("tokens_out"),
         col("t_ms").min().alias("t_first_ms"),
         col("t_ms").max().alias("t_last_ms"),
-        sorted.alias("_sorted"),
     ]
+}
+
+/// A coarser level's aggregates from the finest level's rows: sums add up, extremes take the
+/// extreme, means weigh by count, and the variance merges per-group sums of squared deviations
+/// (Chan et al.). `keys` empty: one row for the whole run.
+fn combine(names: &DataFrame, keys: &[&str], show: &[&str]) -> PolarsResult<DataFrame> {
+    let sum = |c: &str| col(c).sum();
+    let mean = (sum("_lat_sum") / sum("_n_lat").cast(DataType::Float64)).alias("latency_mean");
+    let n = sum("_n_lat").cast(DataType::Float64);
+    let m2 = sum("_lat_m2")
+        + (col("_n_lat").cast(DataType::Float64) * (col("latency_mean") - col("_mean_all")).pow(2)).sum();
+    let aggs = vec![
+        sum("count").alias("count"),
+        sum("ok").alias("ok"),
+        sum("failed").alias("failed"),
+        sum("timeouts").alias("timeouts"),
+        (sum("_ok_sum") / sum("_n_ok").cast(DataType::Float64)).alias("success_rate"),
+        col("latency_min").min(),
+        mean,
+        col("latency_max").max(),
+        when(n.clone().gt(lit(1.0))).then((m2 / (n - lit(1.0))).sqrt()).otherwise(lit(NULL)).alias("latency_stddev"),
+        sum("cost_usd").alias("cost_usd"),
+        sum("tokens_in").alias("tokens_in"),
+        sum("tokens_out").alias("tokens_out"),
+        col("t_first_ms").min(),
+        col("t_last_ms").max(),
+    ];
+    let mean_all = sum("_lat_sum") / sum("_n_lat").cast(DataType::Float64);
+    let lf = names.clone().lazy();
+    if keys.is_empty() {
+        return lf.with_column(mean_all.alias("_mean_all")).select(aggs).collect();
+    }
+    let by: Vec<Expr> = keys.iter().map(|k| col(*k)).collect();
+    let mut all: Vec<Expr> = show.iter().map(|c| col(*c).first()).collect();
+    all.extend(aggs);
+    lf.with_column(mean_all.over(by.clone())?.alias("_mean_all")).group_by(by).agg(all).collect()
 }
 
 /// Linear-interpolation percentile of ascending `v` (numpy's default; docs/criteria.md).
@@ -88,29 +121,102 @@ pub fn percentile_sorted(v: &[f64], q: f64) -> Option<f64> {
     Some(v[lo] + (v[hi] - v[lo]) * (h - lo as f64))
 }
 
-/// Replace the `_sorted` list column by the percentile columns.
-fn with_percentiles(df: DataFrame, which: &[(f64, &str)]) -> PolarsResult<DataFrame> {
-    let lists = df.column("_sorted")?.list()?.clone();
-    let mut cols: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(df.height()); which.len()];
-    for group in lists.amortized_iter() {
-        let values = match &group {
-            Some(s) => s
-                .as_ref()
-                .f64()?
-                .cont_slice()
-                .map(<[f64]>::to_vec)
-                .unwrap_or_else(|_| s.as_ref().f64().map(|c| c.into_no_null_iter().collect()).unwrap_or_default()),
-            None => Vec::new(),
-        };
-        for (i, (q, _)) in which.iter().enumerate() {
-            cols[i].push(percentile_sorted(&values, *q));
+/// Latency percentiles for every level from one sort: the measured latencies with their group
+/// codes, sorted by latency. A stable group-by keeps each group's values in that order, so every
+/// percentile of every group is read off by index — no per-group sort or selection.
+struct Percentiles {
+    sorted: DataFrame,
+}
+
+impl Percentiles {
+    fn new(rows: LazyFrame) -> PolarsResult<Percentiles> {
+        let sorted = rows
+            .filter(col("latency_ms").is_not_null())
+            .sort(["latency_ms"], SortMultipleOptions::default().with_multithreaded(true))
+            .collect()?;
+        Ok(Percentiles { sorted })
+    }
+
+    /// One row per group of `keys`, with a column per percentile in `which`.
+    fn by(&self, key: &Key, which: &[(f64, &str)]) -> PolarsResult<DataFrame> {
+        let lists = self
+            .sorted
+            .clone()
+            .lazy()
+            .group_by_stable(key.exprs.clone())
+            .agg([col("latency_ms").alias("_sorted")])
+            .collect()?;
+        let mut cols: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(lists.height()); which.len()];
+        for group in lists.column("_sorted")?.list()?.amortized_iter() {
+            let s = group.as_ref().map(|s| s.as_ref().f64().cloned()).transpose()?;
+            let s = s.map(|c| c.rechunk().into_owned());
+            let v = s.as_ref().and_then(|c| c.cont_slice().ok()).unwrap_or(&[]);
+            for (i, (q, _)) in which.iter().enumerate() {
+                cols[i].push(percentile_sorted(v, *q));
+            }
+        }
+        let mut df = lists.drop("_sorted")?;
+        for ((_, name), values) in which.iter().zip(cols) {
+            df.with_column(Column::new((*name).into(), values))?;
+        }
+        Ok(df)
+    }
+
+    /// Percentiles over all rows.
+    fn all(&self, which: &[(f64, &str)]) -> PolarsResult<DataFrame> {
+        let c = self.sorted.column("latency_ms")?.as_materialized_series().rechunk();
+        let v = c.f64()?.cont_slice()?;
+        let cols: Vec<Column> =
+            which.iter().map(|(q, name)| Column::new((*name).into(), [percentile_sorted(v, *q)])).collect();
+        DataFrame::new(1, cols)
+    }
+}
+
+/// A group key: one column, or an expression packing two codes into one u64 (grouping on
+/// one integer is several times faster than on two).
+struct Key {
+    exprs: Vec<Expr>,
+    names: Vec<String>,
+    /// Packed: the two codes, kept as columns of the result.
+    parts: Vec<String>,
+}
+
+impl Key {
+    fn col(name: &str) -> Key {
+        Key { exprs: vec![col(name)], names: vec![name.into()], parts: vec![] }
+    }
+
+    /// `hi` and `lo` as one key: packed when `hi` fits in 32 bits and `lo` is a u32 code.
+    fn pair(hi: &str, lo: &str, packable: bool) -> Key {
+        if packable {
+            let e = col(hi).cast(DataType::UInt64) * lit(1u64 << 32) + col(lo).cast(DataType::UInt64);
+            Key { exprs: vec![e.alias("_key")], names: vec!["_key".into()], parts: vec![hi.into(), lo.into()] }
+        } else {
+            Key { exprs: vec![col(hi), col(lo)], names: vec![hi.into(), lo.into()], parts: vec![] }
         }
     }
-    let mut df = df.drop("_sorted")?;
-    for ((_, name), values) in which.iter().zip(cols) {
-        df.with_column(Column::new((*name).into(), values))?;
+
+    fn cols(&self) -> Vec<Expr> {
+        self.names.iter().map(|n| col(n.as_str())).collect()
     }
-    Ok(df)
+}
+
+/// Aggregates of the groups of `key` with the display columns `show`, joined with the
+/// percentiles of the same groups.
+fn level(
+    data: &LazyFrame,
+    pct: &Percentiles,
+    key: &Key,
+    show: &[&str],
+    aggs: Vec<Expr>,
+    which: &[(f64, &str)],
+) -> PolarsResult<DataFrame> {
+    let mut all: Vec<Expr> =
+        show.iter().copied().chain(key.parts.iter().map(String::as_str)).map(|c| col(c).first()).collect();
+    all.extend(aggs);
+    let agg = stream(data.clone().group_by(key.exprs.clone()).agg(all))?;
+    let p = pct.by(key, which)?;
+    agg.lazy().join(p.lazy(), key.cols(), key.cols(), JoinArgs::new(JoinType::Left)).collect()
 }
 
 /// A scope's active window in seconds, from the manifest's stage records.
@@ -127,6 +233,7 @@ fn window(m: &Manifest, phase: Option<&str>, stage: Option<&str>) -> Option<f64>
 }
 
 fn finish(mut row: Row, win: Option<f64>) -> Row {
+    row.retain(|k, _| !k.starts_with('_'));
     let count = get_f64(&row, "count").unwrap_or(0.0);
     // Without stage records (a crashed run), fall back to the events' own span.
     let win = win.or_else(|| {
@@ -173,149 +280,189 @@ impl Default for Timer {
     }
 }
 
-pub fn compute(events: &LazyFrame, m: &Manifest) -> PolarsResult<Metrics> {
+/// Position of a stage in the plan (manifest order); unknown stages after, by name.
+fn stage_rank(m: &Manifest, phase: &str, stage: &str) -> (usize, usize) {
+    let p = m.stages.iter().position(|r| r.phase == phase).unwrap_or(usize::MAX);
+    let s = m.stages.iter().position(|r| r.phase == phase && r.stage == stage).unwrap_or(usize::MAX);
+    (p, s)
+}
+
+fn sort_rows(rows: &mut [Row], m: &Manifest, extra: &[&str]) {
+    let key = |r: &Row| {
+        let (p, s) = stage_rank(m, get_str(r, "phase"), get_str(r, "stage"));
+        let t = get_f64(r, "t_first_ms").unwrap_or(f64::INFINITY);
+        let tail: Vec<String> = extra.iter().map(|k| get_str(r, k).to_string()).collect();
+        (p, get_str(r, "phase").to_string(), s, get_str(r, "stage").to_string(), ordered(t), tail)
+    };
+    rows.sort_by_cached_key(key);
+}
+
+/// An f64 that sorts (total order), for sort keys.
+fn ordered(f: f64) -> i64 {
+    let b = f.to_bits() as i64;
+    b ^ (((b >> 63) as u64) >> 1) as i64
+}
+
+pub fn compute(frame: &Frame, m: &Manifest) -> PolarsResult<Metrics> {
     let mut timer = Timer::new();
-    // Read the columns metrics use once, with the per-row flags, into memory: every level below
-    // reuses this frame instead of scanning and decompressing the file again.
-    let used = [
-        "phase",
-        "stage",
-        "kind",
-        "name",
-        "agent",
-        "ok",
-        "latency_ms",
-        "value",
-        "unit",
-        "error",
-        "cost_usd",
-        "tokens_in",
-        "tokens_out",
-        "t_ms",
-    ];
-    let data = events.clone().filter(data_mask()).select(used.map(col)).with_columns(flags()).collect()?.lazy();
-    timer.lap("read+flags");
-    let plan = with_percentiles(data.clone().select(aggs(false)).collect()?, PERCENTILES)?;
+    let data = frame.data();
+    let windows = Windows::new(frame, m);
+    // One sort of the measured latencies, with every level's group codes (and the series bucket).
+    let [_, _, bucket] = windows.columns();
+    let pct = Percentiles::new(data.clone().select([
+        col("latency_ms"),
+        col("_pid"),
+        col("_sid"),
+        col("_nid"),
+        col("_aid"),
+        bucket,
+    ]))?;
+    timer.lap("sort");
+    // One pass over the events for the finest level; stage, phase and plan combine its rows.
+    let names = level(&data, &pct, &Key::col("_nid"), &["phase", "stage", "kind", "name"], name_aggs(), PERCENTILES)?;
+    let pct_join = |df: DataFrame, key: &str| -> PolarsResult<DataFrame> {
+        let p = pct.by(&Key::col(key), PERCENTILES)?;
+        df.lazy().join(p.lazy(), [col(key)], [col(key)], JoinArgs::new(JoinType::Left)).collect()
+    };
+    let stages = pct_join(combine(&names, &["_sid"], &["phase", "stage"])?, "_sid")?;
+    let phases = pct_join(combine(&names, &["_pid"], &["phase"])?, "_pid")?;
+    let plan = combine(&names, &[], &[])?.hstack(pct.all(PERCENTILES)?.columns())?;
     let plan_row = rows(&plan).into_iter().next().unwrap_or_default();
-    timer.lap("plan");
-    let win_all = window(m, None, None);
+    timer.lap("levels");
 
-    let phases =
-        with_percentiles(data.clone().group_by_stable([col("phase")]).agg(aggs(true)).collect()?, PERCENTILES)?;
-    timer.lap("phases");
-    let stages = with_percentiles(
-        data.clone().group_by_stable([col("phase"), col("stage")]).agg(aggs(true)).collect()?,
-        PERCENTILES,
+    let errors = stream(
+        data.clone()
+            .filter(col("error").is_not_null())
+            .group_by([col("phase"), col("stage"), col("error")])
+            .agg([len().cast(DataType::UInt64).alias("count")])
+            .sort(
+                ["count", "phase", "stage", "error"],
+                SortMultipleOptions::default().with_order_descending_multi([true, false, false, false]),
+            )
+            .limit(100),
     )?;
-    timer.lap("stages");
-    // One string key groups ~3× faster than four string columns, some of them null.
-    let key = concat_str([col("phase"), col("stage"), col("kind"), col("name").fill_null(lit(""))], "\u{1f}", false);
-    let mut name_aggs = vec![col("phase").first(), col("stage").first(), col("kind").first(), col("name").first()];
-    name_aggs.extend(aggs(true));
-    let names = data.clone().group_by_stable([key.alias("_key")]).agg(name_aggs).collect()?.drop("_key")?;
-    let names = with_percentiles(names, PERCENTILES)?;
-    timer.lap("names");
 
-    let errors = data
-        .clone()
-        .filter(col("error").is_not_null())
-        .group_by_stable([col("phase"), col("stage"), col("error")])
-        .agg([len().cast(DataType::UInt64).alias("count")])
-        .sort(["count"], SortMultipleOptions::default().with_order_descending(true).with_maintain_order(true))
-        .limit(100)
-        .collect()?;
-
-    timer.lap("errors");
-    let agent_key = concat_str([col("phase"), col("stage"), col("agent")], "\u{1f}", false);
-    let sorted = col("latency_ms").drop_nulls().sort(SortOptions::default().with_multithreaded(true));
-    let agents = data
-        .clone()
-        .filter(col("agent").is_not_null().and(col("latency_ms").is_not_null()))
-        .group_by_stable([agent_key.alias("_key")])
-        .agg([
-            col("phase").first(),
-            col("stage").first(),
-            col("agent").first(),
+    let agents = level(
+        &data.clone().filter(col("_aid").is_not_null().and(col("latency_ms").is_not_null())),
+        &pct,
+        &Key::pair("_sid", "_aid", frame.sid_bits <= 32),
+        &["phase", "stage", "agent"],
+        vec![
             len().cast(DataType::UInt64).alias("count"),
             col("latency_ms").mean().alias("latency_mean"),
             col("_failed").sum().cast(DataType::UInt64).alias("failed"),
-            sorted.clone().alias("_sorted"),
-        ])
-        .collect()?
-        .drop("_key")?;
-    let agents = with_percentiles(agents, &[(0.95, "latency_p95")])?;
+            col("t_ms").min().alias("t_first_ms"),
+        ],
+        &[(0.95, "latency_p95")],
+    )?;
     timer.lap("agents");
-    let mut out = Metrics {
-        plan: finish(plan_row, win_all),
-        phases: rows(&phases)
-            .into_iter()
-            .map(|r| {
-                let w = window(m, Some(get_str(&r, "phase")), None);
-                finish(r, w)
-            })
-            .collect(),
-        stages: rows(&stages)
-            .into_iter()
-            .map(|r| {
-                let w = window(m, Some(get_str(&r, "phase")), Some(get_str(&r, "stage")));
-                finish(r, w)
-            })
-            .collect(),
-        names: rows(&names)
-            .into_iter()
-            .map(|r| {
-                let w = window(m, Some(get_str(&r, "phase")), Some(get_str(&r, "stage")));
-                finish(r, w)
-            })
-            .collect(),
-        errors: rows(&errors),
-        agents: rows(&agents),
-        series: Vec::new(),
-    };
-    out.series = series(&data, m)?;
+    let win_all = window(m, None, None);
+    let mut phases: Vec<Row> = rows(&phases)
+        .into_iter()
+        .map(|r| {
+            let w = window(m, Some(get_str(&r, "phase")), None);
+            finish(r, w)
+        })
+        .collect();
+    sort_rows(&mut phases, m, &[]);
+    let mut stages: Vec<Row> = rows(&stages)
+        .into_iter()
+        .map(|r| {
+            let w = window(m, Some(get_str(&r, "phase")), Some(get_str(&r, "stage")));
+            finish(r, w)
+        })
+        .collect();
+    sort_rows(&mut stages, m, &[]);
+    let mut names: Vec<Row> = rows(&names)
+        .into_iter()
+        .map(|r| {
+            let w = window(m, Some(get_str(&r, "phase")), Some(get_str(&r, "stage")));
+            finish(r, w)
+        })
+        .collect();
+    sort_rows(&mut names, m, &["kind", "name"]);
+    let mut agents: Vec<Row> = rows(&agents)
+        .into_iter()
+        .map(|mut r| {
+            for k in ["_key", "_sid", "_aid", "t_first_ms"] {
+                r.remove(k);
+            }
+            r
+        })
+        .collect();
+    sort_rows(&mut agents, m, &["agent"]);
+    let series = series(&data, &pct, &windows, frame.sid_bits, m)?;
     timer.lap("series");
-    Ok(out)
+    Ok(Metrics { plan: finish(plan_row, win_all), phases, stages, names, errors: rows(&errors), agents, series })
+}
+
+/// Each recorded stage's code with its start and series window (from the manifest).
+struct Windows(Vec<(u64, f64, f64)>);
+
+impl Windows {
+    fn new(frame: &Frame, m: &Manifest) -> Windows {
+        Windows(
+            m.stages
+                .iter()
+                .filter_map(|r| {
+                    Some((
+                        frame.stage_code(&r.phase, &r.stage)?,
+                        r.t_start_ms?,
+                        nice_window(r.t_end_ms? - r.t_start_ms?),
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    /// `_t0`, `_w` and `_bucket` (the window a row falls in; null outside recorded stages). A
+    /// when/then per stage on the integer code beats a join.
+    fn columns(&self) -> [Expr; 3] {
+        let mut t0 = lit(NULL).cast(DataType::Float64);
+        let mut w = lit(NULL).cast(DataType::Float64);
+        for (code, a, win) in self.0.iter().rev() {
+            let here = col("_sid").eq(lit(*code));
+            t0 = when(here.clone()).then(lit(*a)).otherwise(t0);
+            w = when(here).then(lit(*win)).otherwise(w);
+        }
+        // Outside 0..2^32 (an event before its stage's start): no bucket.
+        let bucket = ((col("t_ms") - t0.clone()) / w.clone()).floor().cast(DataType::Int64).cast(DataType::UInt32);
+        [t0.alias("_t0"), w.alias("_w"), bucket.alias("_bucket")]
+    }
 }
 
 /// Per-stage time series over the data rows: counts, failures and latency percentiles per
 /// window, plus the mean of byte-valued samples (memory) for trend findings.
-fn series(data: &LazyFrame, m: &Manifest) -> PolarsResult<Vec<Series>> {
-    let recs: Vec<_> = m.stages.iter().filter_map(|r| Some((r, r.t_start_ms?, r.t_end_ms?))).collect();
-    if recs.is_empty() {
+fn series(
+    data: &LazyFrame,
+    pct: &Percentiles,
+    windows: &Windows,
+    sid_bits: u32,
+    m: &Manifest,
+) -> PolarsResult<Vec<Series>> {
+    if windows.0.is_empty() {
         return Ok(Vec::new());
     }
-    // Each stage's start and window as expressions: a when/then per stage beats a join.
-    let mut t0 = lit(NULL).cast(DataType::Float64);
-    let mut w = lit(NULL).cast(DataType::Float64);
-    for (r, a, b) in recs.iter().rev() {
-        let here = col("phase").eq(lit(r.phase.as_str())).and(col("stage").eq(lit(r.stage.as_str())));
-        t0 = when(here.clone()).then(lit(*a)).otherwise(t0);
-        w = when(here).then(lit(nice_window(b - a))).otherwise(w);
-    }
-    let df = data
-        .clone()
-        .with_columns([t0.alias("t0"), w.alias("w")])
-        .filter(col("w").is_not_null())
-        .with_column(((col("t_ms") - col("t0")) / col("w")).floor().cast(DataType::Int64).alias("bucket"))
-        .group_by([col("phase"), col("stage"), col("bucket")])
-        .agg([
-            col("w").first().alias("w"),
-            col("t0").first().alias("t0"),
+    let df = level(
+        &data.clone().with_columns(windows.columns()).filter(col("_bucket").is_not_null()),
+        pct,
+        &Key::pair("_sid", "_bucket", sid_bits <= 32),
+        &["phase", "stage", "_w", "_t0"],
+        vec![
             len().cast(DataType::UInt64).alias("count"),
             col("_failed").sum().cast(DataType::UInt64).alias("failed"),
-            col("latency_ms").drop_nulls().sort(SortOptions::default()).alias("_sorted"),
             col("value").filter(col("unit").eq(lit("bytes"))).mean().alias("bytes_mean"),
-        ])
-        .sort(["phase", "stage", "bucket"], SortMultipleOptions::default())
-        .collect()?;
-    let df = with_percentiles(df, &[(0.50, "latency_p50"), (0.95, "latency_p95")])?;
+        ],
+        &[(0.50, "latency_p50"), (0.95, "latency_p95")],
+    )?
+    .sort(["_sid", "_bucket"], SortMultipleOptions::default())?;
     let mut out: Vec<Series> = Vec::new();
     for row in rows(&df) {
         let (phase, stage) = (get_str(&row, "phase").to_string(), get_str(&row, "stage").to_string());
-        let w = get_f64(&row, "w").unwrap_or(1.0);
-        let bucket = get_f64(&row, "bucket").unwrap_or(0.0);
+        let w = get_f64(&row, "_w").unwrap_or(1.0);
+        let bucket = get_f64(&row, "_bucket").unwrap_or(0.0);
         let mut point = Row::new();
-        point.insert("t_ms".into(), num(get_f64(&row, "t0").unwrap_or(0.0) + bucket * w));
+        point.insert("t_ms".into(), num(get_f64(&row, "_t0").unwrap_or(0.0) + bucket * w));
         for k in ["count", "failed", "latency_p50", "latency_p95", "bytes_mean"] {
             point.insert(k.into(), row.get(k).cloned().unwrap_or_default());
         }

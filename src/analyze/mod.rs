@@ -7,6 +7,7 @@
 pub mod baseline;
 pub mod compile;
 pub mod criteria;
+pub mod data;
 pub mod findings;
 pub mod frame;
 pub mod metrics;
@@ -192,15 +193,15 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-/// Evaluate every criterion of the run's plan in one polars pass.
-pub fn evaluate(run: &Run) -> Result<Vec<CriterionResult>, AnalyzeError> {
+/// Evaluate every criterion of the run's plan in one polars pass over the events in memory.
+pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, AnalyzeError> {
     let all = run.plan.criteria();
     let mut parsed: Vec<(Scope, &crate::plan::Criterion, Result<Check, String>)> = Vec::new();
     let mut exprs = Vec::new();
     for (i, (scope, c)) in all.into_iter().enumerate() {
         match criteria::parse(&c.check.value) {
             Ok(check) => {
-                let (value, support) = compile::compile(&check, &scope);
+                let (value, support) = compile::compile(&check, frame.scope_mask(&scope));
                 exprs.push(value.cast(DataType::Float64).alias(format!("v{i}")));
                 exprs.push(support.cast(DataType::Float64).alias(format!("n{i}")));
                 parsed.push((scope, c, Ok(check)));
@@ -208,7 +209,7 @@ pub fn evaluate(run: &Run) -> Result<Vec<CriterionResult>, AnalyzeError> {
             Err(e) => parsed.push((scope, c, Err(e.message))),
         }
     }
-    let df = if exprs.is_empty() { DataFrame::empty() } else { run.events.clone().select(exprs).collect()? };
+    let df = if exprs.is_empty() { DataFrame::empty() } else { frame::stream(frame.df.clone().lazy().select(exprs))? };
     let mut out = Vec::new();
     for (i, (scope, c, check)) in parsed.into_iter().enumerate() {
         let level = match &scope {
@@ -300,12 +301,52 @@ pub fn threshold(check: &Check, plan: &Plan) -> Option<f64> {
     }
 }
 
+/// The SQL queries of a run: the shipped ones, then `--analysis` dirs and the plan's (a later
+/// query of the same name replaces an earlier one). Each is (name, source, SQL).
+fn queries(run: &Run, opts: &AnalyzeOptions) -> Result<Vec<(String, String, String)>, AnalyzeError> {
+    let mut queries: Vec<(String, String, String)> = sql::SHIPPED
+        .iter()
+        .map(|(n, s)| (n.to_string(), format!("analysis/{n}.sql (built in)"), s.to_string()))
+        .collect();
+    let mut extra_files = Vec::new();
+    for d in &opts.analysis_dirs {
+        extra_files.extend(sql::from_dir(d).map_err(AnalyzeError::Input)?);
+    }
+    for q in &run.plan.analysis.queries {
+        let p = PathBuf::from(q);
+        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("query").to_string();
+        extra_files.push((name, p));
+    }
+    for (name, path) in extra_files {
+        match std::fs::read_to_string(&path) {
+            Ok(sql) => {
+                queries.retain(|(n, _, _)| *n != name);
+                queries.push((name, path.display().to_string(), sql));
+            }
+            Err(e) => queries.push((name, path.display().to_string(), format!("-- unreadable: {e}"))),
+        }
+    }
+    Ok(queries)
+}
+
 /// The whole analysis of one run.
 pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError> {
     let m = &run.manifest;
-    let metrics = metrics::compute(&run.events, m)?;
     let mut timer = metrics::Timer::new();
-    let criteria = evaluate(run)?;
+    let queries = queries(run, opts)?;
+    // Read the events once, with every column the metrics, criteria and queries name.
+    let schema: Vec<String> = run.events.clone().collect_schema()?.iter_names().map(|n| n.to_string()).collect();
+    let mut wanted = sql::columns(&queries, &schema);
+    for (_, c) in run.plan.criteria() {
+        if let Ok(check) = criteria::parse(&c.check.value) {
+            wanted.extend(compile::columns(&check));
+        }
+    }
+    let frame = data::Frame::load(&run.events, &wanted)?;
+    timer.lap("read");
+    let metrics = metrics::compute(&frame, m)?;
+    timer.lap("metrics");
+    let criteria = evaluate(run, &frame)?;
     timer.lap("criteria");
 
     let stages: Vec<StageResult> = m
@@ -380,35 +421,13 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
     let baseline = match &opts.baseline {
         Some(b) => {
             let base = load_run(b)?;
-            let bm = metrics::compute(&base.events, &base.manifest)?;
+            let bm = metrics::compute(&data::Frame::load(&base.events, &[])?, &base.manifest)?;
             let tol = opts.tolerance.or(run.plan.meta.regression_tolerance).unwrap_or(DEFAULT_TOLERANCE);
             Some(baseline::compare(&metrics, &bm, &b.display().to_string(), tol))
         }
         None => None,
     };
 
-    let mut queries: Vec<(String, String, String)> = sql::SHIPPED
-        .iter()
-        .map(|(n, s)| (n.to_string(), format!("analysis/{n}.sql (built in)"), s.to_string()))
-        .collect();
-    let mut extra_files = Vec::new();
-    for d in &opts.analysis_dirs {
-        extra_files.extend(sql::from_dir(d).map_err(AnalyzeError::Input)?);
-    }
-    for q in &run.plan.analysis.queries {
-        let p = PathBuf::from(q);
-        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("query").to_string();
-        extra_files.push((name, p));
-    }
-    for (name, path) in extra_files {
-        match std::fs::read_to_string(&path) {
-            Ok(sql) => {
-                queries.retain(|(n, _, _)| *n != name);
-                queries.push((name, path.display().to_string(), sql));
-            }
-            Err(e) => queries.push((name, path.display().to_string(), format!("-- unreadable: {e}"))),
-        }
-    }
     let stage_df = df!(
         "phase" => m.stages.iter().map(|s| s.phase.as_str()).collect::<Vec<_>>(),
         "stage" => m.stages.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(),
@@ -419,7 +438,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         "events" => m.stages.iter().map(|s| s.events).collect::<Vec<_>>(),
     )?;
     timer.lap("findings");
-    let tables = sql::run_all(&run.events, &stage_df, &queries);
+    let tables = sql::run_all(&frame.events(), &stage_df, &queries);
     timer.lap("sql");
 
     let duration_s = m.ended_at.as_deref().and_then(|end| {

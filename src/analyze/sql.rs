@@ -46,33 +46,51 @@ pub fn from_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     Ok(out)
 }
 
+/// The event columns that SQL queries may read: every column whose name appears in a query as a
+/// word, or all of them when a query selects `*` (other than in `COUNT(*)`).
+pub fn columns(queries: &[(String, String, String)], schema: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, _, sql) in queries {
+        let star = sql.split_whitespace().collect::<String>().replace("(*)", "").contains('*');
+        let words: Vec<&str> = sql.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
+        for c in schema {
+            if (star || words.iter().any(|w| w.eq_ignore_ascii_case(c))) && !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+    }
+    out
+}
+
 pub fn run_all(events: &LazyFrame, stages: &DataFrame, queries: &[(String, String, String)]) -> Vec<Table> {
     let mut ctx = SQLContext::new();
     ctx.register("events", events.clone());
     ctx.register("stages", stages.clone().lazy());
     queries
         .iter()
-        .map(|(name, source, sql)| match ctx.execute(sql).and_then(|lf| lf.limit(MAX_ROWS as u32 + 1).collect()) {
-            Ok(df) => {
-                let truncated = df.height() > MAX_ROWS;
-                let df = df.head(Some(MAX_ROWS));
-                Table {
+        .map(|(name, source, sql)| {
+            match ctx.execute(sql).and_then(|lf| super::frame::stream(lf.limit(MAX_ROWS as u32 + 1))) {
+                Ok(df) => {
+                    let truncated = df.height() > MAX_ROWS;
+                    let df = df.head(Some(MAX_ROWS));
+                    Table {
+                        name: name.clone(),
+                        source: source.clone(),
+                        columns: df.get_column_names().iter().map(|c| c.to_string()).collect(),
+                        rows: rows(&df),
+                        truncated,
+                        error: None,
+                    }
+                }
+                Err(e) => Table {
                     name: name.clone(),
                     source: source.clone(),
-                    columns: df.get_column_names().iter().map(|c| c.to_string()).collect(),
-                    rows: rows(&df),
-                    truncated,
-                    error: None,
-                }
+                    columns: vec![],
+                    rows: vec![],
+                    truncated: false,
+                    error: Some(e.to_string()),
+                },
             }
-            Err(e) => Table {
-                name: name.clone(),
-                source: source.clone(),
-                columns: vec![],
-                rows: vec![],
-                truncated: false,
-                error: Some(e.to_string()),
-            },
         })
         .collect()
 }
