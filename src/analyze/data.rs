@@ -31,8 +31,8 @@ pub const METRIC_COLUMNS: &[&str] = &[
 /// columns the analysis needs, per-row flags and integer group codes. Metrics, criteria and the
 /// SQL tables all run on it instead of decoding the Parquet again.
 pub struct Frame {
-    /// Event columns (schema order), then `_data` (not a stage marker), `_ok`, `_failed`,
-    /// `_timeout` (u32 flags), `_okf` (ok as f64), and the group codes `_pid` (phase), `_sid`
+    /// Event columns (schema order), then the boolean flags `_data` (not a stage marker), `_ok`,
+    /// `_failed` and `_timeout`, and the group codes `_pid` (phase), `_sid`
     /// (phase, stage), `_nid` (phase, stage, kind, name) and `_aid` (agent).
     pub df: DataFrame,
     /// The event columns it holds, in schema order: what SQL queries see as `events`.
@@ -144,9 +144,8 @@ impl Frame {
 fn flags() -> Vec<Expr> {
     vec![
         data_mask().alias("_data"),
-        col("ok").eq(lit(true)).fill_null(lit(false)).cast(DataType::UInt32).alias("_ok"),
-        col("ok").eq(lit(false)).fill_null(lit(false)).cast(DataType::UInt32).alias("_failed"),
-        timeout_mask().cast(DataType::UInt32).alias("_timeout"),
-        col("ok").cast(DataType::Float64).alias("_okf"),
+        col("ok").eq(lit(true)).fill_null(lit(false)).alias("_ok"),
+        col("ok").eq(lit(false)).fill_null(lit(false)).alias("_failed"),
+        timeout_mask().alias("_timeout"),
     ]
 }

@@ -45,8 +45,7 @@ const PERCENTILES: &[(f64, &str)] = &[
 ];
 
 /// Aggregates of the finest level, (phase, stage, kind, name), percentiles aside. Besides the
-/// reported values they keep the partial sums (`_n_lat`, `_lat_sum`, `_lat_m2`, `_n_ok`,
-/// `_ok_sum`) from which `combine` derives the stage, phase and plan levels exactly, without
+/// reported values they keep the partial sums (`_n_lat`, `_lat_sum`, `_lat_m2`) from which `combine` derives the stage, phase and plan levels exactly, without
 /// another pass over the events.
 fn name_aggs() -> Vec<Expr> {
     let lat = || col("latency_ms");
@@ -57,9 +56,6 @@ fn name_aggs() -> Vec<Expr> {
         col("_ok").sum().cast(DataType::UInt64).alias("ok"),
         col("_failed").sum().cast(DataType::UInt64).alias("failed"),
         col("_timeout").sum().cast(DataType::UInt64).alias("timeouts"),
-        col("_okf").mean().alias("success_rate"),
-        col("_okf").count().cast(DataType::UInt64).alias("_n_ok"),
-        col("_okf").sum().alias("_ok_sum"),
         lat().min().alias("latency_min"),
         lat().mean().alias("latency_mean"),
         lat().max().alias("latency_max"),
@@ -73,6 +69,15 @@ fn name_aggs() -> Vec<Expr> {
         col("t_ms").min().alias("t_first_ms"),
         col("t_ms").max().alias("t_last_ms"),
     ]
+}
+
+/// The share of measured events (`ok` set) that succeeded; null when none was measured.
+fn success_rate(ok: Expr, failed: Expr) -> Expr {
+    let measured = (ok.clone() + failed).cast(DataType::Float64);
+    when(measured.clone().gt(lit(0.0)))
+        .then(ok.cast(DataType::Float64) / measured)
+        .otherwise(lit(NULL))
+        .alias("success_rate")
 }
 
 /// A coarser level's aggregates from the finest level's rows: sums add up, extremes take the
@@ -89,7 +94,7 @@ fn combine(names: &DataFrame, keys: &[&str], show: &[&str]) -> PolarsResult<Data
         sum("ok").alias("ok"),
         sum("failed").alias("failed"),
         sum("timeouts").alias("timeouts"),
-        (sum("_ok_sum") / sum("_n_ok").cast(DataType::Float64)).alias("success_rate"),
+        success_rate(sum("ok"), sum("failed")),
         col("latency_min").min(),
         mean,
         col("latency_max").max(),
@@ -268,7 +273,18 @@ impl Timer {
 
     pub fn lap(&mut self, what: &str) {
         if self.on {
-            eprintln!("timing: {what:<14} {:>6.2} s", self.start.elapsed().as_secs_f64());
+            // Resident and peak memory so far, from /proc (Linux).
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let kb = |key: &str| {
+                status.lines().find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok())
+            };
+            let gib = |v: Option<f64>| v.map_or("?".to_string(), |k| format!("{:.2}", k / 1048576.0));
+            eprintln!(
+                "timing: {what:<14} {:>6.2} s   rss {} GiB, peak {} GiB",
+                self.start.elapsed().as_secs_f64(),
+                gib(kb("VmRSS:")),
+                gib(kb("VmHWM:"))
+            );
         }
         self.start = std::time::Instant::now();
     }
@@ -319,7 +335,10 @@ pub fn compute(frame: &Frame, m: &Manifest) -> PolarsResult<Metrics> {
     ]))?;
     timer.lap("sort");
     // One pass over the events for the finest level; stage, phase and plan combine its rows.
-    let names = level(&data, &pct, &Key::col("_nid"), &["phase", "stage", "kind", "name"], name_aggs(), PERCENTILES)?;
+    let names = level(&data, &pct, &Key::col("_nid"), &["phase", "stage", "kind", "name"], name_aggs(), PERCENTILES)?
+        .lazy()
+        .with_column(success_rate(col("ok"), col("failed")))
+        .collect()?;
     let pct_join = |df: DataFrame, key: &str| -> PolarsResult<DataFrame> {
         let p = pct.by(&Key::col(key), PERCENTILES)?;
         df.lazy().join(p.lazy(), [col(key)], [col(key)], JoinArgs::new(JoinType::Left)).collect()
