@@ -1,6 +1,6 @@
 -- One row per stage, in run order: measured events, failures, and latency at a glance.
 SELECT phase, stage, driver,
-       MIN(seq) AS first_seq,
+       MIN(t_ms) AS first_ms,
        COUNT(*) AS events,
        SUM(CASE WHEN ok = false THEN 1 ELSE 0 END) AS failed,
        ROUND(AVG(latency_ms), 3) AS mean_latency_ms,
@@ -8,4 +8,4 @@ SELECT phase, stage, driver,
 FROM events
 WHERE kind <> 'stage'
 GROUP BY phase, stage, driver
-ORDER BY first_seq
+ORDER BY first_ms

@@ -46,6 +46,9 @@ pub fn filter_expr(f: &Filter) -> Expr {
         },
         Filter::Cmp { field, op, lit: l } => {
             let c = col(field.as_str());
+            // Key columns are categorical in memory: order them as strings.
+            let c =
+                if matches!(l, Lit::Str(_)) && !matches!(op, Cmp::Eq | Cmp::Ne) { c.cast(DataType::String) } else { c };
             let v = lit_expr(l);
             match op {
                 Cmp::Lt => c.lt(v),

@@ -12,6 +12,8 @@ fn any_to_json(v: AnyValue<'_>) -> Value {
         AnyValue::Boolean(b) => Value::Bool(b),
         AnyValue::String(s) => Value::String(s.to_string()),
         AnyValue::StringOwned(s) => Value::String(s.to_string()),
+        AnyValue::Categorical(c, map) => map.cat_to_str(c).map_or(Value::Null, |s| Value::String(s.into())),
+        AnyValue::CategoricalOwned(c, map) => map.cat_to_str(c).map_or(Value::Null, |s| Value::String(s.into())),
         AnyValue::UInt8(n) => n.into(),
         AnyValue::UInt16(n) => n.into(),
         AnyValue::UInt32(n) => n.into(),

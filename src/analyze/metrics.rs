@@ -352,7 +352,7 @@ pub fn compute(frame: &Frame, m: &Manifest) -> PolarsResult<Metrics> {
     let errors = stream(
         data.clone()
             .filter(col("error").is_not_null())
-            .group_by([col("phase"), col("stage"), col("error")])
+            .group_by([col("phase").cast(DataType::String), col("stage").cast(DataType::String), col("error")])
             .agg([len().cast(DataType::UInt64).alias("count")])
             .sort(
                 ["count", "phase", "stage", "error"],
