@@ -59,6 +59,27 @@ fn builtin_agents_cycle_and_clean_up() {
 }
 
 #[test]
+fn planrun_agent_subcommand_is_the_same_agent() {
+    // The driver starts `planrun-agent`; `planrun agent` (used when that binary is missing, or
+    // named as a command) must behave the same, configured by the environment alone.
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    let text = fleet_plan(
+        &coord,
+        &format!(
+            "agents = 2\ncycles = 2\ninterval = \"200ms\"\nmessages = [\"ping\"]\ncommand = [\"{}\", \"agent\"]",
+            super::support::bin()
+        ),
+    );
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 2);
+    assert_eq!(of_kind(&evs, "response").len(), 4);
+    assert!(of_kind(&evs, "cycle").iter().all(|c| c["value"] == 1.0 && c["ok"] == true));
+}
+
+#[test]
 fn python_example_agent_speaks_the_protocol() {
     let sb = Sandbox::new();
     let coord = sb.path().join("coord");
@@ -193,18 +214,32 @@ fn no_agent_survives_a_killed_runner() {
     let coord = sb.path().join("coord");
     sb.write("f.toml", &fleet_plan(&coord, "agents = 5\ncycles = 100\ninterval = \"1s\""));
     let mut child = sb.cmd(&["run", "f.toml", "--quiet"]).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_dir(coord.join("status")).map_or(0, |d| d.count()) < 5 {
-        assert!(Instant::now() < deadline, "agents never started");
-        std::thread::sleep(Duration::from_millis(20));
+    // Kills the runner if an assertion below fails, so it never outlives the test.
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+            }
+        }
     }
-    let pids: Vec<i32> = std::fs::read_dir(coord.join("status"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
-        .filter_map(|t| serde_json::from_str::<Value>(&t).ok()?["pid"].as_i64())
-        .map(|p| p as i32)
-        .collect();
-    assert_eq!(pids.len(), 5);
+    let _reap = Reap(child.id() as i32);
+    // Every agent's pid, from its heartbeat (a file may be mid-rename: read until all five parse).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pids: Vec<i32> = loop {
+        let pids: Vec<i32> = std::fs::read_dir(coord.join("status"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .filter_map(|t| serde_json::from_str::<Value>(&t).ok()?["pid"].as_i64())
+            .map(|p| p as i32)
+            .collect();
+        if pids.len() == 5 {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "agents never started: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     unsafe {
         libc::kill(child.id() as i32, libc::SIGKILL);
     }
@@ -225,4 +260,43 @@ fn no_agent_survives_a_killed_runner() {
         assert!(Instant::now() < deadline, "orphan agents still running: {alive:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_removed_coordination_directory_stops_the_stage_at_once() {
+    // Each cycle would otherwise wait its full response timeout for answers that cannot come.
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    sb.write(
+        "f.toml",
+        &fleet_plan(&coord, "agents = 3\ncycles = 50\ninterval = \"300ms\"\nresponse_timeout = \"30s\""),
+    );
+    let mut child =
+        sb.cmd(&["run", "f.toml", "--quiet", "--no-analyze"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(coord.join("status")).map_or(0, |d| d.count()) < 3 {
+        assert!(Instant::now() < deadline, "agents never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_dir_all(&coord).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the runner kept going after its coordination directory was removed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(3));
+    let run = std::fs::read_dir(sb.path().join("results")).unwrap().next().unwrap().unwrap().path();
+    let log = std::fs::read_to_string(run.join("run.log")).unwrap();
+    assert!(log.contains("was removed while the fleet ran"), "{log}");
+    let evs = events(&run);
+    assert!(
+        evs.iter()
+            .any(|e| e["kind"] == "response" && e["error"].as_str().is_some_and(|m| m.starts_with("not delivered")))
+    );
 }

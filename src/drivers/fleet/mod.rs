@@ -415,7 +415,8 @@ impl<'a> Coordinator<'a> {
         m[m.len() - 1].clone()
     }
 
-    async fn cycle(&self, cycle: u64) {
+    /// One coordination cycle. Err: the fleet cannot go on (its transport is gone).
+    async fn cycle(&self, cycle: u64) -> Result<(), String> {
         let kind = self.pick_kind(cycle);
         let mut alive: Vec<String> =
             self.shared().agents.iter().filter(|(_, a)| a.alive).map(|(id, _)| id.clone()).collect();
@@ -446,14 +447,45 @@ impl<'a> Coordinator<'a> {
             },
         );
         if let Err(e) = self.transport.send(&msg) {
+            // Not delivered: nothing to wait for. Every addressee fails at once.
             self.protocol_error(None, format!("cannot write message: {e}"));
+            self.shared().pending.remove(&message_id);
+            for a in &alive {
+                self.ctx.events.emit(
+                    self.ctx
+                        .events
+                        .event("response")
+                        .name(kind.as_str())
+                        .agent(a.as_str())
+                        .ok(false)
+                        .error(format!("not delivered: {e}"))
+                        .attrs(serde_json::json!({ "cycle": cycle + 1 })),
+                );
+            }
+            self.ctx.events.emit(
+                self.ctx
+                    .events
+                    .event("cycle")
+                    .name(kind.as_str())
+                    .ok(false)
+                    .value(0.0, "ratio")
+                    .attrs(serde_json::json!({ "cycle": cycle + 1, "sent": 0, "received": 0, "error": e.to_string() })),
+            );
+            if !self.transport.present() {
+                return Err(format!(
+                    "the coordination directory {} was removed while the fleet ran (by another process?); \
+                     stopping the stage",
+                    self.transport.address()
+                ));
+            }
+            return Ok(());
         }
         let deadline = sent_ms + self.ctx.clock.scaled(self.cfg.response_timeout.0).as_secs_f64() * 1000.0;
         let id = message_id.clone();
         self.wait_until(deadline, |s| s.pending.get(&id).is_none_or(|p| p.got.len() >= p.expected.len())).await;
         let p = self.shared().pending.remove(&message_id);
         self.transport.retire(&message_id);
-        let Some(p) = p else { return };
+        let Some(p) = p else { return Ok(()) };
         let timeout_ms = self.ctx.clock.scaled(self.cfg.response_timeout.0).as_secs_f64() * 1000.0;
         let mut missing: Vec<&String> = p.expected.iter().filter(|a| !p.got.contains_key(*a)).collect();
         missing.sort();
@@ -495,6 +527,7 @@ impl<'a> Coordinator<'a> {
                     .attrs(serde_json::json!({ "cycle": cycle + 1, "agents": p.rss.len() })),
             );
         }
+        Ok(())
     }
 
     /// Unresponsive agents, crashes to restart.
@@ -566,7 +599,9 @@ impl<'a> Coordinator<'a> {
                     _ = self.ctx.cancel.cancelled() => return Outcome::with(Status::Interrupted, "interrupted"),
                 }
             }
-            self.cycle(c as u64).await;
+            if let Err(e) = self.cycle(c as u64).await {
+                return Outcome::with(Status::Error, e);
+            }
         }
         // A fleet with no cycles (spawn-only) holds its agents for the stage duration, if any.
         if cycles == 0

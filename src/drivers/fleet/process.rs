@@ -44,8 +44,16 @@ impl Coordinator<'_> {
         let hb_ms = self.ctx.clock.scaled(cfg.heartbeat.0).as_millis().max(10) as u64;
         let mut cmd = if cfg.command.is_empty() {
             let exe = std::env::current_exe().map_err(|e| format!("cannot find the planrun binary: {e}"))?;
-            let mut c = tokio::process::Command::new(exe);
-            c.args(["agent", "--id", id, "--dir", &self.transport.address(), "--heartbeat-ms", &hb_ms.to_string()]);
+            // `planrun-agent` beside us starts several times faster than `planrun agent`.
+            let lean = exe.with_file_name("planrun-agent");
+            let mut c = if lean.is_file() {
+                tokio::process::Command::new(lean)
+            } else {
+                let mut c = tokio::process::Command::new(exe);
+                c.arg("agent");
+                c
+            };
+            c.args(["--id", id, "--dir", &self.transport.address(), "--heartbeat-ms", &hb_ms.to_string()]);
             if let Some(m) = cfg.misbehave.as_ref().filter(|m| m.agents.is_empty() || m.agents.iter().any(|a| a == id))
             {
                 if let Some(s) = m.slow {

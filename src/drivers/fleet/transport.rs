@@ -37,6 +37,8 @@ pub trait Transport: Send + Sync {
     fn cleanup(&self) -> std::io::Result<()>;
     /// What is left in the transport (files), for the teardown check.
     fn leftovers(&self) -> usize;
+    /// Whether the transport still exists (its directory was not removed under us).
+    fn present(&self) -> bool;
 }
 
 pub struct FileTransport {
@@ -200,6 +202,10 @@ impl Transport for FileTransport {
 
     fn cleanup(&self) -> std::io::Result<()> {
         if self.root.exists() { std::fs::remove_dir_all(&self.root) } else { Ok(()) }
+    }
+
+    fn present(&self) -> bool {
+        sub(&self.root, "messages").is_dir()
     }
 
     fn leftovers(&self) -> usize {
