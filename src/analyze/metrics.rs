@@ -313,6 +313,21 @@ fn sort_rows(rows: &mut [Row], m: &Manifest, extra: &[&str]) {
     rows.sort_by_cached_key(key);
 }
 
+/// A level's rows, finished with their scope's window (the stage's when `by_stage`, else the
+/// phase's), in plan order with ties broken by first event, then `tie`.
+fn level_rows(df: &DataFrame, m: &Manifest, by_stage: bool, tie: &[&str]) -> Vec<Row> {
+    let mut out: Vec<Row> = rows(df)
+        .into_iter()
+        .map(|r| {
+            let stage = by_stage.then(|| get_str(&r, "stage"));
+            let w = window(m, Some(get_str(&r, "phase")), stage);
+            finish(r, w)
+        })
+        .collect();
+    sort_rows(&mut out, m, tie);
+    out
+}
+
 /// An f64 that sorts (total order), for sort keys.
 fn ordered(f: f64) -> i64 {
     let b = f.to_bits() as i64;
@@ -376,30 +391,9 @@ pub fn compute(frame: &Frame, m: &Manifest) -> PolarsResult<Metrics> {
     )?;
     timer.lap("agents");
     let win_all = window(m, None, None);
-    let mut phases: Vec<Row> = rows(&phases)
-        .into_iter()
-        .map(|r| {
-            let w = window(m, Some(get_str(&r, "phase")), None);
-            finish(r, w)
-        })
-        .collect();
-    sort_rows(&mut phases, m, &[]);
-    let mut stages: Vec<Row> = rows(&stages)
-        .into_iter()
-        .map(|r| {
-            let w = window(m, Some(get_str(&r, "phase")), Some(get_str(&r, "stage")));
-            finish(r, w)
-        })
-        .collect();
-    sort_rows(&mut stages, m, &[]);
-    let mut names: Vec<Row> = rows(&names)
-        .into_iter()
-        .map(|r| {
-            let w = window(m, Some(get_str(&r, "phase")), Some(get_str(&r, "stage")));
-            finish(r, w)
-        })
-        .collect();
-    sort_rows(&mut names, m, &["kind", "name"]);
+    let phases = level_rows(&phases, m, false, &[]);
+    let stages = level_rows(&stages, m, true, &[]);
+    let names = level_rows(&names, m, true, &["kind", "name"]);
     let mut agents: Vec<Row> = rows(&agents)
         .into_iter()
         .map(|mut r| {

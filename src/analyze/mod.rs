@@ -1,5 +1,5 @@
 //! Analysis: read a run directory (Parquet by lazy scan, or the JSONL when the Parquet is missing
-//! or stale), compute metrics (`metrics`), evaluate the plan's criteria compiled to polars
+//! or stale) once into memory (`data`), compute metrics (`metrics`), evaluate the plan's criteria compiled to polars
 //! (`criteria`, `compile`), derive findings and confidence (`findings`), compare with a baseline
 //! (`baseline`), run the SQL tables (`sql`), and assemble the report data (`report_data`).
 //! Rendering that data is `crate::report`'s job.

@@ -415,6 +415,17 @@ impl<'a> Coordinator<'a> {
         m[m.len() - 1].clone()
     }
 
+    /// A failed `response` event: `agent` did not answer this cycle's message (the caller adds why).
+    fn no_response(&self, kind: &str, agent: &str, cycle: u64) -> crate::events::event::Event {
+        self.ctx
+            .events
+            .event("response")
+            .name(kind)
+            .agent(agent)
+            .ok(false)
+            .attrs(serde_json::json!({ "cycle": cycle + 1 }))
+    }
+
     /// One coordination cycle. Err: the fleet cannot go on (its transport is gone).
     async fn cycle(&self, cycle: u64) -> Result<(), String> {
         let kind = self.pick_kind(cycle);
@@ -451,16 +462,7 @@ impl<'a> Coordinator<'a> {
             self.protocol_error(None, format!("cannot write message: {e}"));
             self.shared().pending.remove(&message_id);
             for a in &alive {
-                self.ctx.events.emit(
-                    self.ctx
-                        .events
-                        .event("response")
-                        .name(kind.as_str())
-                        .agent(a.as_str())
-                        .ok(false)
-                        .error(format!("not delivered: {e}"))
-                        .attrs(serde_json::json!({ "cycle": cycle + 1 })),
-                );
+                self.ctx.events.emit(self.no_response(&kind, a, cycle).error(format!("not delivered: {e}")));
             }
             self.ctx.events.emit(
                 self.ctx
@@ -480,27 +482,17 @@ impl<'a> Coordinator<'a> {
             }
             return Ok(());
         }
-        let deadline = sent_ms + self.ctx.clock.scaled(self.cfg.response_timeout.0).as_secs_f64() * 1000.0;
+        let timeout_ms = self.ctx.clock.scaled(self.cfg.response_timeout.0).as_secs_f64() * 1000.0;
+        let deadline = sent_ms + timeout_ms;
         let id = message_id.clone();
         self.wait_until(deadline, |s| s.pending.get(&id).is_none_or(|p| p.got.len() >= p.expected.len())).await;
         let p = self.shared().pending.remove(&message_id);
         self.transport.retire(&message_id);
         let Some(p) = p else { return Ok(()) };
-        let timeout_ms = self.ctx.clock.scaled(self.cfg.response_timeout.0).as_secs_f64() * 1000.0;
         let mut missing: Vec<&String> = p.expected.iter().filter(|a| !p.got.contains_key(*a)).collect();
         missing.sort();
         for a in &missing {
-            self.ctx.events.emit(
-                self.ctx
-                    .events
-                    .event("response")
-                    .name(kind.as_str())
-                    .agent(a.as_str())
-                    .ok(false)
-                    .latency_ms(timeout_ms)
-                    .error("timeout")
-                    .attrs(serde_json::json!({ "cycle": cycle + 1 })),
-            );
+            self.ctx.events.emit(self.no_response(&kind, a, cycle).latency_ms(timeout_ms).error("timeout"));
         }
         let duration = if missing.is_empty() { p.got.values().copied().fold(0.0, f64::max) } else { timeout_ms };
         let rate = if p.expected.is_empty() { 0.0 } else { p.got.len() as f64 / p.expected.len() as f64 };
