@@ -9,8 +9,9 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::analyze::{self, AnalyzeOptions, report_data::Report};
 use crate::diag::{Diag, Diags};
+use crate::drivers::Registry;
 use crate::exit::{EXIT_CODES_HELP, Exit};
-use crate::plan::{ClockKind, LoadOptions, load_file};
+use crate::plan::{ClockKind, LoadOptions, load_file_with};
 use crate::report::{Format, Renderer};
 use crate::run::manifest::RunStatus;
 use crate::run::{self, RunError, RunOptions, schedule};
@@ -181,10 +182,10 @@ fn opts(v: &VarArgs) -> LoadOptions {
     LoadOptions { profile: v.profile.clone(), sets: v.sets.clone() }
 }
 
-/// Load a plan and check its criteria (whose grammar belongs to the analysis stage).
-fn load_checked(path: &std::path::Path, v: &VarArgs) -> Result<(crate::plan::Plan, crate::diag::Source), Diags> {
-    let (plan, src) = load_file(path, &opts(v))?;
-    let problems = analyze::check_criteria(&plan, &src);
+/// Load a plan and check its criteria.
+fn load_checked(path: &std::path::Path, v: &VarArgs) -> Result<(run::Plan, crate::diag::Source), Diags> {
+    let (plan, src) = load_file_with(path, &opts(v), &Registry)?;
+    let problems = crate::criteria::check_criteria(&plan, &src);
     if problems.is_empty() { Ok((plan, src)) } else { Err(Diags(problems)) }
 }
 

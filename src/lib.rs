@@ -7,6 +7,8 @@
 
 pub mod analyze;
 pub mod cli;
+pub mod clock;
+pub mod criteria;
 pub mod diag;
 pub mod drivers;
 pub mod events;

@@ -6,7 +6,7 @@ use planrun::plan::load::Syntax;
 
 fn render(name: &str, text: &str, opts: LoadOptions) -> String {
     let syntax = if name.ends_with(".kdl") { Syntax::Kdl } else { Syntax::Toml };
-    match planrun::plan::load_str(name, text, syntax, &opts) {
+    match planrun::plan::load_str(name, text, syntax, &opts, &planrun::drivers::Registry) {
         Ok(_) => panic!("{name} should not load"),
         Err(d) => d.render(false),
     }

@@ -1,6 +1,7 @@
 //! Every plan in plans/ ships as a TOML and a KDL twin, and both load to the same model.
 
-use planrun::plan::{LoadOptions, load_file};
+use planrun::drivers::Registry;
+use planrun::plan::{LoadOptions, load_file_with};
 
 use super::support::repo;
 
@@ -15,15 +16,17 @@ fn every_plan_has_an_equal_twin() {
         }
         let twin = path.with_extension("kdl");
         assert!(twin.exists(), "{} has no KDL twin", path.display());
-        let (a, _) = load_file(&path, &LoadOptions::default()).unwrap_or_else(|d| panic!("{}", d.render(false)));
-        let (b, _) = load_file(&twin, &LoadOptions::default()).unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let (a, _) =
+            load_file_with(&path, &LoadOptions::default(), &Registry).unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let (b, _) =
+            load_file_with(&twin, &LoadOptions::default(), &Registry).unwrap_or_else(|d| panic!("{}", d.render(false)));
         assert_eq!(a.canonical(), b.canonical(), "{} and its twin differ", path.display());
         assert_eq!(a, b);
         // Profiles must load too, and resolve identically in both syntaxes.
         for profile in &a.profiles {
             let o = LoadOptions { profile: Some(profile.clone()), sets: vec![] };
-            let (pa, _) = load_file(&path, &o).unwrap_or_else(|d| panic!("{}", d.render(false)));
-            let (pb, _) = load_file(&twin, &o).unwrap_or_else(|d| panic!("{}", d.render(false)));
+            let (pa, _) = load_file_with(&path, &o, &Registry).unwrap_or_else(|d| panic!("{}", d.render(false)));
+            let (pb, _) = load_file_with(&twin, &o, &Registry).unwrap_or_else(|d| panic!("{}", d.render(false)));
             assert_eq!(pa.canonical(), pb.canonical(), "profile {profile} of {}", path.display());
         }
         checked += 1;
@@ -35,13 +38,14 @@ fn every_plan_has_an_equal_twin() {
 fn resolved_plan_reloads_to_the_same_model() {
     let path = repo().join("plans/demo.toml");
     let o = LoadOptions { profile: Some("quick".into()), sets: vec![("probes".into(), "3".into())] };
-    let (plan, _) = load_file(&path, &o).unwrap();
+    let (plan, _) = load_file_with(&path, &o, &Registry).unwrap();
     let text = planrun::run::resolved_toml(&plan, "demo.toml").unwrap();
     let again = planrun::plan::load_str(
         "plan.resolved.toml",
         &text,
         planrun::plan::load::Syntax::Toml,
         &LoadOptions::default(),
+        &Registry,
     )
     .unwrap_or_else(|d| panic!("{}", d.render(false)));
     assert_eq!(plan.canonical(), again.canonical());

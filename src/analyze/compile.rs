@@ -7,7 +7,7 @@
 
 use polars::prelude::*;
 
-use super::criteria::{Agg, Check, Cmp, Filter, Lhs, Lit, Named};
+use crate::criteria::{Agg, Check, Cmp, Filter, Lhs, Lit, Named};
 
 /// Rows that are measurements (not the runner's stage markers).
 pub fn data_mask() -> Expr {

@@ -10,8 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::sink::EventSink;
-use crate::run::abort::AbortWatch;
-use crate::run::clock::Clock;
+use crate::clock::{Clock, round_us};
 
 /// A flat event. Column meanings are in `docs/events.md`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
@@ -101,9 +100,9 @@ impl Event {
     }
 }
 
-/// Milliseconds rounded to whole microseconds.
-pub fn round_us(ms: f64) -> f64 {
-    (ms * 1000.0).round() / 1000.0
+/// Sees every event a stage emits, as it is emitted (the runner's live `abort = true` checks).
+pub trait Observer: Send + Sync {
+    fn observe(&self, ev: &Event);
 }
 
 /// Makes events for one stage: fills the context columns and the clock readings, counts what it
@@ -116,7 +115,7 @@ pub struct Emitter {
     stage: Arc<str>,
     driver: Arc<str>,
     count: Arc<AtomicU64>,
-    watch: Option<Arc<AbortWatch>>,
+    watch: Option<Arc<dyn Observer>>,
 }
 
 impl Emitter {
@@ -132,8 +131,8 @@ impl Emitter {
         }
     }
 
-    /// Also feed every event to the stage's live abort checks.
-    pub fn with_watch(mut self, watch: Option<Arc<AbortWatch>>) -> Self {
+    /// Also show every event to `watch` (the runner's live abort checks).
+    pub fn with_watch(mut self, watch: Option<Arc<dyn Observer>>) -> Self {
         self.watch = watch;
         self
     }

@@ -8,5 +8,5 @@ pub mod jsonl;
 pub mod parquet;
 pub mod sink;
 
-pub use event::{Emitter, Event};
+pub use event::{Emitter, Event, Observer};
 pub use sink::{EventSink, SinkStats};

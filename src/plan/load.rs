@@ -6,12 +6,13 @@
 use std::path::Path;
 
 use super::de::{DeError, from_node};
-use super::model::{AnalysisConfig, Meta, Phase, Plan, STAGE_COMMON_KEYS, Stage, StageCommon};
+use super::model::{
+    AnalysisConfig, FieldError, Meta, Phase, Plan, RawDriver, STAGE_COMMON_KEYS, Stage, StageCommon, StageDriver,
+};
 use super::node::{self, Entry, Node, NodeKind, Table};
 use super::template::Resolver;
 use super::vars;
 use crate::diag::{Diag, Diags, Source, did_you_mean};
-use crate::drivers;
 
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -35,11 +36,49 @@ impl Syntax {
     }
 }
 
+/// The drivers a plan's stages may name, and how each one's fields become its config. The
+/// driver registry (`crate::drivers::Registry`) is one; `Raw`, which keeps every stage's
+/// fields as written, is the other (for reading a run's `plan.resolved.toml`).
+pub trait Catalog {
+    type Driver: StageDriver + Clone;
+
+    /// The driver names, for "did you mean" help.
+    fn names(&self) -> Vec<&'static str>;
+
+    /// The driver called `name`, configured from `fields`; `None` for an unknown name.
+    fn parse(&self, name: &str, fields: &Node) -> Option<Result<Self::Driver, DeError>>;
+}
+
+/// Any driver name; fields kept as written.
+pub struct Raw;
+
+impl Catalog for Raw {
+    type Driver = RawDriver;
+
+    fn names(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    fn parse(&self, _name: &str, fields: &Node) -> Option<Result<RawDriver, DeError>> {
+        Some(Ok(RawDriver::new(fields)))
+    }
+}
+
 const TOP_KEYS: &[&str] = &["plan", "vars", "profile", "defaults", "phase", "analysis"];
 const PHASE_KEYS: &[&str] = &["name", "label", "description", "criteria", "stage"];
 
-/// Load a plan file; the returned `Source` is kept for later diagnostics (criteria checks).
+/// Load a plan file with its driver fields left as written; the returned `Source` is kept for
+/// later diagnostics (criteria checks).
 pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<(Plan, Source), Diags> {
+    load_file_with(path, opts, &Raw)
+}
+
+/// Load a plan file, giving each stage's fields to its driver from `catalog`.
+pub fn load_file_with<C: Catalog>(
+    path: &Path,
+    opts: &LoadOptions,
+    catalog: &C,
+) -> Result<(Plan<C::Driver>, Source), Diags> {
     let name = path.display().to_string();
     let syntax = Syntax::from_path(path)
         .ok_or_else(|| Diag::new(format!("{name}: unknown plan syntax")).help("plan files end in .toml or .kdl"))?;
@@ -47,19 +86,30 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<(Plan, Source), Diag
         Diag::new(format!("cannot read plan {name}: {e}")).help("check the path and that the file is readable UTF-8")
     })?;
     let src = Source::new(name, text);
-    let plan = load_source(&src, syntax, opts)?;
+    let plan = load_source(&src, syntax, opts, catalog)?;
     Ok((plan, src))
 }
 
-pub fn load_str(name: &str, text: &str, syntax: Syntax, opts: &LoadOptions) -> Result<Plan, Diags> {
-    load_source(&Source::new(name, text), syntax, opts)
+pub fn load_str<C: Catalog>(
+    name: &str,
+    text: &str,
+    syntax: Syntax,
+    opts: &LoadOptions,
+    catalog: &C,
+) -> Result<Plan<C::Driver>, Diags> {
+    load_source(&Source::new(name, text), syntax, opts, catalog)
 }
 
 fn de_diag(e: DeError, src: &Source) -> Diag {
     e.into_diag().in_source(src)
 }
 
-pub fn load_source(src: &Source, syntax: Syntax, opts: &LoadOptions) -> Result<Plan, Diags> {
+pub fn load_source<C: Catalog>(
+    src: &Source,
+    syntax: Syntax,
+    opts: &LoadOptions,
+    catalog: &C,
+) -> Result<Plan<C::Driver>, Diags> {
     let root = match syntax {
         Syntax::Toml => node::from_toml(src)?,
         Syntax::Kdl => node::from_kdl(src)?,
@@ -156,7 +206,7 @@ pub fn load_source(src: &Source, syntax: Syntax, opts: &LoadOptions) -> Result<P
         None => Table::default(),
     };
     let phases = match resolved.get("phase") {
-        Some(e) => items(&e.value).iter().filter_map(|n| phase(n, &defaults, src, &mut diags)).collect(),
+        Some(e) => items(&e.value).iter().filter_map(|n| phase(n, &defaults, src, catalog, &mut diags)).collect(),
         None => Vec::new(),
     };
     if let Some(meta) = &meta {
@@ -190,7 +240,13 @@ fn split(table: &Table, keys: &[&str]) -> (Table, Table) {
     (Table { entries: a }, Table { entries: b })
 }
 
-fn phase(n: &Node, defaults: &Table, src: &Source, diags: &mut Vec<Diag>) -> Option<Phase> {
+fn phase<C: Catalog>(
+    n: &Node,
+    defaults: &Table,
+    src: &Source,
+    catalog: &C,
+    diags: &mut Vec<Diag>,
+) -> Option<Phase<C::Driver>> {
     let Some(t) = n.as_table() else {
         diags.push(Diag::new(format!("a phase must be a table, found {}", n.type_name())).at(src, n.span.clone()));
         return None;
@@ -214,8 +270,8 @@ fn phase(n: &Node, defaults: &Table, src: &Source, diags: &mut Vec<Diag>) -> Opt
             return None;
         }
     };
-    let stages: Vec<Stage> = match stage_part.entries.first() {
-        Some(e) => items(&e.value).iter().filter_map(|s| stage(s, defaults, src, diags)).collect(),
+    let stages: Vec<Stage<C::Driver>> = match stage_part.entries.first() {
+        Some(e) => items(&e.value).iter().filter_map(|s| stage(s, defaults, src, catalog, diags)).collect(),
         None => {
             diags.push(Diag::new(format!("phase `{}` has no stages", head.name)).at(src, n.span.clone()));
             Vec::new()
@@ -241,7 +297,13 @@ fn merge_defaults(base: &Table, over: Table) -> Table {
     out
 }
 
-fn stage(n: &Node, defaults: &Table, src: &Source, diags: &mut Vec<Diag>) -> Option<Stage> {
+fn stage<C: Catalog>(
+    n: &Node,
+    defaults: &Table,
+    src: &Source,
+    catalog: &C,
+    diags: &mut Vec<Diag>,
+) -> Option<Stage<C::Driver>> {
     let Some(t) = n.as_table() else {
         diags.push(Diag::new(format!("a stage must be a table, found {}", n.type_name())).at(src, n.span.clone()));
         return None;
@@ -254,36 +316,56 @@ fn stage(n: &Node, defaults: &Table, src: &Source, diags: &mut Vec<Diag>) -> Opt
             return None;
         }
     };
-    let driver_span = common.driver.span.clone().unwrap_or(n.span.clone());
-    let Some(spec) = drivers::find(&common.driver.value) else {
-        let names: Vec<&str> = drivers::DRIVERS.iter().map(|d| d.name).collect();
-        let mut d = Diag::new(format!("unknown driver `{}`", common.driver.value)).at(src, driver_span);
-        d = match did_you_mean(&common.driver.value, names.iter().copied()) {
+    let name = common.driver.value.as_str();
+    let driver_part = match defaults.get(name).and_then(|e| e.value.as_table()) {
+        Some(d) => merge_defaults(d, driver_part),
+        None => driver_part,
+    };
+    let fields = Node::new(n.span.clone(), NodeKind::Table(driver_part));
+    let Some(parsed) = catalog.parse(name, &fields) else {
+        let names = catalog.names();
+        let driver_span = common.driver.span.clone().unwrap_or(n.span.clone());
+        let mut d = Diag::new(format!("unknown driver `{name}`")).at(src, driver_span);
+        d = match did_you_mean(name, names.iter().copied()) {
             Some(s) => d.help(format!("did you mean `{s}`? drivers: {}", names.join(", "))),
             None => d.help(format!("drivers: {}", names.join(", "))),
         };
         diags.push(d);
         return None;
     };
-    let driver_part = match defaults.get(spec.name).and_then(|e| e.value.as_table()) {
-        Some(d) => merge_defaults(d, driver_part),
-        None => driver_part,
-    };
-    match (spec.parse)(&Node::new(n.span.clone(), NodeKind::Table(driver_part))) {
+    match parsed {
         Ok(driver) => match driver.check(&common) {
             Ok(()) => Some(Stage { common, driver }),
-            Err(msg) => {
-                diags.push(Diag::new(format!("stage `{}`: {msg}", common.name)).at(src, n.span.clone()));
+            Err(e) => {
+                diags.push(field_diag(&e, &common, n, src));
                 None
             }
         },
         Err(e) => {
             let mut d = de_diag(e.widen_unknown_key(STAGE_COMMON_KEYS), src);
-            d.message = format!("stage `{}` ({} driver): {}", common.name, spec.name, d.message);
+            d.message = format!("stage `{}` ({name} driver): {}", common.name, d.message);
             diags.push(d);
             None
         }
     }
+}
+
+/// A driver's complaint about one of its fields, pointing at the value under the error's key
+/// path (as far down the path as the stage's table goes; the whole stage for an empty path).
+fn field_diag(e: &FieldError, common: &StageCommon, stage: &Node, src: &Source) -> Diag {
+    let mut at = stage;
+    for key in &e.key {
+        let next = match &at.kind {
+            NodeKind::Table(t) => t.get(key).map(|e| &e.value),
+            NodeKind::List(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => at = n,
+            None => break,
+        }
+    }
+    Diag::new(format!("stage `{}`: {}", common.name, e.message)).at(src, at.span.clone())
 }
 
 /// Phase names are unique in a plan, stage names unique in a phase: resume and reports key on them.

@@ -12,6 +12,6 @@ pub mod template;
 pub mod vars;
 
 pub use duration::Dur;
-pub use load::{LoadOptions, load_file, load_str};
-pub use model::{ClockKind, Criterion, Phase, Plan, Scope, Stage};
+pub use load::{Catalog, LoadOptions, Raw, load_file, load_file_with, load_str};
+pub use model::{ClockKind, Criterion, FieldError, Phase, Plan, RawDriver, Scope, Stage, StageDriver};
 pub use spanned::Spanned;

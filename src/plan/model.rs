@@ -9,9 +9,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::duration::Dur;
+use super::node::Node;
 use super::spanned::Spanned;
 use super::vars::Var;
-use crate::drivers::Driver;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -109,8 +109,9 @@ pub struct AnalysisConfig {
     pub queries: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Phase {
+#[derive(Clone, Debug, Serialize)]
+#[serde(bound(serialize = "D: StageDriver"))]
+pub struct Phase<D: StageDriver = RawDriver> {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -119,7 +120,7 @@ pub struct Phase {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub criteria: Vec<Criterion>,
     #[serde(rename = "stage")]
-    pub stages: Vec<Stage>,
+    pub stages: Vec<Stage<D>>,
 }
 
 /// Fields every stage has, whatever its driver. Everything else in a stage table belongs to
@@ -155,6 +156,39 @@ fn is_one_u32(n: &u32) -> bool {
     *n == 1
 }
 
+/// A problem a driver found in its stage's fields. `key` is the path to the offending value
+/// (`["agent", "2", "provider"]`: table keys and array indexes), so the loader's caret lands on
+/// it; an empty path points at the whole stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub key: Vec<String>,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(message: impl Into<String>) -> FieldError {
+        FieldError { key: Vec::new(), message: message.into() }
+    }
+
+    /// Point at the value under `path` in the stage's table.
+    pub fn at<S: ToString>(mut self, path: &[S]) -> FieldError {
+        self.key = path.iter().map(ToString::to_string).collect();
+        self
+    }
+}
+
+impl From<String> for FieldError {
+    fn from(message: String) -> FieldError {
+        FieldError::new(message)
+    }
+}
+
+impl From<&str> for FieldError {
+    fn from(message: &str) -> FieldError {
+        FieldError::new(message)
+    }
+}
+
 pub const STAGE_COMMON_KEYS: &[&str] = &[
     "name",
     "driver",
@@ -168,13 +202,72 @@ pub const STAGE_COMMON_KEYS: &[&str] = &[
     "criteria",
 ];
 
-#[derive(Clone, Debug)]
-pub struct Stage {
-    pub common: StageCommon,
-    pub driver: Arc<dyn Driver>,
+/// What the plan needs to know of a stage's driver, whatever it is. The drivers implement it
+/// (`crate::drivers`); the plan never names one. A plan loaded without the driver registry
+/// (the analysis reading `plan.resolved.toml`) keeps each stage's driver fields as `RawDriver`.
+pub trait StageDriver: std::fmt::Debug + Send + Sync {
+    /// The driver's own fields, as plain data (for `plan.resolved.toml` and model equality).
+    fn config(&self) -> serde_json::Value;
+
+    /// One line for `plan show` and `--dry-run`.
+    fn describe(&self) -> String;
+
+    /// True when the driver touches nothing real (no processes, files or network), so it may
+    /// run under the virtual clock.
+    fn simulated(&self) -> bool {
+        false
+    }
+
+    /// Checks that need the stage's common fields (e.g. a required `duration`).
+    fn check(&self, _stage: &StageCommon) -> Result<(), FieldError> {
+        Ok(())
+    }
 }
 
-impl Stage {
+impl<T: StageDriver + ?Sized> StageDriver for Arc<T> {
+    fn config(&self) -> serde_json::Value {
+        (**self).config()
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn simulated(&self) -> bool {
+        (**self).simulated()
+    }
+    fn check(&self, stage: &StageCommon) -> Result<(), FieldError> {
+        (**self).check(stage)
+    }
+}
+
+/// A stage's driver fields as written, not yet given to a driver.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawDriver {
+    pub fields: serde_json::Value,
+}
+
+impl RawDriver {
+    pub fn new(fields: &Node) -> RawDriver {
+        RawDriver { fields: fields.to_json() }
+    }
+}
+
+impl StageDriver for RawDriver {
+    fn config(&self) -> serde_json::Value {
+        self.fields.clone()
+    }
+
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Stage<D = RawDriver> {
+    pub common: StageCommon,
+    pub driver: D,
+}
+
+impl<D: StageDriver> Stage<D> {
     pub fn name(&self) -> &str {
         &self.common.name
     }
@@ -193,32 +286,46 @@ impl Stage {
     }
 }
 
-impl PartialEq for Stage {
+impl<D: StageDriver> PartialEq for Stage<D> {
     fn eq(&self, other: &Self) -> bool {
         self.common == other.common && self.driver.config() == other.driver.config()
     }
 }
 
-impl Serialize for Stage {
+impl<D: StageDriver> Serialize for Stage<D> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.to_json().serialize(s)
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Plan {
+#[derive(Clone, Debug)]
+pub struct Plan<D: StageDriver = RawDriver> {
     pub meta: Meta,
     /// Vars after profile and `--set` overrides, in declaration order.
     pub vars: Vec<(String, Var)>,
     /// Profile names the plan declares (the chosen one is already applied to `vars`).
     pub profiles: Vec<String>,
     pub profile: Option<String>,
-    pub phases: Vec<Phase>,
+    pub phases: Vec<Phase<D>>,
     pub analysis: AnalysisConfig,
 }
 
-impl Plan {
-    pub fn stages(&self) -> impl Iterator<Item = (&Phase, &Stage)> {
+impl<D: StageDriver> PartialEq for Phase<D> {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.name, &self.label, &self.description, &self.criteria, &self.stages)
+            == (&o.name, &o.label, &o.description, &o.criteria, &o.stages)
+    }
+}
+
+impl<D: StageDriver> PartialEq for Plan<D> {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.meta, &self.vars, &self.profiles, &self.profile, &self.phases, &self.analysis)
+            == (&o.meta, &o.vars, &o.profiles, &o.profile, &o.phases, &o.analysis)
+    }
+}
+
+impl<D: StageDriver> Plan<D> {
+    pub fn stages(&self) -> impl Iterator<Item = (&Phase<D>, &Stage<D>)> {
         self.phases.iter().flat_map(|p| p.stages.iter().map(move |s| (p, s)))
     }
 
@@ -276,7 +383,7 @@ impl Plan {
     }
 }
 
-impl Stage {
+impl<D: StageDriver> Stage<D> {
     /// Plan time this stage is expected to take: its duration times its repeats, plus pauses.
     pub fn expected_duration(&self) -> std::time::Duration {
         let one = self.common.duration.map(|d| d.0).unwrap_or_default();

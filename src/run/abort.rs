@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
-use crate::analyze::criteria::{Agg, Check, Cmp, Filter, Lhs, Lit, Named};
-use crate::events::Event;
+use crate::criteria::{Agg, Check, Cmp, Filter, Lhs, Lit, Named};
+use crate::events::{Event, Observer};
 
 /// A field's value on one event.
 enum V<'a> {
@@ -181,8 +181,15 @@ impl AbortWatch {
         Some(AbortWatch { stage_start_ms, checks: Mutex::new(checks) })
     }
 
+    /// The first violated criterion, with what was observed, as of `now_ms`.
+    pub fn violated(&self, now_ms: f64) -> Option<String> {
+        self.check(now_ms)
+    }
+}
+
+impl Observer for AbortWatch {
     /// Fold one event into every watched criterion.
-    pub fn observe(&self, ev: &Event) {
+    fn observe(&self, ev: &Event) {
         if ev.kind == "stage" {
             return;
         }
@@ -214,9 +221,10 @@ impl AbortWatch {
             }
         }
     }
+}
 
-    /// The first violated criterion, with what was observed, as of `now_ms`.
-    pub fn violated(&self, now_ms: f64) -> Option<String> {
+impl AbortWatch {
+    fn check(&self, now_ms: f64) -> Option<String> {
         let checks = self.checks.lock().ok()?;
         let window_s = ((now_ms - self.stage_start_ms) / 1000.0).max(1e-3);
         for w in checks.iter() {
@@ -269,7 +277,7 @@ impl AbortWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::criteria::parse;
+    use crate::criteria::parse;
 
     fn ev(kind: &str, ok: bool, lat: f64) -> Event {
         Event { kind: kind.to_string().into(), ok: Some(ok), latency_ms: Some(lat), ..Event::default() }

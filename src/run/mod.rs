@@ -5,8 +5,6 @@
 
 pub mod abort;
 pub mod checkpoint;
-pub mod clock;
-pub mod ledger;
 pub mod manifest;
 pub mod progress;
 pub mod runner;
@@ -19,17 +17,21 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::diag::Diags;
 use crate::drivers::Status;
+use crate::drivers::{Bound, Registry};
 use crate::events::EventSink;
 use crate::events::sink::Position;
-use crate::plan::{ClockKind, LoadOptions, Plan};
-use clock::Clock;
+use crate::plan::{ClockKind, LoadOptions};
 use manifest::{Checkpoint, Host, Manifest, PlanInfo, RunStatus, StageRecord, now_rfc3339};
 use progress::{Mode, Progress};
 use runner::Runner;
 
 pub const DEFAULT_SEED: u64 = 1;
+
+/// A plan whose stages know their drivers: what the runner runs.
+pub type Plan = crate::plan::Plan<Bound>;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -193,7 +195,8 @@ pub fn resume(dir: &Path, quiet: bool, suspend_after: Option<std::time::Duration
         }
     }
     let resolved = dir.join("plan.resolved.toml");
-    let (plan, _) = crate::plan::load_file(&resolved, &LoadOptions::default()).map_err(RunError::Plan)?;
+    let (plan, _) =
+        crate::plan::load_file_with(&resolved, &LoadOptions::default(), &Registry).map_err(RunError::Plan)?;
     let names: Vec<(String, String)> = plan.stages().map(|(p, s)| (p.name.clone(), s.name().to_string())).collect();
     let recorded: Vec<(String, String)> = manifest.stages.iter().map(|s| (s.phase.clone(), s.stage.clone())).collect();
     if names != recorded {
@@ -269,7 +272,7 @@ fn execute(
     let offset_ms = manifest.checkpoint.t_ms;
     let seed = manifest.seed;
     let scale = manifest.time_scale;
-    let ledger = Arc::new(ledger::Ledger::with_spent(plan.meta.budget_usd, manifest.checkpoint.spent_nanos, 0));
+    let ledger = Arc::new(crate::drivers::Ledger::with_spent(plan.meta.budget_usd, manifest.checkpoint.spent_nanos, 0));
     let vars = Arc::new(plan.vars.iter().map(|(n, v)| (n.clone(), v.value.clone())).collect());
     let suspend = Arc::new(AtomicBool::new(false));
     let plan = Arc::new(plan);

@@ -10,16 +10,16 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::Plan;
 use super::abort::AbortWatch;
-use super::checkpoint::StageCheckpoint;
-use super::clock::Clock;
-use super::ledger::Ledger;
+use super::checkpoint::ManifestCheckpoints;
 use super::manifest::{Checkpoint, Manifest, RunStatus, now_rfc3339};
 use super::progress::Progress;
-use crate::analyze::criteria;
-use crate::drivers::{Outcome, StageContext, Status};
+use crate::clock::Clock;
+use crate::criteria;
+use crate::drivers::{Ledger, Outcome, StageCheckpoint, StageContext, Status, derive_seed};
 use crate::events::{Emitter, EventSink};
-use crate::plan::Plan;
+use crate::plan::StageDriver;
 
 /// How long a driver gets to stop after it was told to (timeout or Ctrl-C) before the runner
 /// gives up on it and moves on.
@@ -31,7 +31,7 @@ const ABORT_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Indexes of the stages that run together, as (phase, stage).
 pub type Step = Vec<(usize, usize)>;
 
-pub fn steps(plan: &Plan) -> Vec<Step> {
+pub fn steps<D: StageDriver>(plan: &crate::plan::Plan<D>) -> Vec<Step> {
     let mut out: Vec<Step> = Vec::new();
     for (pi, phase) in plan.phases.iter().enumerate() {
         let mut prev_group: Option<&str> = None;
@@ -64,19 +64,6 @@ pub struct Runner {
     pub progress: Arc<Progress>,
     pub cancel: CancellationToken,
     pub seed: u64,
-}
-
-/// FNV-1a: a stable hash for deriving per-stage seeds (std's hasher may change between Rust
-/// versions, which would change seeded runs).
-pub fn derive_seed(seed: u64, parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0)) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    h
 }
 
 impl Runner {
@@ -196,21 +183,24 @@ impl Runner {
         let watch = self.abort_watch(stage, t_start);
         let emitter =
             Emitter::new(self.sink.clone(), self.clock.clone(), &phase.name, stage.name(), stage.driver_name())
-                .with_watch(watch.clone());
+                .with_watch(watch.clone().map(|w| w as Arc<dyn crate::events::Observer>));
         let expected = Some(stage.expected_duration()).filter(|d| !d.is_zero()).map(|d| self.clock.scaled(d));
         self.progress.stage_started(&key, &emitter, expected);
         let started_at = now_rfc3339();
         if saved.is_none() {
             emitter.emit(emitter.event("stage").name("start"));
         }
-        let checkpoint = StageCheckpoint::new(
+        let store = ManifestCheckpoints::new(
             &phase.name,
             stage.name(),
-            saved.map(|(c, _)| c.state),
             self.sink.clone(),
             Arc::clone(&self.manifest),
             self.dir.clone(),
             self.clock.clone(),
+        );
+        let checkpoint = StageCheckpoint::new(
+            Arc::new(store),
+            saved.as_ref().map(|(c, _)| c.state.clone()),
             Arc::clone(&self.suspend),
         );
 
@@ -322,7 +312,7 @@ impl Runner {
     }
 
     /// Live checks for the stage's `abort = true` criteria, if it has any.
-    fn abort_watch(&self, stage: &crate::plan::Stage, t_start: f64) -> Option<Arc<AbortWatch>> {
+    fn abort_watch(&self, stage: &crate::plan::Stage<crate::drivers::Bound>, t_start: f64) -> Option<Arc<AbortWatch>> {
         let checks: Vec<_> = stage
             .common
             .criteria
@@ -330,7 +320,7 @@ impl Runner {
             .filter(|c| c.abort)
             .filter_map(|c| {
                 let check = criteria::parse(&c.check.value).ok()?;
-                let limit = crate::analyze::threshold(&check, &self.plan)?;
+                let limit = criteria::threshold(&check, &self.plan)?;
                 Some((c.check.value.clone(), check, limit))
             })
             .collect();

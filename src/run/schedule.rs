@@ -5,14 +5,14 @@
 use std::fmt::Write;
 
 use super::runner::steps;
-use crate::plan::{Dur, Plan};
+use crate::plan::{Dur, Plan, StageDriver};
 
 fn scaled(d: std::time::Duration, scale: f64) -> String {
     let s = Dur(d.mul_f64(scale));
     if scale == 1.0 { s.to_string() } else { format!("{s} ({} unscaled)", Dur(d)) }
 }
 
-pub fn summary(plan: &Plan, path: &str) -> String {
+pub fn summary<D: StageDriver>(plan: &Plan<D>, path: &str) -> String {
     let mut out = String::new();
     let stages = plan.stages().count();
     let mut drivers: Vec<&str> = plan.stages().map(|(_, s)| s.driver_name()).collect();
@@ -36,7 +36,7 @@ pub fn summary(plan: &Plan, path: &str) -> String {
     out
 }
 
-pub fn schedule(plan: &Plan, scale: f64) -> String {
+pub fn schedule<D: StageDriver>(plan: &Plan<D>, scale: f64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use super::{BoxFuture, Driver, Outcome, StageContext, Status, config_of};
 use crate::plan::Dur;
-use crate::plan::model::StageCommon;
+use crate::plan::model::{FieldError, StageCommon};
 
 const TAIL_CAP_BYTES: usize = 16 * 1024;
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -87,12 +87,15 @@ impl Driver for Exec {
         format!("run `{}`", self.shown())
     }
 
-    fn check(&self, _stage: &StageCommon) -> Result<(), String> {
+    fn check(&self, _stage: &StageCommon) -> Result<(), FieldError> {
         match (&self.run, &self.cmd) {
-            (Some(_), Some(_)) => Err("give either `run` (a shell line) or `cmd` (a program), not both".into()),
+            (Some(_), Some(_)) => {
+                Err(FieldError::new("give either `run` (a shell line) or `cmd` (a program), not both").at(&["cmd"]))
+            }
             (None, None) => Err("an exec stage needs `run = \"shell line\"` or `cmd = \"program\"`".into()),
             (Some(_), None) if !self.args.is_empty() => {
-                Err("`args` goes with `cmd`; with `run`, write the arguments in the line".into())
+                Err(FieldError::new("`args` goes with `cmd`; with `run`, write the arguments in the line")
+                    .at(&["args"]))
             }
             _ => Ok(()),
         }

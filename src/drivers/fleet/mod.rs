@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 
 use super::{BoxFuture, Driver, Outcome, StageContext, Status, config_of};
 use crate::plan::Dur;
+use crate::plan::model::{FieldError, StageCommon};
 use protocol::{Message, now_ms};
 use transport::{FileTransport, Incoming, Transport};
 
@@ -156,12 +157,12 @@ impl Driver for Fleet {
         format!("{} agents ({who}), batches of {}", self.agents, self.batch_size)
     }
 
-    fn check(&self, stage: &crate::plan::model::StageCommon) -> Result<(), String> {
+    fn check(&self, stage: &StageCommon) -> Result<(), FieldError> {
         if self.agents == 0 {
-            return Err("a fleet needs at least one agent".into());
+            return Err(FieldError::new("a fleet needs at least one agent").at(&["agents"]));
         }
         if !self.weights.is_empty() && self.weights.len() != self.messages.len() {
-            return Err("`weights` needs one weight per message type".into());
+            return Err(FieldError::new("`weights` needs one weight per message type").at(&["weights"]));
         }
         let wants_cycles = self.cycles.is_some_and(|c| c > 0) || (self.cycles.is_none() && stage.duration.is_some());
         if wants_cycles && self.interval.is_none() {

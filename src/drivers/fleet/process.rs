@@ -78,7 +78,7 @@ impl Coordinator<'_> {
         cmd.env("PLANRUN_AGENT_ID", id)
             .env("PLANRUN_COORD_DIR", self.transport.address())
             .env("PLANRUN_HEARTBEAT_MS", hb_ms.to_string())
-            .env("PLANRUN_SEED", crate::run::runner::derive_seed(self.ctx.seed, &[id]).to_string())
+            .env("PLANRUN_SEED", self.ctx.seed_for(&[id]).to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Driver, Outcome, StageContext, Status, config_of};
-use crate::run::ledger::{Ledger, nanos_to_usd};
-use crate::run::runner::derive_seed;
+use crate::drivers::ledger::{Ledger, nanos_to_usd};
+use crate::plan::model::{FieldError, StageCommon};
 pub use config::LlmCfg as Llm;
 use config::{CacheMode, LlmCfg, OnTerminate, Pattern};
 use provider::{CallError, Provider, Reply};
@@ -47,38 +47,44 @@ impl Driver for LlmCfg {
         self.providers.values().all(|p| matches!(p, config::ProviderCfg::Simulated { .. }))
     }
 
-    fn check(&self, _stage: &crate::plan::model::StageCommon) -> Result<(), String> {
+    fn check(&self, _stage: &StageCommon) -> Result<(), FieldError> {
         if self.agents.is_empty() {
             return Err("an llm stage needs at least one `agent`".into());
         }
-        for a in &self.agents {
+        for (i, a) in self.agents.iter().enumerate() {
+            let at = i.to_string();
             if a.provider.is_empty() {
-                return Err(format!("agent `{}` names no provider", a.name));
+                return Err(FieldError::new(format!("agent `{}` names no provider", a.name)).at(&["agent", &at]));
             }
             for p in &a.provider {
                 if !self.providers.contains_key(p) {
                     let names: Vec<&str> = self.providers.keys().map(String::as_str).collect();
-                    return Err(format!(
-                        "agent `{}` uses unknown provider `{p}` (providers: {})",
-                        a.name,
-                        names.join(", ")
-                    ));
+                    let msg =
+                        format!("agent `{}` uses unknown provider `{p}` (providers: {})", a.name, names.join(", "));
+                    return Err(FieldError::new(msg).at(&["agent", &at, "provider"]));
                 }
             }
+            if let Some(t) = &a.prompt {
+                let env = minijinja::Environment::new();
+                env.template_from_str(t)
+                    .map_err(|e| FieldError::new(format!("prompt template: {e}")).at(&["agent", &at, "prompt"]))?;
+            }
         }
-        for f in &self.faults {
+        for (i, f) in self.faults.iter().enumerate() {
+            let at = ["fault".to_string(), i.to_string()];
             let kinds =
                 [f.terminate.is_some(), f.outage.is_some(), f.fail_rate.is_some()].iter().filter(|x| **x).count();
             if kinds != 1 {
-                return Err(format!("fault at {} must have exactly one of terminate, outage, fail_rate", f.at));
+                let msg = format!("fault at {} must have exactly one of terminate, outage, fail_rate", f.at);
+                return Err(FieldError::new(msg).at(&at));
             }
             if f.fail_rate.is_some() && f.for_.is_none() {
-                return Err(format!("fail_rate fault at {} needs `for`", f.at));
+                return Err(FieldError::new(format!("fail_rate fault at {} needs `for`", f.at)).at(&at));
             }
         }
-        let env = minijinja::Environment::new();
-        for t in self.agents.iter().filter_map(|a| a.prompt.as_deref()).chain(self.prompt.as_deref()) {
-            env.template_from_str(t).map_err(|e| format!("prompt template: {e}"))?;
+        if let Some(t) = &self.prompt {
+            let env = minijinja::Environment::new();
+            env.template_from_str(t).map_err(|e| FieldError::new(format!("prompt template: {e}")).at(&["prompt"]))?;
         }
         Ok(())
     }
@@ -276,8 +282,7 @@ impl<'a> Orchestration<'a> {
     /// One agent answers one prompt: cache, breaker, budget, retries and failover.
     async fn call(&self, t: &Target, round: u32, prompt: &str) -> Result<Reply, CallError> {
         let agent = &*t.agent;
-        let mut rng =
-            StdRng::seed_from_u64(derive_seed(self.ctx.seed, &[&agent.name, &round.to_string(), &t.slot.to_string()]));
+        let mut rng = StdRng::seed_from_u64(self.ctx.seed_for(&[&agent.name, &round.to_string(), &t.slot.to_string()]));
         let first = &self.providers[&agent.providers[0]];
         let cache_key = match self.cfg.cache {
             CacheMode::Off => None,

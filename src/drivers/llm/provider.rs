@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, LogNormal};
 
 use super::config::{LatencyDist, ProviderCfg, Tokens};
-use crate::run::clock::Clock;
+use crate::clock::Clock;
 
 /// Why a call failed, in the driver's vocabulary (the `error` column).
 #[derive(Clone, Debug, PartialEq)]

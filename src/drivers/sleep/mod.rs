@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{BoxFuture, Driver, Outcome, StageContext, Status, config_of};
-use crate::plan::model::StageCommon;
+use crate::plan::model::{FieldError, StageCommon};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +24,7 @@ impl Driver for Sleep {
         true
     }
 
-    fn check(&self, stage: &StageCommon) -> Result<(), String> {
+    fn check(&self, stage: &StageCommon) -> Result<(), FieldError> {
         match stage.duration {
             Some(_) => Ok(()),
             None => Err("a sleep stage needs a `duration`".into()),

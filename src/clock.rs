@@ -44,7 +44,7 @@ impl Clock {
     /// Milliseconds since run start (continuing across resume), at microsecond resolution.
     pub fn elapsed_ms(&self) -> f64 {
         let us = self.inner.start.elapsed().as_micros() as f64;
-        crate::events::event::round_us(self.inner.offset_ms + us / 1000.0)
+        round_us(self.inner.offset_ms + us / 1000.0)
     }
 
     /// Wall-clock microseconds since the Unix epoch (real even under the virtual clock).
@@ -88,6 +88,11 @@ impl Clock {
     pub async fn timeout<F: Future>(&self, plan: Duration, fut: F) -> Result<F::Output, Elapsed> {
         tokio::time::timeout(self.scaled(plan), fut).await.map_err(|_| Elapsed)
     }
+}
+
+/// Milliseconds rounded to whole microseconds.
+pub fn round_us(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

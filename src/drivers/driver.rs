@@ -1,0 +1,124 @@
+//! The `Driver` contract every stage's work implements, and what one iteration returns
+//! (`Outcome`, `Status`).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+use super::context::StageContext;
+use crate::plan::StageDriver;
+use crate::plan::model::{FieldError, StageCommon};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The contract every driver implements.
+///
+/// * `run` performs one iteration of the stage and returns how it went. It must return promptly
+///   once `ctx.cancel` fires (Ctrl-C, stage timeout), cleaning up what it started: the runner
+///   waits for it, then moves on.
+/// * All waiting goes through `ctx.clock` (never `std::time` or bare `tokio::time`), so
+///   `--time-scale` and the virtual clock apply.
+/// * Everything observable goes out as events through `ctx.events`.
+pub trait Driver: Send + Sync + fmt::Debug {
+    /// The driver's own fields, as plain data (for `plan.resolved.toml` and model equality).
+    fn config(&self) -> serde_json::Value;
+
+    /// One line for `plan show` and `--dry-run`.
+    fn describe(&self) -> String;
+
+    /// True when the driver touches nothing real (no processes, files or network), so it may
+    /// run under the virtual clock.
+    fn simulated(&self) -> bool {
+        false
+    }
+
+    /// Checks that need the stage's common fields (e.g. a required `duration`).
+    fn check(&self, _stage: &StageCommon) -> Result<(), FieldError> {
+        Ok(())
+    }
+
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Outcome>;
+}
+
+/// A stage whose driver is known: what the runner runs.
+pub type Bound = std::sync::Arc<dyn Driver>;
+
+/// The plan sees a driver through its own, smaller trait.
+impl StageDriver for dyn Driver {
+    fn config(&self) -> serde_json::Value {
+        Driver::config(self)
+    }
+    fn describe(&self) -> String {
+        Driver::describe(self)
+    }
+    fn simulated(&self) -> bool {
+        Driver::simulated(self)
+    }
+    fn check(&self, stage: &StageCommon) -> Result<(), FieldError> {
+        Driver::check(self, stage)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Running,
+    Passed,
+    /// The system under test did not do what the stage expected.
+    Failed,
+    /// planrun could not carry the stage out (e.g. a command that cannot be started).
+    Error,
+    TimedOut,
+    Aborted,
+    /// The stage stopped making calls because its budget would be exceeded: budget enforcement
+    /// working as planned, so it counts as a pass (the report shows it).
+    BudgetExceeded,
+    Interrupted,
+    Skipped,
+}
+
+impl Status {
+    pub fn is_success(self) -> bool {
+        matches!(self, Status::Passed | Status::BudgetExceeded)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::Error => "error",
+            Status::TimedOut => "timed_out",
+            Status::Aborted => "aborted",
+            Status::BudgetExceeded => "budget_exceeded",
+            Status::Interrupted => "interrupted",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    pub fn passed() -> Self {
+        Outcome { status: Status::Passed, message: None }
+    }
+
+    pub fn with(status: Status, message: impl Into<String>) -> Self {
+        Outcome { status, message: Some(message.into()) }
+    }
+}
