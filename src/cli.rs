@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::analyze::{self, AnalyzeOptions, report_data::Report};
 use crate::diag::{Diag, Diags};
@@ -13,8 +13,8 @@ use crate::drivers::Registry;
 use crate::exit::{EXIT_CODES_HELP, Exit};
 use crate::plan::{ClockKind, LoadOptions, load_file_with};
 use crate::report::{Format, Renderer};
-use crate::run::manifest::RunStatus;
 use crate::run::{self, RunError, RunOptions, schedule};
+use crate::rundir::RunStatus;
 
 #[derive(Parser, Debug)]
 #[command(name = "planrun", version, about = "Run declarative test plans against agent fleets, and analyze what happened.", after_help = EXIT_CODES_HELP)]
@@ -128,7 +128,7 @@ pub struct RunArgs {
     pub seed: Option<u64>,
     /// Real time, or virtual time for simulated stages (overrides the plan's).
     #[arg(long, value_enum)]
-    pub clock: Option<ClockArg>,
+    pub clock: Option<ClockKind>,
     /// Print the resolved schedule and run nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -143,12 +143,6 @@ pub struct RunArgs {
     pub no_analyze: bool,
     #[command(flatten)]
     pub report: ReportArgs,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum ClockArg {
-    Real,
-    Virtual,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -256,10 +250,7 @@ fn run_cmd(args: RunArgs) -> Exit {
         out: args.out.clone(),
         time_scale: args.time_scale,
         seed: args.seed,
-        clock: args.clock.map(|c| match c {
-            ClockArg::Real => ClockKind::Real,
-            ClockArg::Virtual => ClockKind::Virtual,
-        }),
+        clock: args.clock,
         quiet: args.quiet,
         args: std::env::args().collect(),
         suspend_after: args.suspend_after,

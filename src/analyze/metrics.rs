@@ -14,7 +14,7 @@ use polars::prelude::*;
 
 use super::data::Frame;
 use super::frame::{Row, get_f64, get_str, num, rows, stream};
-use crate::run::manifest::Manifest;
+use crate::rundir::Manifest;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Metrics {

@@ -19,7 +19,7 @@ use polars::prelude::*;
 
 use crate::criteria::{self, Check, Cmp, Rhs, threshold};
 use crate::plan::{LoadOptions, Plan, Scope};
-use crate::run::manifest::{Manifest, RunStatus};
+use crate::rundir::{Manifest, RunDir, RunStatus};
 use frame::{get_f64, num};
 use report_data::{CriterionResult, Report, RunInfo, SourceInfo, StageResult, Verdict};
 
@@ -61,7 +61,7 @@ pub fn load_run(dir: &Path) -> Result<Run, AnalyzeError> {
     if !dir.is_dir() {
         return Err(input(format!("{}: no such run directory", dir.display())));
     }
-    let manifest = Manifest::read(dir).map_err(input)?;
+    let manifest = RunDir::at(dir).read_manifest().map_err(|e| input(e.to_string()))?;
     let (plan, _) = crate::plan::load_file(&dir.join("plan.resolved.toml"), &LoadOptions::default())
         .map_err(|d| input(format!("{}: {}", dir.join("plan.resolved.toml").display(), d)))?;
     let pq = dir.join("events.parquet");
@@ -99,7 +99,7 @@ pub fn find_runs(path: &Path) -> Result<Vec<PathBuf>, AnalyzeError> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.join("manifest.json").exists())
-        .filter_map(|p| Some((Manifest::read(&p).ok()?.started_at, p)))
+        .filter_map(|p| Some((RunDir::at(&p).read_manifest().ok()?.started_at, p)))
         .collect();
     if runs.is_empty() {
         return Err(AnalyzeError::Input(format!(
@@ -371,7 +371,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
     });
     Ok(Report {
         planrun_version: env!("CARGO_PKG_VERSION").into(),
-        generated_at: crate::run::manifest::now_rfc3339(),
+        generated_at: crate::rundir::now_rfc3339(),
         run: RunInfo {
             dir: run.dir.display().to_string(),
             plan: m.plan.name.clone(),
@@ -380,7 +380,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
             profile: m.profile.clone(),
             seed: m.seed,
             time_scale: m.time_scale,
-            clock: m.clock.clone(),
+            clock: m.clock.to_string(),
             started_at: m.started_at.clone(),
             ended_at: m.ended_at.clone(),
             duration_s,

@@ -8,7 +8,7 @@ use super::findings::Finding;
 use super::frame::Row;
 use super::metrics::Metrics;
 use super::sql::Table;
-use crate::run::manifest::Host;
+use crate::rundir::Host;
 
 #[derive(Debug, Serialize)]
 pub struct Report {

@@ -61,49 +61,28 @@ impl StageDriver for dyn Driver {
     }
 }
 
+/// How one iteration of a stage ended. (The runner adds what only it can decide — a stage
+/// timeout, an abort criterion — and the lifecycle states, in `rundir::StageStatus`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    Pending,
-    Running,
     Passed,
     /// The system under test did not do what the stage expected.
     Failed,
     /// planrun could not carry the stage out (e.g. a command that cannot be started).
     Error,
+    /// The driver's own time limit ran out (a command's `timeout`).
     TimedOut,
-    Aborted,
     /// The stage stopped making calls because its budget would be exceeded: budget enforcement
     /// working as planned, so it counts as a pass (the report shows it).
     BudgetExceeded,
+    /// Told to stop (Ctrl-C, `--suspend-after`).
     Interrupted,
-    Skipped,
 }
 
 impl Status {
     pub fn is_success(self) -> bool {
         matches!(self, Status::Passed | Status::BudgetExceeded)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Passed => "passed",
-            Status::Failed => "failed",
-            Status::Error => "error",
-            Status::TimedOut => "timed_out",
-            Status::Aborted => "aborted",
-            Status::BudgetExceeded => "budget_exceeded",
-            Status::Interrupted => "interrupted",
-            Status::Skipped => "skipped",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

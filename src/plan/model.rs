@@ -13,12 +13,29 @@ use super::node::Node;
 use super::spanned::Spanned;
 use super::vars::Var;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+/// Which clock a run uses: real time (optionally scaled), or tokio's paused clock, where
+/// simulated stages run days of plan time in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ClockKind {
     #[default]
     Real,
     Virtual,
+}
+
+impl ClockKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockKind::Real => "real",
+            ClockKind::Virtual => "virtual",
+        }
+    }
+}
+
+impl std::fmt::Display for ClockKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The `[plan]` table.

@@ -5,24 +5,12 @@
 //! stage continues where it was instead of starting over. `--suspend-after` asks running stages
 //! to stop cleanly at their next checkpoint.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
-use super::manifest::Manifest;
 use crate::clock::Clock;
 use crate::drivers::CheckpointStore;
 use crate::events::EventSink;
-use crate::events::sink::Position;
-
-/// What the manifest keeps for a stage that checkpointed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StageState {
-    pub state: serde_json::Value,
-    pub position: Position,
-    pub t_ms: f64,
-}
+use crate::rundir::{Manifest, RunDir, StageState};
 
 /// The runner's `CheckpointStore`: a stage's state goes into its record in `manifest.json`,
 /// with the log position it matches.
@@ -31,7 +19,7 @@ pub struct ManifestCheckpoints {
     stage: String,
     sink: EventSink,
     manifest: Arc<Mutex<Manifest>>,
-    dir: PathBuf,
+    dir: RunDir,
     clock: Clock,
 }
 
@@ -41,7 +29,7 @@ impl ManifestCheckpoints {
         stage: &str,
         sink: EventSink,
         manifest: Arc<Mutex<Manifest>>,
-        dir: PathBuf,
+        dir: RunDir,
         clock: Clock,
     ) -> ManifestCheckpoints {
         ManifestCheckpoints { phase: phase.to_string(), stage: stage.to_string(), sink, manifest, dir, clock }
@@ -55,6 +43,6 @@ impl CheckpointStore for ManifestCheckpoints {
         if let Some(rec) = m.stage_mut(&self.phase, &self.stage) {
             rec.checkpoint = Some(StageState { state, position, t_ms: self.clock.elapsed_ms() });
         }
-        m.write(&self.dir).map_err(|e| format!("cannot write manifest.json: {e}"))
+        self.dir.write_manifest(&m).map_err(|e| e.to_string())
     }
 }

@@ -3,7 +3,6 @@
 //! `continue_on_failure`, cancellation (Ctrl-C), the stage lifecycle events, and the manifest
 //! checkpoint written after each step. Drivers only ever see one iteration at a time.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -13,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::Plan;
 use super::abort::AbortWatch;
 use super::checkpoint::ManifestCheckpoints;
-use super::manifest::{Checkpoint, Manifest, RunStatus, now_rfc3339};
 use super::progress::Progress;
 use crate::clock::Clock;
 use crate::criteria;
 use crate::drivers::{Ledger, Outcome, StageCheckpoint, StageContext, Status, derive_seed};
 use crate::events::{Emitter, EventSink};
 use crate::plan::StageDriver;
+use crate::rundir::{Checkpoint, Manifest, RunDir, RunStatus, StageRecord, StageStatus, now_rfc3339};
 
 /// How long a driver gets to stop after it was told to (timeout or Ctrl-C) before the runner
 /// gives up on it and moves on.
@@ -51,9 +50,36 @@ pub fn steps<D: StageDriver>(plan: &crate::plan::Plan<D>) -> Vec<Step> {
     out
 }
 
+/// How a stage ended, as the manifest records it: the driver's outcome, or what the runner
+/// decided (timed out, aborted by a criterion, interrupted).
+pub struct Ended {
+    pub status: StageStatus,
+    pub message: Option<String>,
+}
+
+impl Ended {
+    fn with(status: StageStatus, message: impl Into<String>) -> Ended {
+        Ended { status, message: Some(message.into()) }
+    }
+}
+
+impl From<Outcome> for Ended {
+    fn from(o: Outcome) -> Ended {
+        let status = match o.status {
+            Status::Passed => StageStatus::Passed,
+            Status::Failed => StageStatus::Failed,
+            Status::Error => StageStatus::Error,
+            Status::TimedOut => StageStatus::TimedOut,
+            Status::BudgetExceeded => StageStatus::BudgetExceeded,
+            Status::Interrupted => StageStatus::Interrupted,
+        };
+        Ended { status, message: o.message }
+    }
+}
+
 pub struct Runner {
     pub plan: Arc<Plan>,
-    pub dir: PathBuf,
+    pub dir: RunDir,
     pub manifest: Arc<Mutex<Manifest>>,
     pub vars: Arc<serde_json::Map<String, serde_json::Value>>,
     pub ledger: Arc<Ledger>,
@@ -93,7 +119,7 @@ impl Runner {
             for (&(pi, si), outcome) in step.iter().zip(&outcomes) {
                 let stage = &self.plan.phases[pi].stages[si];
                 match outcome.status {
-                    Status::Interrupted => interrupted = true,
+                    StageStatus::Interrupted => interrupted = true,
                     s if !s.is_success() && !stage.common.continue_on_failure => step_failed = true,
                     _ => {}
                 }
@@ -104,7 +130,7 @@ impl Runner {
                 for &(pi, si) in step {
                     let (p, s) = self.names(pi, si);
                     if let Some(r) = self.manifest().stage_mut(&p, &s) {
-                        r.status = Status::Interrupted;
+                        r.status = StageStatus::Interrupted;
                     }
                 }
                 self.save();
@@ -131,7 +157,7 @@ impl Runner {
             }
         }
         let m = self.manifest();
-        if m.stages.iter().any(|s| s.status == Status::Error) {
+        if m.stages.iter().any(|s| s.status == StageStatus::Error) {
             RunStatus::Error
         } else if failed || m.stages.iter().any(|s| !s.status.is_success()) {
             RunStatus::Failed
@@ -152,7 +178,7 @@ impl Runner {
 
     pub fn save(&self) {
         let m = self.manifest().clone();
-        if let Err(e) = m.write(&self.dir) {
+        if let Err(e) = self.dir.write_manifest(&m) {
             self.progress.line(&format!("warning: cannot write manifest.json: {e}"));
         }
     }
@@ -161,7 +187,7 @@ impl Runner {
         for &(pi, si) in step {
             let (p, s) = self.names(pi, si);
             if let Some(r) = self.manifest().stage_mut(&p, &s) {
-                r.status = Status::Skipped;
+                r.status = StageStatus::Skipped;
                 r.message = Some("an earlier stage failed".into());
             }
             self.progress.skip(1);
@@ -170,7 +196,7 @@ impl Runner {
         self.save();
     }
 
-    async fn run_stage(&self, pi: usize, si: usize) -> Outcome {
+    async fn run_stage(&self, pi: usize, si: usize) -> Ended {
         let phase = &self.plan.phases[pi];
         let stage = &phase.stages[si];
         let key = format!("{}/{}", phase.name, stage.name());
@@ -219,7 +245,7 @@ impl Runner {
                     duration: stage.common.duration.map(|d| d.0),
                     iteration,
                     seed: derive_seed(seed, &[&iteration.to_string()]),
-                    run_dir: self.dir.clone(),
+                    run_dir: self.dir.path().to_path_buf(),
                     vars: Arc::clone(&self.vars),
                     ledger: Arc::clone(&self.ledger),
                     checkpoint: checkpoint.clone(),
@@ -258,26 +284,26 @@ impl Runner {
             }
         };
         let mut outcome = tokio::select! {
-            o = &mut body => o,
+            o = &mut body => Ended::from(o),
             reason = abort_check => {
                 stage_cancel.cancel();
                 self.wait_stopped(&mut body).await;
                 self.progress.line(&format!("stage {key} aborted: {reason}"));
-                Outcome::with(Status::Aborted, reason)
+                Ended::with(StageStatus::Aborted, reason)
             }
             _ = limit => {
                 stage_cancel.cancel();
                 let t = stage.common.timeout.unwrap_or_default();
                 self.wait_stopped(&mut body).await;
-                Outcome::with(Status::TimedOut, format!("stage timed out after {t}"))
+                Ended::with(StageStatus::TimedOut, format!("stage timed out after {t}"))
             }
             _ = self.cancel.cancelled() => {
                 self.wait_stopped(&mut body).await;
-                Outcome::with(Status::Interrupted, "interrupted")
+                Ended::with(StageStatus::Interrupted, "interrupted")
             }
         };
         if self.cancel.is_cancelled() {
-            outcome = Outcome::with(Status::Interrupted, "interrupted");
+            outcome = Ended::with(StageStatus::Interrupted, "interrupted");
         }
         let t_end = self.clock.elapsed_ms();
         let mut end = emitter.event("stage").name("end").ok(outcome.status.is_success()).latency_ms(t_end - t_start);
@@ -288,7 +314,7 @@ impl Runner {
         emitter.emit(end);
         self.progress.stage_finished(&key, outcome.status.as_str(), outcome.message.as_deref(), emitter.count());
         // Record the stage (the checkpoint itself moves only when the whole step is done).
-        let record = super::manifest::StageRecord {
+        let record = StageRecord {
             phase: phase.name.clone(),
             stage: stage.name().to_string(),
             driver: stage.driver_name().to_string(),
@@ -301,7 +327,7 @@ impl Runner {
             events: emitter.count(),
             // An interrupted stage keeps its checkpoint for `resume`; a finished one drops it.
             checkpoint: match outcome.status {
-                Status::Interrupted => {
+                StageStatus::Interrupted => {
                     self.manifest().stage_mut(&phase.name, stage.name()).and_then(|r| r.checkpoint.clone())
                 }
                 _ => None,
@@ -337,7 +363,7 @@ impl Runner {
         }
     }
 
-    fn record(&self, rec: super::manifest::StageRecord) {
+    fn record(&self, rec: StageRecord) {
         if let Some(r) = self.manifest().stage_mut(&rec.phase, &rec.stage) {
             *r = rec;
         }

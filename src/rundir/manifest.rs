@@ -1,35 +1,12 @@
-//! `manifest.json`: what a run was (plan, hash, vars, profile, args, version, host) and where it
-//! stands (status of each stage, the checkpoint `resume` continues from). Rewritten atomically
-//! (temp file + rename) after every step, so a crash leaves the last good manifest.
-
-use std::path::Path;
+//! `manifest.json`: what a run was (plan, hash, vars, profile, args, version, host, clock) and
+//! where it stands (the run's and each stage's status, the checkpoint `resume` continues from).
+//! Reading and writing it is `RunDir`'s job (`layout`).
 
 use serde::{Deserialize, Serialize};
 
-use crate::drivers::Status;
+use super::status::{RunStatus, StageStatus};
 use crate::events::sink::Position;
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Running,
-    Completed,
-    Failed,
-    Interrupted,
-    Error,
-}
-
-impl RunStatus {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Interrupted => "interrupted",
-            RunStatus::Error => "error",
-        }
-    }
-}
+use crate::plan::ClockKind;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Host {
@@ -63,7 +40,7 @@ pub struct StageRecord {
     pub phase: String,
     pub stage: String,
     pub driver: String,
-    pub status: Status,
+    pub status: StageStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,7 +55,16 @@ pub struct StageRecord {
     pub events: u64,
     /// The stage's own checkpoint, when it saved one and has not finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<super::checkpoint::StageState>,
+    pub checkpoint: Option<StageState>,
+}
+
+/// What the manifest keeps for a stage that saved a mid-stage checkpoint: the driver's state
+/// and the log position and run time it matches.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageState {
+    pub state: serde_json::Value,
+    pub position: Position,
+    pub t_ms: f64,
 }
 
 /// The point a resumed run continues from: every step before `next_step` is complete and its
@@ -109,7 +95,7 @@ pub struct Manifest {
     pub args: Vec<String>,
     pub seed: u64,
     pub time_scale: f64,
-    pub clock: String,
+    pub clock: ClockKind,
     pub host: Host,
     pub status: RunStatus,
     pub started_at: String,
@@ -125,19 +111,6 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let tmp = dir.join("manifest.json.tmp");
-        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text + "\n")?;
-        std::fs::rename(&tmp, dir.join("manifest.json"))
-    }
-
-    pub fn read(dir: &Path) -> Result<Manifest, String> {
-        let p = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{} is not a planrun manifest: {e}", p.display()))
-    }
-
     pub fn stage_mut(&mut self, phase: &str, stage: &str) -> Option<&mut StageRecord> {
         self.stages.iter_mut().find(|s| s.phase == phase && s.stage == stage)
     }
