@@ -70,6 +70,7 @@ parallel = "g"
     let starts: Vec<f64> = evs.iter().filter(|e| e["name"] == "start").map(|e| e["t_ms"].as_f64().unwrap()).collect();
     let ends: Vec<f64> = evs.iter().filter(|e| e["name"] == "end").map(|e| e["t_ms"].as_f64().unwrap()).collect();
     // Both started before either ended: they overlapped.
+    assert_eq!((starts.len(), ends.len()), (2, 2), "starts {starts:?} ends {ends:?}");
     assert!(starts.iter().all(|s| ends.iter().all(|e| s < e)), "starts {starts:?} ends {ends:?}");
 }
 
@@ -248,4 +249,61 @@ fn parquet_matches_jsonl_row_for_row() {
             assert!(same, "row {i} column {name}: parquet {got:?} vs jsonl {want}");
         }
     }
+}
+
+/// An exec stage whose command fails on every second execution (a counter file in the sandbox).
+fn flaky_plan(sb: &Sandbox, extra: &str, fail_every: u32) -> std::path::PathBuf {
+    sb.write(
+        "flaky.toml",
+        &format!(
+            r#"
+[plan]
+name = "flaky"
+[[phase]]
+name = "p"
+[[phase.stage]]
+name = "probe"
+driver = "exec"
+run = "n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; [ $((n % {fail_every})) -ne {last} ]"
+repeat = 4
+{extra}
+"#,
+            last = fail_every - 1
+        ),
+    )
+}
+
+#[test]
+fn keep_going_repeats_after_failures_and_counts_them() {
+    // Without keep_going the stage stops at the first failed command (the 2nd of 4).
+    let sb = Sandbox::new();
+    flaky_plan(&sb, "", 2);
+    let r = sb.run(&["run", "flaky.toml", "--quiet", "--no-analyze"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let evs = events(&sb.path().join(r.run_dir()));
+    assert_eq!(evs.iter().filter(|e| e["kind"] == "exec").count(), 2);
+
+    // With it, all four run, two fail, and the stage passes saying so.
+    let sb = Sandbox::new();
+    flaky_plan(&sb, "keep_going = true", 2);
+    let r = sb.run(&["run", "flaky.toml", "--quiet", "--no-analyze"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    let execs: Vec<bool> =
+        events(&dir).iter().filter(|e| e["kind"] == "exec").map(|e| e["ok"].as_bool().unwrap()).collect();
+    assert_eq!(execs, vec![true, false, true, false]);
+    let stage = &manifest(&dir)["stages"][0];
+    assert_eq!(stage["status"], "passed");
+    assert_eq!(stage["message"], "2 of 4 iterations failed (keep_going)");
+
+    // When every iteration fails, keep_going does not make the stage pass.
+    let sb = Sandbox::new();
+    flaky_plan(&sb, "keep_going = true", 1);
+    let r = sb.run(&["run", "flaky.toml", "--quiet", "--no-analyze"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    assert_eq!(events(&dir).iter().filter(|e| e["kind"] == "exec" && e["ok"] == false).count(), 4);
+    let stage = &manifest(&dir)["stages"][0];
+    assert_eq!(stage["status"], "failed");
+    assert!(stage["message"].as_str().unwrap().starts_with("all 4 iterations failed"), "{stage}");
 }

@@ -7,4 +7,5 @@ mod llm;
 mod plans;
 mod resume;
 mod run;
+mod structure;
 mod support;

@@ -1,4 +1,5 @@
-//! One event row, and the per-stage `Emitter` drivers use to make them. Context columns
+//! One event row — the schema's single declaration (`event_schema!` derives the column list and
+//! readers from it) — and the per-stage `Emitter` drivers use to make them. Context columns
 //! (phase, stage, driver) are shared `Arc<str>`s so emitting an event allocates nothing for
 //! them; `seq` is assigned by the sink so it is contiguous across concurrent stages.
 
@@ -9,51 +10,54 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::schema::event_schema;
 use super::sink::EventSink;
 use crate::clock::{Clock, round_us};
 
-/// A flat event. Column meanings are in `docs/events.md`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-pub struct Event {
-    /// Assigned by the sink, which writes it in front of the serialized row.
-    #[serde(skip_serializing)]
-    pub seq: u64,
-    /// Milliseconds since run start on the run clock (monotonic; virtual under the virtual clock).
-    pub t_ms: f64,
-    /// Wall-clock UTC, microseconds since the Unix epoch; written as RFC 3339 text.
-    #[serde(with = "ts_format")]
-    pub ts: i64,
-    pub phase: Arc<str>,
-    pub stage: Arc<str>,
-    pub driver: Arc<str>,
-    pub kind: Cow<'static, str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Arc<str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<Arc<str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ok: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<Cow<'static, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_in: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_out: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost_usd: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<i64>,
-    /// Anything else, as JSON text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attrs: Option<String>,
+event_schema! {
+    /// A flat event. Column meanings are in `docs/events.md`.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+    pub struct Event {
+        /// Assigned by the sink, which writes it in front of the serialized row.
+        #[serde(skip_serializing)]
+        pub seq: u64 => U64,
+        /// Milliseconds since run start on the run clock (monotonic; virtual under the virtual clock).
+        pub t_ms: f64 => F64,
+        /// Wall-clock UTC, microseconds since the Unix epoch; written as RFC 3339 text.
+        #[serde(with = "ts_format")]
+        pub ts: i64 => Time,
+        pub phase: Arc<str> => Str,
+        pub stage: Arc<str> => Str,
+        pub driver: Arc<str> => Str,
+        pub kind: Cow<'static, str> => Str,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub name: Option<Arc<str>> => Str,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub agent: Option<Arc<str>> => Str,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ok: Option<bool> => Bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub latency_ms: Option<f64> => F64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub value: Option<f64> => F64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub unit: Option<Cow<'static, str>> => Str,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error: Option<String> => Str,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub bytes: Option<i64> => I64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub tokens_in: Option<i64> => I64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub tokens_out: Option<i64> => I64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub cost_usd: Option<f64> => F64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub status: Option<i64> => I64,
+        /// Anything else, as JSON text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub attrs: Option<String> => Str,
+    }
 }
 
 impl Event {

@@ -6,7 +6,9 @@
 pub mod event;
 pub mod jsonl;
 pub mod parquet;
+pub mod schema;
 pub mod sink;
 
-pub use event::{Emitter, Event, Observer};
+pub use event::{COLUMNS, Emitter, Event, Observer};
+pub use schema::{Cell, Column, Kind};
 pub use sink::{EventSink, SinkStats};

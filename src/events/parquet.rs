@@ -7,71 +7,57 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use super::event::Event;
+use super::event::{COLUMNS, Event};
 use super::jsonl::{ReadReport, read_batches};
+use super::schema::{Cell, Column, Kind};
+use polars::prelude::Column as Column_;
 
 const BATCH: usize = 256 * 1024;
 
-/// The schema of `events.parquet`, in column order. Documented in docs/events.md.
+fn dtype(kind: Kind) -> DataType {
+    match kind {
+        Kind::U64 => DataType::UInt64,
+        Kind::F64 => DataType::Float64,
+        Kind::I64 => DataType::Int64,
+        Kind::Time => DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)),
+        Kind::Bool => DataType::Boolean,
+        Kind::Str => DataType::String,
+    }
+}
+
+/// The schema of `events.parquet`, in column order: `COLUMNS` with each kind's Parquet type.
 pub fn schema() -> Schema {
-    let s = |n: &str| Field::new(n.into(), DataType::String);
-    Schema::from_iter([
-        Field::new("seq".into(), DataType::UInt64),
-        Field::new("t_ms".into(), DataType::Float64),
-        Field::new("ts".into(), DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))),
-        s("phase"),
-        s("stage"),
-        s("driver"),
-        s("kind"),
-        s("name"),
-        s("agent"),
-        Field::new("ok".into(), DataType::Boolean),
-        Field::new("latency_ms".into(), DataType::Float64),
-        Field::new("value".into(), DataType::Float64),
-        s("unit"),
-        s("error"),
-        Field::new("bytes".into(), DataType::Int64),
-        Field::new("tokens_in".into(), DataType::Int64),
-        Field::new("tokens_out".into(), DataType::Int64),
-        Field::new("cost_usd".into(), DataType::Float64),
-        Field::new("status".into(), DataType::Int64),
-        s("attrs"),
-    ])
+    Schema::from_iter(COLUMNS.iter().map(|c| Field::new(c.name.into(), dtype(c.kind))))
+}
+
+/// One column of a batch, typed by its kind.
+fn column(index: usize, col: &Column, evs: &[Event]) -> PolarsResult<Column_> {
+    let read = Event::reader(index).ok_or_else(|| polars_err!(ColumnNotFound: "{}", col.name))?;
+    let name = col.name.into();
+    macro_rules! collect {
+        ($variant:ident, $t:ty) => {
+            evs.iter()
+                .map(|e| match read(e) {
+                    Cell::$variant(v) => v,
+                    _ => None,
+                })
+                .collect::<Vec<Option<$t>>>()
+        };
+    }
+    let series = match col.kind {
+        Kind::U64 => Series::new(name, collect!(U64, u64)),
+        Kind::F64 => Series::new(name, collect!(F64, f64)),
+        Kind::I64 => Series::new(name, collect!(I64, i64)),
+        Kind::Bool => Series::new(name, collect!(Bool, bool)),
+        Kind::Str => Series::new(name, collect!(Str, &str)),
+        Kind::Time => Series::new(name, collect!(Time, i64)).cast(&dtype(Kind::Time))?,
+    };
+    Ok(Column_::from(series))
 }
 
 /// Turn a batch of events into a typed DataFrame.
 pub fn to_frame(evs: &[Event]) -> PolarsResult<DataFrame> {
-    fn col<T, P>(name: &str, v: T) -> Column
-    where
-        Series: NamedFrom<T, P>,
-        P: ?Sized,
-    {
-        Column::from(Series::new(name.into(), v))
-    }
-    let opt_str = |f: fn(&Event) -> Option<&str>| evs.iter().map(f).collect::<Vec<Option<&str>>>();
-    let cols = vec![
-        col("seq", evs.iter().map(|e| e.seq).collect::<Vec<u64>>()),
-        col("t_ms", evs.iter().map(|e| e.t_ms).collect::<Vec<f64>>()),
-        col("ts", evs.iter().map(|e| e.ts).collect::<Vec<i64>>())
-            .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?,
-        col("phase", opt_str(|e| Some(&e.phase))),
-        col("stage", opt_str(|e| Some(&e.stage))),
-        col("driver", opt_str(|e| Some(&e.driver))),
-        col("kind", opt_str(|e| Some(&e.kind))),
-        col("name", opt_str(|e| e.name.as_deref())),
-        col("agent", opt_str(|e| e.agent.as_deref())),
-        col("ok", evs.iter().map(|e| e.ok).collect::<Vec<Option<bool>>>()),
-        col("latency_ms", evs.iter().map(|e| e.latency_ms).collect::<Vec<Option<f64>>>()),
-        col("value", evs.iter().map(|e| e.value).collect::<Vec<Option<f64>>>()),
-        col("unit", opt_str(|e| e.unit.as_deref())),
-        col("error", opt_str(|e| e.error.as_deref())),
-        col("bytes", evs.iter().map(|e| e.bytes).collect::<Vec<Option<i64>>>()),
-        col("tokens_in", evs.iter().map(|e| e.tokens_in).collect::<Vec<Option<i64>>>()),
-        col("tokens_out", evs.iter().map(|e| e.tokens_out).collect::<Vec<Option<i64>>>()),
-        col("cost_usd", evs.iter().map(|e| e.cost_usd).collect::<Vec<Option<f64>>>()),
-        col("status", evs.iter().map(|e| e.status).collect::<Vec<Option<i64>>>()),
-        col("attrs", opt_str(|e| e.attrs.as_deref())),
-    ];
+    let cols = COLUMNS.iter().enumerate().map(|(i, c)| column(i, c, evs)).collect::<PolarsResult<Vec<_>>>()?;
     DataFrame::new(evs.len(), cols)
 }
 
@@ -114,4 +100,46 @@ pub fn jsonl_to_frame(jsonl: &Path) -> Result<(DataFrame, ReadReport), ConvertEr
             .map_err(|e| ConvertError::Write { path: jsonl.display().to_string(), reason: e.to_string() })?;
     }
     Ok((df, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventSink;
+    use crate::events::sink::Position;
+    use rand::{Rng, SeedableRng};
+
+    /// Floats survive JSONL → Parquet bit for bit: the JSONL holds each float's shortest
+    /// round-trip text, and the converter must parse it back exactly.
+    #[test]
+    fn floats_are_bit_identical_in_jsonl_and_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jsonl, pq) = (dir.path().join("events.jsonl"), dir.path().join("events.parquet"));
+        let (sink, handle) = EventSink::open(&jsonl, Position::default()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut want = Vec::new();
+        for i in 0..20_000 {
+            // Costs and latencies as drivers make them, and arbitrary finite doubles.
+            let v = match i % 3 {
+                0 => rng.random_range(0.0..1.0) * 0.003,
+                1 => rng.random_range(0.0..5000.0),
+                _ => loop {
+                    let f = f64::from_bits(rng.random());
+                    if f.is_finite() {
+                        break f;
+                    }
+                },
+            };
+            want.push(v);
+            sink.send(&Event { kind: "x".into(), value: Some(v), cost_usd: Some(v), ..Event::default() });
+        }
+        handle.close().unwrap();
+        jsonl_to_parquet(&jsonl, &pq).unwrap();
+        let df = ParquetReader::new(std::fs::File::open(&pq).unwrap()).finish().unwrap();
+        for col in ["value", "cost_usd"] {
+            let got: Vec<u64> = df.column(col).unwrap().f64().unwrap().into_no_null_iter().map(f64::to_bits).collect();
+            let differ = got.iter().zip(&want).filter(|(g, w)| **g != w.to_bits()).count();
+            assert_eq!(differ, 0, "{differ} of {} `{col}` cells differ from the JSONL text", want.len());
+        }
+    }
 }

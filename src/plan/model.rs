@@ -161,6 +161,10 @@ pub struct StageCommon {
     pub parallel: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub continue_on_failure: bool,
+    /// Go on repeating after a failed iteration (like `make -k`); the stage then fails only if
+    /// every iteration failed, and criteria judge the failure rate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_going: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub criteria: Vec<Criterion>,
 }
@@ -216,6 +220,7 @@ pub const STAGE_COMMON_KEYS: &[&str] = &[
     "pause",
     "parallel",
     "continue_on_failure",
+    "keep_going",
     "criteria",
 ];
 

@@ -77,6 +77,19 @@ impl From<Outcome> for Ended {
     }
 }
 
+/// A `keep_going` stage's outcome after all its iterations: it fails only when every one
+/// failed; otherwise it passes and says how many failed (criteria judge the rate).
+fn keep_going_outcome(last: Outcome, failed: u32, repeat: u32) -> Outcome {
+    match failed {
+        0 => last,
+        n if n == repeat => Outcome::with(
+            Status::Failed,
+            format!("all {repeat} iterations failed; last: {}", last.message.unwrap_or_default()),
+        ),
+        n => Outcome::with(Status::Passed, format!("{n} of {repeat} iterations failed (keep_going)")),
+    }
+}
+
 pub struct Runner {
     pub plan: Arc<Plan>,
     pub dir: RunDir,
@@ -235,6 +248,7 @@ impl Runner {
         let body = async {
             let repeat = stage.common.repeat.max(1);
             let mut last = Outcome::passed();
+            let mut failed = 0u32;
             for iteration in 0..repeat {
                 let ctx = StageContext {
                     clock: self.clock.clone(),
@@ -251,11 +265,16 @@ impl Runner {
                     checkpoint: checkpoint.clone(),
                 };
                 let outcome = stage.driver.run(&ctx).await;
-                if !outcome.status.is_success() {
-                    return outcome;
+                match outcome.status {
+                    Status::Failed if stage.common.keep_going => {
+                        failed += 1;
+                        last = outcome;
+                    }
+                    s if !s.is_success() => return outcome,
+                    // A success that is not a plain pass (stopped at budget) is what the stage reports.
+                    _ if failed == 0 => last = outcome,
+                    _ => {}
                 }
-                // A success that is not a plain pass (stopped at budget) is what the stage reports.
-                last = outcome;
                 if let (Some(pause), true) = (stage.common.pause, iteration + 1 < repeat) {
                     tokio::select! {
                         _ = self.clock.sleep(pause.0) => {}
@@ -263,7 +282,7 @@ impl Runner {
                     }
                 }
             }
-            last
+            keep_going_outcome(last, failed, repeat)
         };
         tokio::pin!(body);
         let limit = async {

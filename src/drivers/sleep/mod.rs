@@ -1,49 +1,7 @@
 //! `sleep`: wait for the stage's `duration` (scaled by the run clock). Useful for soak gaps,
 //! warm-up pauses and for exercising the runner itself. Touches nothing real, so it is allowed
-//! under the virtual clock.
+//! under the virtual clock. The whole driver is in `config`.
 
-use serde::{Deserialize, Serialize};
+pub mod config;
 
-use super::{BoxFuture, Driver, Outcome, StageContext, Status, config_of};
-use crate::plan::model::{FieldError, StageCommon};
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Sleep {}
-
-impl Driver for Sleep {
-    fn config(&self) -> serde_json::Value {
-        config_of(self)
-    }
-
-    fn describe(&self) -> String {
-        "wait for the stage duration".into()
-    }
-
-    fn simulated(&self) -> bool {
-        true
-    }
-
-    fn check(&self, stage: &StageCommon) -> Result<(), FieldError> {
-        match stage.duration {
-            Some(_) => Ok(()),
-            None => Err("a sleep stage needs a `duration`".into()),
-        }
-    }
-
-    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Outcome> {
-        Box::pin(async move {
-            let want = ctx.duration.unwrap_or_default();
-            let start = ctx.clock.elapsed_ms();
-            let status = tokio::select! {
-                _ = ctx.clock.sleep(want) => Status::Passed,
-                _ = ctx.cancel.cancelled() => Status::Interrupted,
-            };
-            let slept = ctx.clock.elapsed_ms() - start;
-            ctx.events.emit(
-                ctx.events.event("sleep").name(ctx.stage.as_str()).ok(status == Status::Passed).latency_ms(slept),
-            );
-            Outcome { status, message: None }
-        })
-    }
-}
+pub use config::Sleep;
