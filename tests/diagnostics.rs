@@ -114,3 +114,26 @@ fn validate_exits_2_with_location() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("bad.toml:10:1"), "{}", r.stderr);
 }
+
+#[test]
+fn infinite_and_nan_floats_are_refused_where_written() {
+    let toml = format!("{STAGE_TOML}driver = \"sleep\"\nduration = \"1s\"\n\n[vars]\nrate = inf\nother = nan\n");
+    let got = plain("inf.toml", &toml);
+    assert!(got.contains("`inf` is not a finite number"), "{got}");
+    assert!(got.contains("inf.toml:13:8"), "{got}");
+    let kdl = "plan { name \"x\"; }\nvars { rate #inf; }\nphase \"p\" { stage \"s\" driver=\"sleep\" duration=\"1s\"; }\n";
+    let got = plain("inf.kdl", kdl);
+    assert!(got.contains("is not a finite number"), "{got}");
+    assert!(got.contains("inf.kdl:2:13"), "{got}");
+    let got = plain("nan.kdl", &kdl.replace("#inf", "#nan"));
+    assert!(got.contains("is not a finite number"), "{got}");
+}
+
+#[test]
+fn a_drivers_complaint_points_at_the_offending_value() {
+    let toml = format!("{STAGE_TOML}driver = \"exec\"\nrun = \"true\"\ncmd = \"ls\"\n");
+    let got = plain("both.toml", &toml);
+    assert!(got.contains("give either `run`"), "{got}");
+    // The caret lands on `cmd`'s value (line 11), not on the whole stage.
+    assert!(got.contains("both.toml:11:7"), "{got}");
+}

@@ -130,6 +130,17 @@ impl fmt::Display for Node {
     }
 }
 
+/// A float a plan can use: infinities and NaN would silently become null in every later pass
+/// (JSON has neither), so they are refused where they are written.
+fn finite(f: f64, text: &str, span: &Span, src: &Source) -> Result<NodeKind, Diag> {
+    if f.is_finite() {
+        return Ok(NodeKind::Float(f));
+    }
+    Err(Diag::new(format!("`{text}` is not a finite number"))
+        .at(src, span.clone())
+        .help("plans take finite numbers only: write a number, or leave the field out"))
+}
+
 /// Lower a TOML document.
 pub fn from_toml(src: &Source) -> Result<Node, Diag> {
     use toml::de::{DeTable, DeValue};
@@ -148,7 +159,7 @@ pub fn from_toml(src: &Source) -> Result<Node, Diag> {
             DeValue::Float(x) => {
                 let text = x.as_str().replace('_', "");
                 match text.parse::<f64>() {
-                    Ok(n) => NodeKind::Float(n),
+                    Ok(n) => finite(n, &text, &span, src)?,
                     Err(_) => return Err(Diag::new(format!("invalid float `{text}`")).at(src, span)),
                 }
             }
@@ -203,7 +214,7 @@ fn kdl_value(v: &kdl::KdlValue, span: Span, src: &Source) -> Result<Node, Diag> 
             Ok(n) => NodeKind::Int(n),
             Err(_) => return Err(Diag::new("integer out of range").at(src, span)),
         },
-        kdl::KdlValue::Float(f) => NodeKind::Float(*f),
+        kdl::KdlValue::Float(f) => finite(*f, &v.to_string(), &span, src)?,
         kdl::KdlValue::Bool(b) => NodeKind::Bool(*b),
         kdl::KdlValue::Null => NodeKind::Null,
     };
