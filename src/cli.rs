@@ -5,20 +5,27 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, ColorChoice, CommandFactory, Parser, Subcommand, ValueHint};
+use clap_complete::engine::ArgValueCompleter;
 
 use crate::analyze::{self, AnalyzeOptions, report_data::Report};
 use crate::diag::{Diag, Diags};
 use crate::drivers::Registry;
 use crate::exit::{EXIT_CODES_HELP, Exit};
-use crate::plan::{ClockKind, LoadOptions, load_file_with};
+use crate::plan::{ClockKind, LoadOptions, Selector, load_file_with};
 use crate::report::{Format, Renderer};
+use crate::run::progress::Mode;
 use crate::run::{self, RunError, RunOptions, schedule};
+
+mod complete;
 use crate::rundir::RunStatus;
 
 #[derive(Parser, Debug)]
 #[command(name = "planrun", version, about = "Run declarative test plans against agent fleets, and analyze what happened.", after_help = EXIT_CODES_HELP)]
 pub struct Cli {
+    /// When to color output: auto (a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -27,6 +34,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Check a plan and print a one-screen summary (exit 2 with diagnostics if it is wrong).
     Validate {
+        /// The plan file (.toml or .kdl).
+        #[arg(value_hint = ValueHint::FilePath)]
         plan: PathBuf,
         #[command(flatten)]
         vars: VarArgs,
@@ -35,10 +44,15 @@ pub enum Cmd {
     Run(RunArgs),
     /// Continue an interrupted run from its last checkpoint.
     Resume {
+        /// The run directory `planrun run` printed (results/NAME-TIMESTAMP).
+        #[arg(value_hint = ValueHint::DirPath)]
         run_dir: PathBuf,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+        /// Progress as timestamped lines, every stage start and end (no bars).
+        #[arg(long, short, conflicts_with = "quiet")]
+        verbose: bool,
         /// Stop cleanly again at the first checkpoint after this much plan time.
         #[arg(long, value_parser = duration)]
         suspend_after: Option<std::time::Duration>,
@@ -52,14 +66,15 @@ pub enum Cmd {
     Analyze(AnalyzeArgs),
     /// Run the built-in fleet agent (the fleet driver starts these; see docs/agent-protocol.md).
     Agent(crate::drivers::fleet::agent::AgentArgs),
-    /// Print a shell completion script.
+    /// Print a shell completion script (it completes profile, phase and stage names from the
+    /// plan on the command line, and report formats): `source <(planrun completions bash)`.
     Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ReportArgs {
-    /// Report formats to write (md, json, junit, html).
-    #[arg(long, value_delimiter = ',', default_value = "md,json,junit")]
+    /// Report formats to write.
+    #[arg(long, value_delimiter = ',', default_value = "md,json,junit", value_parser = ["md", "json", "junit", "html"])]
     pub format: Vec<String>,
     /// Directory whose report.md.j2 / report.json.j2 / junit.xml.j2 / report.html.j2 replace the built-in ones.
     #[arg(long)]
@@ -72,6 +87,7 @@ pub struct ReportArgs {
 #[derive(Args, Debug)]
 pub struct AnalyzeArgs {
     /// A run directory, or a directory of runs (the newest is analyzed).
+    #[arg(value_hint = ValueHint::DirPath)]
     pub path: PathBuf,
     /// Compare against another run; regressions beyond the tolerance are listed.
     #[arg(long)]
@@ -93,6 +109,8 @@ pub struct AnalyzeArgs {
 pub enum PlanCmd {
     /// Print the resolved plan: phases, stages, durations after scaling.
     Show {
+        /// The plan file (.toml or .kdl).
+        #[arg(value_hint = ValueHint::FilePath)]
         plan: PathBuf,
         #[command(flatten)]
         vars: VarArgs,
@@ -105,7 +123,7 @@ pub enum PlanCmd {
 #[derive(Args, Debug, Clone, Default)]
 pub struct VarArgs {
     /// Apply a named profile's var overrides.
-    #[arg(long)]
+    #[arg(long, add = ArgValueCompleter::new(complete::profiles))]
     pub profile: Option<String>,
     /// Override a var (typed by its declaration); repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = key_value)]
@@ -114,6 +132,8 @@ pub struct VarArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// The plan file (.toml or .kdl).
+    #[arg(value_hint = ValueHint::FilePath)]
     pub plan: PathBuf,
     /// Directory that receives the run directory.
     #[arg(long, default_value = "results")]
@@ -129,12 +149,21 @@ pub struct RunArgs {
     /// Real time, or virtual time for simulated stages (overrides the plan's).
     #[arg(long, value_enum)]
     pub clock: Option<ClockKind>,
+    /// Run only these phases or stages (repeatable, or comma-separated).
+    #[arg(long, value_name = "PHASE[/STAGE]", value_delimiter = ',', add = ArgValueCompleter::new(complete::stages))]
+    pub only: Vec<Selector>,
+    /// Leave these phases or stages out (repeatable, or comma-separated).
+    #[arg(long, value_name = "PHASE[/STAGE]", value_delimiter = ',', add = ArgValueCompleter::new(complete::stages))]
+    pub skip: Vec<Selector>,
     /// Print the resolved schedule and run nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Progress as timestamped lines, every stage start and end (no bars).
+    #[arg(long, short, conflicts_with = "quiet")]
+    pub verbose: bool,
     /// Stop cleanly at the first checkpoint after this much plan time (e.g. 2h); resume later.
     #[arg(long, value_parser = duration)]
     pub suspend_after: Option<std::time::Duration>,
@@ -163,8 +192,17 @@ fn positive(s: &str) -> Result<f64, String> {
     }
 }
 
+static COLOR: std::sync::OnceLock<ColorChoice> = std::sync::OnceLock::new();
+
+/// Whether diagnostics on stderr get color: `--color`, else a terminal without NO_COLOR.
 fn color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    match COLOR.get().copied().unwrap_or(ColorChoice::Auto) {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
 }
 
 fn report_diags(d: &Diags) -> Exit {
@@ -192,6 +230,8 @@ fn formats(r: &ReportArgs) -> Result<Vec<Format>, String> {
 
 /// Entry point: parse arguments, run, return the process exit code.
 pub fn main() -> i32 {
+    // Shell completion requests (`COMPLETE=bash planrun …`) are answered here and exit.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -206,6 +246,7 @@ pub fn main() -> i32 {
 }
 
 pub fn dispatch(cli: Cli) -> Exit {
+    let _ = COLOR.set(cli.color);
     match cli.cmd {
         Cmd::Validate { plan, vars } => match load_checked(&plan, &vars) {
             Ok((p, _)) => {
@@ -222,18 +263,23 @@ pub fn dispatch(cli: Cli) -> Exit {
             Err(d) => report_diags(&d),
         },
         Cmd::Run(args) => run_cmd(args),
-        Cmd::Resume { run_dir, quiet, suspend_after } => {
-            finish(run::resume(&run_dir, quiet, suspend_after), quiet, Some(&ReportArgs::default_formats()))
-        }
+        Cmd::Resume { run_dir, quiet, verbose, suspend_after } => finish(
+            run::resume(&run_dir, Mode::detect(quiet, verbose), suspend_after),
+            quiet,
+            Some(&ReportArgs::default_formats()),
+        ),
         Cmd::Analyze(args) => analyze_cmd(args),
         Cmd::Agent(args) => match crate::drivers::fleet::agent::run(args) {
             0 => Exit::Passed,
             _ => Exit::Runtime,
         },
-        Cmd::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "planrun", &mut std::io::stdout());
-            Exit::Passed
-        }
+        Cmd::Completions { shell } => match complete::registration(shell, &mut std::io::stdout()) {
+            Ok(()) => Exit::Passed,
+            Err(e) => {
+                eprintln!("cannot write the completion script: {e}");
+                Exit::Runtime
+            }
+        },
     }
 }
 
@@ -241,6 +287,13 @@ fn run_cmd(args: RunArgs) -> Exit {
     let (plan, src) = match load_checked(&args.plan, &args.vars) {
         Ok(p) => p,
         Err(d) => return report_diags(&d),
+    };
+    let plan = match plan.select(&args.only, &args.skip) {
+        Ok(p) => p,
+        Err(e) => {
+            eprint!("{}", Diag::new(format!("{}: {e}", args.plan.display())).render(color()));
+            return Exit::Usage;
+        }
     };
     if args.dry_run {
         print!("{}", schedule::schedule(&plan, args.time_scale));
@@ -251,7 +304,7 @@ fn run_cmd(args: RunArgs) -> Exit {
         time_scale: args.time_scale,
         seed: args.seed,
         clock: args.clock,
-        quiet: args.quiet,
+        progress: Mode::detect(args.quiet, args.verbose),
         args: std::env::args().collect(),
         suspend_after: args.suspend_after,
     };

@@ -121,7 +121,8 @@ fn infinite_and_nan_floats_are_refused_where_written() {
     let got = plain("inf.toml", &toml);
     assert!(got.contains("`inf` is not a finite number"), "{got}");
     assert!(got.contains("inf.toml:13:8"), "{got}");
-    let kdl = "plan { name \"x\"; }\nvars { rate #inf; }\nphase \"p\" { stage \"s\" driver=\"sleep\" duration=\"1s\"; }\n";
+    let kdl =
+        "plan { name \"x\"; }\nvars { rate #inf; }\nphase \"p\" { stage \"s\" driver=\"sleep\" duration=\"1s\"; }\n";
     let got = plain("inf.kdl", kdl);
     assert!(got.contains("is not a finite number"), "{got}");
     assert!(got.contains("inf.kdl:2:13"), "{got}");

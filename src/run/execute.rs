@@ -23,7 +23,7 @@ pub(super) fn execute(
     plan: Plan,
     dir: RunDir,
     manifest: Manifest,
-    quiet: bool,
+    mode: Mode,
     suspend_after: Option<std::time::Duration>,
     resume_note: Option<String>,
 ) -> Result<RunResult, RunError> {
@@ -39,7 +39,7 @@ pub(super) fn execute(
     let (sink, handle) = EventSink::open(&dir.events_jsonl(), start)
         .map_err(|e| RunError::Io(format!("cannot open {}: {e}", dir.events_jsonl().display())))?;
     let total = manifest.stages.len() as u64;
-    let progress = Progress::new(Mode::detect(quiet), &dir.run_log(), total, &plan.meta.name);
+    let progress = Progress::new(mode, &dir.run_log(), total, &plan.meta.name);
     match &resume_note {
         Some(note) => {
             progress.line(&format!("resuming {} at step {}{note}", dir.path().display(), manifest.checkpoint.next_step))

@@ -21,10 +21,12 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn detect(quiet: bool) -> Mode {
+    /// Bars on a terminal, lines otherwise; `verbose` asks for lines (every stage start and end,
+    /// timestamped) even on a terminal.
+    pub fn detect(quiet: bool, verbose: bool) -> Mode {
         if quiet {
             Mode::Quiet
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal() && !verbose {
             Mode::Bars
         } else {
             Mode::Lines

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::execute::execute;
+use super::progress::Mode;
 use super::runner::steps;
 use super::start::{RunError, RunResult};
 use crate::drivers::Registry;
@@ -12,7 +13,7 @@ use crate::plan::LoadOptions;
 use crate::rundir::{RunDir, RunStatus, StageStatus};
 
 /// Continue an interrupted run from its last checkpoint.
-pub fn resume(path: &Path, quiet: bool, suspend_after: Option<std::time::Duration>) -> Result<RunResult, RunError> {
+pub fn resume(path: &Path, mode: Mode, suspend_after: Option<std::time::Duration>) -> Result<RunResult, RunError> {
     let dir = RunDir::at(path);
     let mut manifest = dir.read_manifest().map_err(|e| RunError::Usage(e.to_string()))?;
     match manifest.status {
@@ -69,5 +70,5 @@ pub fn resume(path: &Path, quiet: bool, suspend_after: Option<std::time::Duratio
     } else {
         String::new()
     };
-    execute(plan, dir, manifest, quiet, suspend_after, Some(progress_note))
+    execute(plan, dir, manifest, mode, suspend_after, Some(progress_note))
 }

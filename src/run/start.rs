@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::Plan;
 use super::execute::execute;
+use super::progress::Mode;
 use crate::diag::Diags;
 use crate::plan::ClockKind;
 use crate::rundir::{Checkpoint, Host, Manifest, PlanInfo, RunDir, RunStatus, StageRecord, StageStatus, now_rfc3339};
@@ -20,7 +21,8 @@ pub struct RunOptions {
     pub time_scale: f64,
     pub seed: Option<u64>,
     pub clock: Option<ClockKind>,
-    pub quiet: bool,
+    /// Progress output: bars, lines or nothing (`Mode::detect`).
+    pub progress: Mode,
     /// The command line, recorded in the manifest.
     pub args: Vec<String>,
     /// Stop cleanly at the first checkpoint after this much plan time (for a later `resume`).
@@ -140,5 +142,5 @@ pub fn start(plan: Plan, plan_path: &Path, plan_text: &str, opts: &RunOptions) -
         resumes: 0,
     };
     dir.write_manifest(&manifest)?;
-    execute(plan, dir, manifest, opts.quiet, opts.suspend_after, None)
+    execute(plan, dir, manifest, opts.progress, opts.suspend_after, None)
 }
