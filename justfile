@@ -2,27 +2,48 @@
 
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/planrun-target")
 
-planrun := "cargo run --quiet --release --"
+# Two builds. `dev` compiles in a few minutes and runs simulated plans (the KSI campaign) as fast
+# as it matters; `release` takes ~20 minutes once and is what measurements need: benchmarks,
+# the fleet and HTTP load plans, big analyses. planrun records which one ran in manifest.json
+# and the report, and warns when a debug build drives real processes.
+dev := CARGO_TARGET_DIR + "/debug/planrun"
+release := CARGO_TARGET_DIR + "/release/planrun"
 
-# Run a plan (e.g. `just run plans/demo.toml --profile quick`)
-run PLAN *ARGS:
-    {{planrun}} run {{PLAN}} {{ARGS}}
+# Build every binary a run needs (planrun and planrun-agent), with cargo's progress shown
+build PROFILE="dev":
+    cargo build --bins --locked --profile {{PROFILE}}
+
+# Run a plan on the quick-to-build debug binary (e.g. `just run plans/demo.toml --profile quick`)
+run PLAN *ARGS: (build "dev")
+    {{dev}} run {{PLAN}} {{ARGS}}
+
+# Run a plan on the release binary (load tests, fleets, anything whose timing matters)
+run-release PLAN *ARGS: (build "release")
+    {{release}} run {{PLAN}} {{ARGS}}
 
 # Check a plan and print its summary
-validate PLAN *ARGS:
-    {{planrun}} validate {{PLAN}} {{ARGS}}
+validate PLAN *ARGS: (build "dev")
+    {{dev}} validate {{PLAN}} {{ARGS}}
 
 # Show a plan's resolved schedule
-show PLAN *ARGS:
-    {{planrun}} plan show {{PLAN}} {{ARGS}}
+show PLAN *ARGS: (build "dev")
+    {{dev}} plan show {{PLAN}} {{ARGS}}
 
-# Continue an interrupted run
-resume DIR:
-    {{planrun}} resume {{DIR}}
+# Continue an interrupted run (with the build that started it: `just resume-release DIR` for release)
+resume DIR *ARGS: (build "dev")
+    {{dev}} resume {{DIR}} {{ARGS}}
+
+# Continue an interrupted run on the release binary
+resume-release DIR *ARGS: (build "release")
+    {{release}} resume {{DIR}} {{ARGS}}
 
 # Analyze a run directory (or a directory of runs)
-analyze DIR *ARGS:
-    {{planrun}} analyze {{DIR}} {{ARGS}}
+analyze DIR *ARGS: (build "dev")
+    {{dev}} analyze {{DIR}} {{ARGS}}
+
+# Analyze on the release binary (runs of millions of events)
+analyze-release DIR *ARGS: (build "release")
+    {{release}} analyze {{DIR}} {{ARGS}}
 
 # The whole test suite: fmt, clippy, tests (what CI runs)
 test:

@@ -29,6 +29,8 @@ fn demo_plan_runs_and_writes_the_run_directory() {
     let m = manifest(&dir);
     assert_eq!(m["status"], "completed");
     assert_eq!(m["profile"], "quick");
+    // Which build ran is recorded (the tests run the build they were compiled with).
+    assert_eq!(m["build"], if cfg!(debug_assertions) { "debug" } else { "release" });
     assert_eq!(m["vars"]["probes"], 2);
     assert!(m["host"]["cpus"].as_u64().unwrap() >= 1);
     assert_eq!(m["plan"]["sha256"].as_str().unwrap().len(), 64);

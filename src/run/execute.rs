@@ -17,7 +17,7 @@ use crate::drivers::Ledger;
 use crate::events::EventSink;
 use crate::events::sink::Position;
 use crate::plan::ClockKind;
-use crate::rundir::{Manifest, RunDir, RunStatus, now_rfc3339};
+use crate::rundir::{Build, Manifest, RunDir, RunStatus, now_rfc3339};
 
 pub(super) fn execute(
     plan: Plan,
@@ -45,6 +45,13 @@ pub(super) fn execute(
             progress.line(&format!("resuming {} at step {}{note}", dir.path().display(), manifest.checkpoint.next_step))
         }
         None => progress.line(&format!("run {} started in {}", plan.meta.name, dir.path().display())),
+    }
+    let real = super::real_world_stages(&plan);
+    if Build::current() == Build::Debug && !real.is_empty() {
+        progress.line(&format!(
+            "note: debug build of planrun: it drives the {} stage(s) that touch real processes more slowly than a release build, which shows in what it measures; for measurements use `just run-release` (or `cargo build --release --bins`)",
+            real.len()
+        ));
     }
     let cancel = CancellationToken::new();
     let offset_ms = manifest.checkpoint.t_ms;

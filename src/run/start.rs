@@ -11,7 +11,7 @@ use super::execute::execute;
 use super::progress::Mode;
 use crate::diag::Diags;
 use crate::plan::ClockKind;
-use crate::rundir::{Checkpoint, Host, Manifest, PlanInfo, RunDir, RunStatus, StageRecord, StageStatus, now_rfc3339};
+use crate::rundir::{Build, Checkpoint, Host, Manifest, PlanInfo, RunDir, RunStatus, StageRecord, StageStatus, now_rfc3339};
 
 pub const DEFAULT_SEED: u64 = 1;
 
@@ -106,6 +106,7 @@ pub fn start(plan: Plan, plan_path: &Path, plan_text: &str, opts: &RunOptions) -
         .map_err(|e| RunError::Io(format!("cannot write {}: {e}", dir.plan_resolved().display())))?;
     let manifest = Manifest {
         planrun_version: env!("CARGO_PKG_VERSION").into(),
+        build: Build::current(),
         plan: PlanInfo {
             name: plan.meta.name.clone(),
             path: plan_path.display().to_string(),

@@ -79,6 +79,33 @@ pub struct Checkpoint {
     pub spent_nanos: u64,
 }
 
+/// Which build of planrun ran: a debug build compiles in minutes but drives real processes
+/// several times slower, which shows in what it measures of them.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Build {
+    Debug,
+    Release,
+    /// Recorded by a planrun that did not say (manifests from before this field).
+    #[default]
+    Unknown,
+}
+
+impl Build {
+    /// The build of this binary.
+    pub fn current() -> Build {
+        if cfg!(debug_assertions) { Build::Debug } else { Build::Release }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Build::Debug => "debug",
+            Build::Release => "release",
+            Build::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlanInfo {
     pub name: String,
@@ -89,6 +116,8 @@ pub struct PlanInfo {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub planrun_version: String,
+    #[serde(default)]
+    pub build: Build,
     pub plan: PlanInfo,
     pub profile: Option<String>,
     pub vars: serde_json::Map<String, serde_json::Value>,

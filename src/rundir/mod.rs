@@ -8,5 +8,5 @@ pub mod manifest;
 pub mod status;
 
 pub use layout::{RunDir, RunDirError};
-pub use manifest::{Checkpoint, Host, Manifest, PlanInfo, StageRecord, StageState, now_rfc3339};
+pub use manifest::{Build, Checkpoint, Host, Manifest, PlanInfo, StageRecord, StageState, now_rfc3339};
 pub use status::{RunStatus, StageStatus};
