@@ -1,13 +1,14 @@
-//! The `llm` driver end to end, on simulated providers in virtual time (and one OpenAI-compatible
-//! mock server on loopback).
+//! The `llm` driver end to end, on simulated providers in virtual time, and against scripted
+//! OpenAI-compatible servers on loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+mod server;
+
 use std::path::Path;
 
 use serde_json::Value;
 
 use super::support::{Sandbox, events, manifest};
+use server::{Reply, Server};
 
 fn attrs(e: &Value) -> Value {
     e["attrs"].as_str().map(|a| serde_json::from_str(a).unwrap()).unwrap_or(Value::Null)
@@ -68,12 +69,10 @@ fn same_seed_same_events_in_virtual_time() {
     let sb = Sandbox::new();
     let (a, dir_a, err) = run(&sb, &plan(GAME), &[]);
     assert_eq!(a, 0, "{err}");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let (_, dir_b, _) = run(&sb, &plan(GAME), &[]);
     let (ea, eb) = (without_ts(&dir_a), without_ts(&dir_b));
     assert!(ea.len() > 40);
     assert_eq!(ea, eb, "same seed, different events");
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let (_, dir_c, _) = run(&sb, &plan(GAME), &["--seed", "8"]);
     assert_ne!(ea, without_ts(&dir_c), "a different seed changed nothing");
     // Virtual time: minutes of plan time passed.
@@ -99,7 +98,9 @@ fn ledger_is_exact_and_matches_tokens_times_prices() {
     let ledger_usd = nanos as f64 / 1e9;
     assert!((ledger_usd - by_tokens).abs() / by_tokens < 0.01, "{ledger_usd} vs {by_tokens}");
     // Failed calls cost nothing; retries were made.
-    assert!(calls.iter().filter(|c| c["ok"] == false).all(|c| attrs(c)["cost_nanos"].as_u64().unwrap_or(0) == 0));
+    let failed: Vec<_> = calls.iter().filter(|c| c["ok"] == false).collect();
+    assert!(!failed.is_empty(), "a 20% failure rate made no failed call");
+    assert!(failed.iter().all(|c| attrs(c)["cost_nanos"].as_u64().unwrap_or(0) == 0));
     assert!(!of_kind(&evs, "retry").is_empty());
 }
 
@@ -231,14 +232,23 @@ fault = [{ at = "30s", terminate = "w-2" }]
     let evs = events(&dir);
     let fault = of_kind(&evs, "fault")[0];
     let t_fault = fault["t_ms"].as_f64().unwrap();
-    assert!(
-        evs.iter()
-            .filter(|e| e["kind"] == "llm_call" && e["agent"] == "w-2" && e["ok"] == true)
-            .all(|e| e["t_ms"].as_f64().unwrap() <= t_fault)
-    );
-    for r in of_kind(&evs, "round") {
+    let answered: Vec<f64> = evs
+        .iter()
+        .filter(|e| e["kind"] == "llm_call" && e["agent"] == "w-2" && e["ok"] == true)
+        .map(|e| e["t_ms"].as_f64().unwrap())
+        .collect();
+    assert!(!answered.is_empty(), "w-2 answered before it was terminated");
+    assert!(answered.iter().all(|t| *t <= t_fault), "w-2 answered after its termination at {t_fault}: {answered:?}");
+    let rounds = of_kind(&evs, "round");
+    assert_eq!(rounds.len(), 10);
+    for r in &rounds {
         assert_eq!(r["value"], 3.0, "every round still gets 3 answers: {r}");
     }
+    // Rounds that began after the fault hand w-2's prompt to a live worker.
+    let later: Vec<_> =
+        rounds.iter().filter(|r| r["t_ms"].as_f64().unwrap() - r["latency_ms"].as_f64().unwrap() > t_fault).collect();
+    assert!(!later.is_empty(), "no round began after the fault");
+    assert!(later.iter().all(|r| attrs(r)["redistributed"] == serde_json::json!(["w-2"])), "{later:?}");
 }
 
 #[test]
@@ -271,55 +281,42 @@ agent = [{ name = "p", provider = "sim", count = 3 }]
     let nanos: u64 = of_kind(&evs, "llm_call").iter().map(|c| attrs(c)["cost_nanos"].as_u64().unwrap_or(0)).sum();
     let ledger = of_kind(&evs, "ledger");
     assert_eq!(attrs(ledger.last().unwrap())["cost_nanos"].as_u64().unwrap(), nanos);
+    // So did tokens x prices: the resumed stage's cost check covers the whole stage.
+    let check = of_kind(&evs, "cost_check");
+    let diff = check.last().expect("a cost check")["value"].as_f64().unwrap();
+    assert!(diff < 0.01, "ledger and tokens x prices differ by {diff} after resume");
 }
 
-/// A one-thread OpenAI-compatible server on loopback: the first request is rate limited, the
-/// rest answer with usage. Returns the port and a handle yielding the Authorization headers seen.
-fn mock_openai(answers: usize) -> (u16, std::thread::JoinHandle<Vec<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
-        let mut auth = Vec::new();
-        for (i, stream) in listener.incoming().take(answers + 1).enumerate() {
-            let mut stream = stream.unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                let l = line.to_ascii_lowercase();
-                if let Some(v) = l.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-                if let Some(v) = line.strip_prefix("authorization:").or_else(|| line.strip_prefix("Authorization:")) {
-                    auth.push(v.trim().to_string());
-                }
-                if line == "\r\n" {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
-            let (status, extra, json) = if i == 0 {
-                ("429 Too Many Requests", "Retry-After: 1\r\n", "{}".to_string())
-            } else {
-                ("200 OK", "", r#"{"choices":[{"message":{"content":"cooperate"}}],"usage":{"prompt_tokens":120,"completion_tokens":30}}"#.to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
-                json.len()
-            );
-            stream.write_all(resp.as_bytes()).unwrap();
-        }
-        auth
-    });
-    (port, handle)
+/// A plan with one llm stage calling `server` (real clock, scaled 100x down so Retry-After
+/// waits take milliseconds; the events still carry plan time).
+fn openai_plan(server: &Server, fields: &str) -> String {
+    format!(
+        r#"
+[plan]
+name = "openai"
+[[phase]]
+name = "p"
+[[phase.stage]]
+name = "real"
+driver = "llm"
+call_timeout = "10s"
+agent = [{{ name = "gpt", provider = "local" }}]
+providers.local = {{ kind = "openai", base_url = "{}", model = "test-model", price_in = 2.0, price_out = 8.0 }}
+{fields}
+"#,
+        server.base_url()
+    )
+}
+
+fn run_scaled(sb: &Sandbox, text: &str) -> super::support::Ran {
+    sb.write("p.toml", text);
+    sb.run(&["run", "p.toml", "--quiet", "--time-scale", "0.01"])
 }
 
 #[test]
 fn openai_provider_against_a_local_server_keeps_the_key_secret() {
     let sb = Sandbox::new();
-    let (port, server) = mock_openai(2);
+    let server = Server::start(vec![Reply::error("429 Too Many Requests").header("Retry-After", "1"), Reply::answer()]);
     let text = format!(
         r#"
 [plan]
@@ -334,15 +331,17 @@ rounds = 2
 call_timeout = "10s"
 retry = {{ attempts = 2, base = "10ms", cap = "2s" }}
 agent = [{{ name = "gpt", provider = "local" }}]
-providers.local = {{ kind = "openai", base_url = "http://127.0.0.1:{port}/v1", model = "test-model", api_key_env = "PLANRUN_TEST_KEY", price_in = 2.0, price_out = 8.0 }}
-"#
+providers.local = {{ kind = "openai", base_url = "{}", model = "test-model", api_key_env = "PLANRUN_TEST_KEY", price_in = 2.0, price_out = 8.0 }}
+"#,
+        server.base_url()
     );
     sb.write("p.toml", &text);
     let secret = "sk-test-do-not-write-0123456789";
     let out = sb.cmd(&["run", "p.toml", "--quiet"]).env("PLANRUN_TEST_KEY", secret).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let dir = sb.path().join(String::from_utf8_lossy(&out.stdout).trim());
-    let seen = server.join().unwrap();
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3, "one rate-limited request and two answered: {seen:?}");
     assert!(seen.iter().all(|a| a == &format!("Bearer {secret}")), "{seen:?}");
     let evs = events(&dir);
     let calls = of_kind(&evs, "llm_call");
@@ -363,6 +362,163 @@ providers.local = {{ kind = "openai", base_url = "http://127.0.0.1:{port}/v1", m
     let r = sb.run(&["run", "p.toml", "--quiet", "--clock", "virtual"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("real (llm)"), "{}", r.stderr);
+}
+
+#[test]
+fn openai_503_keeps_its_http_status_and_its_retry_after() {
+    let sb = Sandbox::new();
+    let server =
+        Server::start(vec![Reply::error("503 Service Unavailable").header("Retry-After", "3"), Reply::answer()]);
+    let r = run_scaled(&sb, &openai_plan(&server, r#"retry = { attempts = 2, base = "10ms", cap = "20ms" }"#));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let evs = events(&sb.path().join(r.run_dir()));
+    let calls = of_kind(&evs, "llm_call");
+    assert_eq!(calls.len(), 2);
+    assert_eq!((&calls[0]["status"], &calls[0]["error"]), (&Value::from(503), &Value::from("unavailable")));
+    let retries = of_kind(&evs, "retry");
+    assert_eq!(retries.len(), 1);
+    assert_eq!(retries[0]["value"], 3000.0, "Retry-After: 3 on a 503 honoured");
+}
+
+#[test]
+fn retry_after_garbage_is_ignored_and_an_http_date_honoured() {
+    let sb = Sandbox::new();
+    let limited = || Reply::error("429 Too Many Requests");
+    let server = Server::start(vec![
+        limited().header("Retry-After", "-1"),
+        limited().header("Retry-After", "NaN"),
+        limited().header("Retry-After", "99999999999999999999999"),
+        limited().header("Retry-After", "1.5"),
+        // Three seconds after the server's own Date: the delay does not depend on our clock.
+        limited()
+            .header("Date", "Sun, 06 Nov 1994 08:49:37 GMT")
+            .header("Retry-After", "Sun, 06 Nov 1994 08:49:40 GMT"),
+        Reply::answer(),
+    ]);
+    let r = run_scaled(&sb, &openai_plan(&server, r#"retry = { attempts = 6, base = "10ms", cap = "20ms" }"#));
+    assert_eq!(r.code, 0, "a hostile Retry-After must not end the run: {}", r.stderr);
+    let evs = events(&sb.path().join(r.run_dir()));
+    let waits: Vec<f64> = of_kind(&evs, "retry").iter().map(|r| r["value"].as_f64().unwrap()).collect();
+    assert_eq!(waits.len(), 5, "{waits:?}");
+    assert!(waits[..4].iter().all(|w| *w <= 20.0), "garbage Retry-After must fall back to backoff: {waits:?}");
+    assert_eq!(waits[4], 3000.0, "{waits:?}");
+}
+
+#[test]
+fn a_stage_whose_every_call_got_401_fails_and_its_rows_carry_the_status() {
+    let sb = Sandbox::new();
+    let server = Server::start(vec![Reply::error("401 Unauthorized")]);
+    let r = run_scaled(
+        &sb,
+        &openai_plan(&server, "pattern = \"sequential\"\nrounds = 3\nretry = { attempts = 3, base = \"10ms\" }"),
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    assert_eq!(manifest(&dir)["stages"][0]["status"], "failed");
+    let calls = of_kind(&events(&dir), "llm_call").into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(calls.len(), 3, "a 401 is not retried: one row per round");
+    assert!(calls.iter().all(|c| c["status"] == 401 && c["ok"] == false), "{calls:?}");
+}
+
+#[test]
+fn a_stage_against_a_server_answering_only_500s_fails() {
+    let sb = Sandbox::new();
+    let server = Server::start(vec![Reply::error("500 Internal Server Error")]);
+    let r = run_scaled(
+        &sb,
+        &openai_plan(
+            &server,
+            "pattern = \"gather\"\nrounds = 2\nretry = { attempts = 2, base = \"10ms\", cap = \"20ms\" }",
+        ),
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    let stage = &manifest(&dir)["stages"][0];
+    assert_eq!(stage["status"], "failed");
+    assert!(stage["message"].as_str().unwrap_or_default().contains("no call succeeded"), "{stage}");
+    let calls = of_kind(&events(&dir), "llm_call").into_iter().cloned().collect::<Vec<_>>();
+    assert_eq!(calls.len(), 4);
+    assert!(calls.iter().all(|c| c["status"] == 500), "{calls:?}");
+}
+
+/// One provider that always fails, a breaker that opens after two failures and stays open.
+const BREAKER_OPENS: &str = r#"
+[[phase.stage]]
+name = "dead"
+driver = "llm"
+pattern = "gather"
+rounds = 4
+retry = { attempts = 4, base = "1s", cap = "2s" }
+breaker = { failures = 2, cooldown = "1h" }
+agent = [{ name = "a", provider = "down" }]
+providers.down = { kind = "simulated", latency = { dist = "fixed", value = "1s" }, failure_rate = 1.0, errors = { rate_limited = 0.0, server_error = 1.0, overloaded = 0.0 }, tokens_in = 10, tokens_out = 10, price_in = 1.0, price_out = 1.0 }
+"#;
+
+#[test]
+fn a_stage_whose_breaker_opened_in_round_one_fails() {
+    let sb = Sandbox::new();
+    let (code, dir, err) = run(&sb, &plan(BREAKER_OPENS), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(manifest(&dir)["stages"][0]["status"], "failed");
+    let evs = events(&dir);
+    let rounds = of_kind(&evs, "round");
+    assert_eq!(rounds.len(), 4);
+    assert!(rounds.iter().all(|r| r["ok"] == false));
+}
+
+#[test]
+fn no_retry_wait_once_the_breaker_is_open() {
+    let sb = Sandbox::new();
+    let (_, dir, _) = run(&sb, &plan(BREAKER_OPENS), &[]);
+    let evs = events(&dir);
+    let opened = evs.iter().position(|e| e["kind"] == "breaker" && e["name"] == "open").expect("the breaker opened");
+    let retries: Vec<usize> = evs.iter().enumerate().filter(|(_, e)| e["kind"] == "retry").map(|(i, _)| i).collect();
+    assert_eq!(retries.len(), 1, "one retry between the first and the second failure: {retries:?}");
+    assert!(retries.iter().all(|i| *i < opened), "a retry was scheduled after the breaker opened at event {opened}");
+}
+
+#[test]
+fn min_success_is_the_share_of_calls_that_must_succeed() {
+    let stage = |fail: f64, min_success: &str| {
+        format!(
+            r#"
+[[phase.stage]]
+name = "coin"
+driver = "llm"
+pattern = "gather"
+rounds = 10
+{min_success}
+agent = [{{ name = "a", provider = "coin", count = 4 }}]
+providers.coin = {{ kind = "simulated", latency = {{ dist = "fixed", value = "1s" }}, failure_rate = {fail}, tokens_in = 10, tokens_out = 10, price_in = 1.0, price_out = 1.0 }}
+"#
+        )
+    };
+    let sb = Sandbox::new();
+    // Half the calls fail: enough by default (some call succeeded)…
+    let (code, _, err) = run(&sb, &plan(&stage(0.5, "")), &[]);
+    assert_eq!(code, 0, "{err}");
+    // …not when the stage asks for 90%.
+    let (code, dir, err) = run(&sb, &plan(&stage(0.5, "min_success = 0.9")), &[]);
+    assert_eq!(code, 1, "{err}");
+    let stage_row = &manifest(&dir)["stages"][0];
+    assert_eq!(stage_row["status"], "failed");
+    assert!(stage_row["message"].as_str().unwrap_or_default().contains("min_success"), "{stage_row}");
+    // `min_success = 0` is the way to say total failure is what the stage expects.
+    let (code, _, err) = run(&sb, &plan(&stage(1.0, "min_success = 0")), &[]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn min_success_outside_zero_to_one_is_a_located_error() {
+    let sb = Sandbox::new();
+    let stage = "[[phase.stage]]\nname = \"s\"\ndriver = \"llm\"\nmin_success = 1.5\nagent = [{ name = \"a\", provider = \"sim\" }]\n";
+    let text = plan(stage);
+    let line = text.lines().position(|l| l.starts_with("min_success")).unwrap() + 1;
+    sb.write("p.toml", &text);
+    let r = sb.run(&["validate", "p.toml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("min_success is a share of the calls, from 0 to 1 (got 1.5)"), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("p.toml:{line}:15")), "the caret is not on the value: {}", r.stderr);
 }
 
 #[test]

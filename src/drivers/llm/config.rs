@@ -98,46 +98,67 @@ impl Default for ErrorMix {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ProviderCfg {
     /// Built-in simulation: latency, failures, tokens and prices from distributions.
-    Simulated {
-        #[serde(default = "sim_model")]
-        model: String,
-        latency: LatencyDist,
-        /// Optional streaming shape: time to first token plus per output token (added to latency).
-        #[serde(default)]
-        first_token: Option<Dur>,
-        #[serde(default)]
-        per_token: Option<Dur>,
-        #[serde(default)]
-        failure_rate: f64,
-        #[serde(default)]
-        errors: ErrorMix,
-        /// Retry-After a rate-limited call carries.
-        #[serde(default)]
-        retry_after: Option<Dur>,
-        /// Share of calls that never answer (the caller's timeout ends them).
-        #[serde(default)]
-        timeout_rate: f64,
-        tokens_in: Tokens,
-        tokens_out: Tokens,
-        /// Dollars per million input / output tokens.
-        price_in: f64,
-        price_out: f64,
-    },
+    Simulated(SimulatedCfg),
     /// Any OpenAI-compatible chat-completions endpoint.
-    Openai {
-        base_url: String,
-        model: String,
-        /// Name of the environment variable holding the API key (the key itself is never written).
-        #[serde(default)]
-        api_key_env: Option<String>,
-        #[serde(default = "max_tokens")]
-        max_tokens: u64,
-        price_in: f64,
-        price_out: f64,
-    },
+    Openai(OpenAiCfg),
+}
+
+impl ProviderCfg {
+    pub fn is_simulated(&self) -> bool {
+        matches!(self, ProviderCfg::Simulated(_))
+    }
+}
+
+/// Dollars per million input / output tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prices {
+    pub per_million_in: f64,
+    pub per_million_out: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedCfg {
+    #[serde(default = "sim_model")]
+    pub model: String,
+    pub latency: LatencyDist,
+    /// Optional streaming shape: time to first token plus per output token (added to latency).
+    #[serde(default)]
+    pub first_token: Option<Dur>,
+    #[serde(default)]
+    pub per_token: Option<Dur>,
+    #[serde(default)]
+    pub failure_rate: f64,
+    #[serde(default)]
+    pub errors: ErrorMix,
+    /// Retry-After a rate-limited call carries.
+    #[serde(default)]
+    pub retry_after: Option<Dur>,
+    /// Share of calls that never answer (the caller's timeout ends them).
+    #[serde(default)]
+    pub timeout_rate: f64,
+    pub tokens_in: Tokens,
+    pub tokens_out: Tokens,
+    /// Dollars per million input / output tokens.
+    pub price_in: f64,
+    pub price_out: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiCfg {
+    pub base_url: String,
+    pub model: String,
+    /// Name of the environment variable holding the API key (the key itself is never written).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "max_tokens")]
+    pub max_tokens: u64,
+    pub price_in: f64,
+    pub price_out: f64,
 }
 
 fn sim_model() -> String {
@@ -247,6 +268,10 @@ pub struct LlmCfg {
     /// Answers a round needs to count as done (default: every live agent).
     #[serde(default)]
     pub min_responses: Option<u32>,
+    /// Share of the stage's calls (prompts, after retries and failover) that must be answered
+    /// for the stage to pass; unset, at least one must be (see `Tally`).
+    #[serde(default)]
+    pub min_success: Option<f64>,
     /// Client-side limit for one call.
     #[serde(default)]
     pub call_timeout: Option<Dur>,

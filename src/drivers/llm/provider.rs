@@ -1,29 +1,43 @@
-//! Providers answer one prompt. `simulated` draws latency, failures and tokens from the plan's
-//! distributions with the calling agent's seeded RNG and waits on the run clock, so it is
-//! deterministic under `--seed` and instant under the virtual clock. `openai` posts to any
-//! OpenAI-compatible `/chat/completions` endpoint, reading its key from the environment variable
-//! the plan names; tokens and cost come from the response's `usage`.
+//! The provider seam: a `Provider` answers one prompt. The call path (`call`) owns everything
+//! around an answer — cache, breaker, budget, retries, failover, events — and sees a provider
+//! only through this trait, so unit tests drive it with a scripted in-memory provider. The two
+//! real implementations are `simulated` and `openai`; `build` picks one from the plan.
+//! This file also owns the call's vocabulary: `Reply` and `CallError` (the `error` and
+//! `status` columns).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use rand::rngs::StdRng;
-use rand_distr::{Distribution, LogNormal};
 
-use super::config::{LatencyDist, ProviderCfg, Tokens};
+use super::config::{Prices, ProviderCfg};
+use super::openai::OpenAi;
+use super::simulated::Simulated;
 use crate::clock::Clock;
+use crate::drivers::BoxFuture;
 
-/// Why a call failed, in the driver's vocabulary (the `error` column).
+/// An answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub text: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+}
+
+/// Why a call failed, in the driver's vocabulary (the `error` column; `status` for HTTP).
 #[derive(Clone, Debug, PartialEq)]
 pub enum CallError {
-    RateLimited {
+    /// The provider answered with an error status (HTTP, or the simulation's stand-in for one),
+    /// with the Retry-After it carried.
+    Status {
+        code: u16,
         retry_after: Option<Duration>,
     },
-    ServerError(u16),
-    Overloaded,
+    /// No answer within `call_timeout` (or the client's own timeout).
     Timeout,
-    Unavailable,
+    /// The agent was terminated (a fault) or the stage cancelled while the call was running.
     Terminated,
+    /// Not made: the provider's circuit breaker is open.
     CircuitOpen,
     /// Not made: it could have taken spending past a budget.
     BudgetExceeded,
@@ -32,13 +46,25 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// 429 Too Many Requests.
+    pub fn rate_limited(retry_after: Option<Duration>) -> CallError {
+        CallError::Status { code: 429, retry_after }
+    }
+
+    /// 503 Service Unavailable (what an outage fault makes every call return).
+    pub fn unavailable() -> CallError {
+        CallError::Status { code: 503, retry_after: None }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
-            CallError::RateLimited { .. } => "rate_limited",
-            CallError::ServerError(_) => "server_error",
-            CallError::Overloaded => "overloaded",
+            CallError::Status { code: 429, .. } => "rate_limited",
+            CallError::Status { code: 503, .. } => "unavailable",
+            // Not in RFC 9110; the "overloaded" status of Anthropic's API and the simulation.
+            CallError::Status { code: 529, .. } => "overloaded",
+            CallError::Status { code: 500..=599, .. } => "server_error",
+            CallError::Status { .. } => "client_error",
             CallError::Timeout => "timeout",
-            CallError::Unavailable => "unavailable",
             CallError::Terminated => "terminated",
             CallError::CircuitOpen => "circuit_open",
             CallError::BudgetExceeded => "budget_exceeded",
@@ -47,23 +73,40 @@ impl CallError {
         }
     }
 
+    /// The HTTP status the provider answered with.
     pub fn status(&self) -> Option<i64> {
         match self {
-            CallError::RateLimited { .. } => Some(429),
-            CallError::ServerError(s) => Some(*s as i64),
-            CallError::Overloaded => Some(529),
-            CallError::Unavailable => Some(503),
+            CallError::Status { code, .. } => Some(i64::from(*code)),
             _ => None,
         }
     }
 
-    pub fn retryable(&self) -> bool {
-        !matches!(
-            self,
-            CallError::Terminated | CallError::BadResponse(_) | CallError::CircuitOpen | CallError::BudgetExceeded
-        )
+    /// How long the provider asked us to wait before trying again, whatever the status.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
+    /// Worth another attempt: rate limits, server errors, timeouts and transport errors are;
+    /// a client error (401, 404…) will fail the same way again.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CallError::Status { code, .. } => *code == 408 || *code == 429 || *code >= 500,
+            CallError::Timeout | CallError::Transport(_) => true,
+            CallError::Terminated | CallError::CircuitOpen | CallError::BudgetExceeded | CallError::BadResponse(_) => {
+                false
+            }
+        }
+    }
+
+    /// Ends the whole call, not just this provider's attempts: no failover.
+    pub fn ends_call(&self) -> bool {
+        matches!(self, CallError::Terminated | CallError::BudgetExceeded)
+    }
+
+    /// The `error` column.
     pub fn detail(&self) -> String {
         match self {
             CallError::Transport(m) | CallError::BadResponse(m) => format!("{}: {m}", self.kind()),
@@ -72,42 +115,23 @@ impl CallError {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct Reply {
-    pub text: String,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
+/// The plan's faults as they stand for one call to one provider.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Conditions {
+    /// Failure rate added by `fail_rate` faults (simulated providers only).
+    pub extra_fail_rate: f64,
+    /// An `outage` fault: the call fails with `unavailable`.
+    pub down: bool,
 }
 
-pub struct Provider {
-    pub name: String,
-    pub cfg: ProviderCfg,
-    http: Option<reqwest::Client>,
-}
-
-fn draw_tokens(t: &Tokens, rng: &mut StdRng) -> u64 {
-    match t {
-        Tokens::Fixed(n) => *n,
-        Tokens::Uniform { min, max } if max > min => rng.random_range(*min..=*max),
-        Tokens::Uniform { min, .. } => *min,
-    }
-}
-
-fn draw_latency(d: &LatencyDist, rng: &mut StdRng) -> Duration {
-    match d {
-        LatencyDist::Fixed { value } => value.0,
-        LatencyDist::Uniform { min, max } => {
-            let (a, b) = (min.0.as_secs_f64(), max.0.as_secs_f64());
-            Duration::from_secs_f64(if b > a { rng.random_range(a..b) } else { a })
-        }
-        LatencyDist::Lognormal { median, p99 } => {
-            let mu = median.0.as_secs_f64().max(1e-6).ln();
-            // z(0.99) = 2.3263: the p99 fixes sigma.
-            let sigma = ((p99.0.as_secs_f64().max(1e-6).ln() - mu) / 2.326_347_874).max(1e-9);
-            let d = LogNormal::new(mu, sigma).map(|d| d.sample(rng)).unwrap_or(median.0.as_secs_f64());
-            Duration::from_secs_f64(d.min(86_400.0))
-        }
-    }
+/// One call to a provider.
+pub struct Request<'a> {
+    pub prompt: &'a str,
+    /// The calling agent's generator, seeded for this agent, round and slot.
+    pub rng: &'a mut StdRng,
+    /// Every wait goes through the run clock.
+    pub clock: &'a Clock,
+    pub conditions: Conditions,
 }
 
 /// Nano-dollars per token for a price in dollars per million tokens.
@@ -115,147 +139,68 @@ fn per_token_nanos(price_per_million: f64) -> f64 {
     price_per_million * 1000.0
 }
 
-impl Provider {
-    pub fn new(name: &str, cfg: &ProviderCfg) -> Provider {
-        let http = match cfg {
-            ProviderCfg::Openai { .. } => reqwest::Client::builder().build().ok(),
-            ProviderCfg::Simulated { .. } => None,
-        };
-        Provider { name: name.to_string(), cfg: cfg.clone(), http }
-    }
-
-    pub fn model(&self) -> &str {
-        match &self.cfg {
-            ProviderCfg::Simulated { model, .. } | ProviderCfg::Openai { model, .. } => model,
-        }
-    }
-
-    fn prices(&self) -> (f64, f64) {
-        match &self.cfg {
-            ProviderCfg::Simulated { price_in, price_out, .. } | ProviderCfg::Openai { price_in, price_out, .. } => {
-                (*price_in, *price_out)
-            }
-        }
-    }
+/// Something that answers prompts.
+///
+/// * `call` answers one prompt or says why not. It must return promptly when its future is
+///   dropped (the call path drops it on `call_timeout`, termination or cancellation) and must
+///   wait only through `req.clock`. It never retries: the call path does.
+/// * `max_cost_nanos` bounds what a call for this prompt can cost; the call path reserves it
+///   against the budgets before calling.
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &str;
+    fn model(&self) -> &str;
+    fn prices(&self) -> Prices;
+    fn max_cost_nanos(&self, prompt: &str) -> u64;
+    fn call<'a>(&'a self, req: Request<'a>) -> BoxFuture<'a, Result<Reply, CallError>>;
 
     /// Exact cost of a call in nano-dollars.
-    pub fn cost_nanos(&self, tokens_in: u64, tokens_out: u64) -> u64 {
-        let (pi, po) = self.prices();
-        (tokens_in as f64 * per_token_nanos(pi) + tokens_out as f64 * per_token_nanos(po)).round() as u64
+    fn cost_nanos(&self, tokens_in: u64, tokens_out: u64) -> u64 {
+        let p = self.prices();
+        (tokens_in as f64 * per_token_nanos(p.per_million_in) + tokens_out as f64 * per_token_nanos(p.per_million_out))
+            .round() as u64
     }
 
     /// The same cost as tokens × price per million, in floating-point dollars (a cross-check).
-    pub fn expected_usd(&self, tokens_in: u64, tokens_out: u64) -> f64 {
-        let (pi, po) = self.prices();
-        tokens_in as f64 * pi / 1e6 + tokens_out as f64 * po / 1e6
+    fn expected_usd(&self, tokens_in: u64, tokens_out: u64) -> f64 {
+        let p = self.prices();
+        tokens_in as f64 * p.per_million_in / 1e6 + tokens_out as f64 * p.per_million_out / 1e6
     }
+}
 
-    /// An upper bound of a call's cost, reserved against budgets before the call.
-    pub fn max_cost_nanos(&self, prompt: &str) -> u64 {
-        match &self.cfg {
-            ProviderCfg::Simulated { tokens_in, tokens_out, .. } => self.cost_nanos(tokens_in.max(), tokens_out.max()),
-            // Prompts run at most ~1 token per byte; the answer at most max_tokens.
-            ProviderCfg::Openai { max_tokens, .. } => self.cost_nanos(prompt.len() as u64 + 16, *max_tokens),
-        }
+/// The provider a plan's `providers.NAME` table describes.
+pub fn build(name: &str, cfg: &ProviderCfg) -> Arc<dyn Provider> {
+    match cfg {
+        ProviderCfg::Simulated(c) => Arc::new(Simulated::new(name, c.clone())),
+        ProviderCfg::Openai(c) => Arc::new(OpenAi::new(name, c.clone())),
     }
+}
 
-    /// One call. `extra_fail` is a fault's added failure rate; `down` an outage.
-    pub async fn call(
-        &self,
-        prompt: &str,
-        rng: &mut StdRng,
-        clock: &Clock,
-        extra_fail: f64,
-        down: bool,
-    ) -> Result<Reply, CallError> {
-        match &self.cfg {
-            ProviderCfg::Simulated {
-                latency,
-                first_token,
-                per_token,
-                failure_rate,
-                errors,
-                retry_after,
-                timeout_rate,
-                tokens_in,
-                tokens_out,
-                ..
-            } => {
-                if down {
-                    clock.sleep(Duration::from_millis(50)).await;
-                    return Err(CallError::Unavailable);
-                }
-                let u: f64 = rng.random();
-                if u < *timeout_rate {
-                    // Never answers: the caller's timeout (gather, call or stage) ends it.
-                    std::future::pending::<()>().await;
-                }
-                let lat = draw_latency(latency, rng);
-                if rng.random::<f64>() < (failure_rate + extra_fail).min(1.0) {
-                    clock.sleep(lat.mul_f64(0.2)).await;
-                    let total = errors.rate_limited + errors.server_error + errors.overloaded;
-                    let pick = rng.random::<f64>() * total.max(1e-12);
-                    return Err(if pick < errors.rate_limited {
-                        CallError::RateLimited { retry_after: retry_after.map(|d| d.0) }
-                    } else if pick < errors.rate_limited + errors.server_error {
-                        CallError::ServerError(500)
-                    } else {
-                        CallError::Overloaded
-                    });
-                }
-                let tin = draw_tokens(tokens_in, rng);
-                let tout = draw_tokens(tokens_out, rng);
-                let stream = first_token.map(|d| d.0).unwrap_or_default()
-                    + per_token.map(|d| d.0 * tout as u32).unwrap_or_default();
-                clock.sleep(lat + stream).await;
-                let choice = if rng.random::<bool>() { "cooperate" } else { "defect" };
-                Ok(Reply { text: format!("{choice} ({tout} tokens)"), tokens_in: tin, tokens_out: tout })
-            }
-            ProviderCfg::Openai { base_url, model, api_key_env, max_tokens, .. } => {
-                if down {
-                    return Err(CallError::Unavailable);
-                }
-                let Some(http) = &self.http else { return Err(CallError::Transport("no HTTP client".into())) };
-                let url = format!("{}/chat/completions", base_url.trim_end_matches('/'));
-                let body = serde_json::json!({
-                    "model": model,
-                    "messages": [{"role": "user", "content": prompt}],
-                    "max_tokens": max_tokens,
-                });
-                let mut req = http.post(&url).json(&body);
-                if let Some(var) = api_key_env {
-                    match std::env::var(var) {
-                        Ok(key) => req = req.bearer_auth(key),
-                        Err(_) => return Err(CallError::Transport(format!("environment variable {var} is not set"))),
-                    }
-                }
-                let resp = req.send().await.map_err(|e| {
-                    if e.is_timeout() { CallError::Timeout } else { CallError::Transport(e.without_url().to_string()) }
-                })?;
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .map(Duration::from_secs_f64);
-                match status {
-                    200..=299 => {}
-                    429 => return Err(CallError::RateLimited { retry_after }),
-                    503 | 529 => return Err(CallError::Overloaded),
-                    s if s >= 500 => return Err(CallError::ServerError(s)),
-                    s => return Err(CallError::BadResponse(format!("HTTP {s}"))),
-                }
-                let v: serde_json::Value =
-                    resp.json().await.map_err(|e| CallError::BadResponse(format!("not JSON: {}", e.without_url())))?;
-                let text = v["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string();
-                let usage = &v["usage"];
-                let (Some(tin), Some(tout)) = (usage["prompt_tokens"].as_u64(), usage["completion_tokens"].as_u64())
-                else {
-                    return Err(CallError::BadResponse("response has no usage.prompt_tokens/completion_tokens".into()));
-                };
-                Ok(Reply { text, tokens_in: tin, tokens_out: tout })
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_kind_follows_the_http_status() {
+        let kinds: Vec<&str> = [429, 503, 529, 500, 502, 401, 404]
+            .iter()
+            .map(|c| CallError::Status { code: *c, retry_after: None }.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "rate_limited",
+                "unavailable",
+                "overloaded",
+                "server_error",
+                "server_error",
+                "client_error",
+                "client_error"
+            ]
+        );
+        assert_eq!(CallError::Status { code: 401, retry_after: None }.status(), Some(401));
+        assert!(!CallError::Status { code: 401, retry_after: None }.retryable());
+        assert!(CallError::Status { code: 503, retry_after: None }.retryable());
+        let wait = Some(Duration::from_secs(3));
+        assert_eq!(CallError::Status { code: 503, retry_after: wait }.retry_after(), wait);
     }
 }
