@@ -11,7 +11,9 @@ use super::execute::execute;
 use super::progress::Mode;
 use crate::diag::Diags;
 use crate::plan::ClockKind;
-use crate::rundir::{Build, Checkpoint, Host, Manifest, PlanInfo, RunDir, RunStatus, StageRecord, StageStatus, now_rfc3339};
+use crate::rundir::{
+    Build, Checkpoint, Host, Manifest, PlanInfo, RunDir, RunStatus, StageRecord, StageStatus, now_rfc3339,
+};
 
 pub const DEFAULT_SEED: u64 = 1;
 
