@@ -2,8 +2,8 @@
 """A planrun fleet agent in plain Python (standard library only), written from
 docs/agent-protocol.md: use it as a starting point for agents in other languages.
 
-Run by the fleet driver with `command = ["python3", "examples/agent.py"]`; it gets its id, the
-coordination directory, the heartbeat interval and a seed from the environment.
+Run by the fleet driver with `command = ["python3", "examples/agent.py"]`; it gets its id, its
+token, the coordination directory, the heartbeat interval and a seed from the environment.
 """
 import json
 import os
@@ -12,6 +12,8 @@ import sys
 import time
 
 AGENT = os.environ["PLANRUN_AGENT_ID"]
+# Every response and heartbeat carries it: it is how the coordinator knows they are ours.
+TOKEN = os.environ["PLANRUN_AGENT_TOKEN"]
 ROOT = os.environ["PLANRUN_COORD_DIR"]
 HEARTBEAT = int(os.environ.get("PLANRUN_HEARTBEAT_MS", "1000")) / 1000.0
 PARENT = os.getppid()
@@ -42,6 +44,7 @@ def heartbeat():
         "uptime": int((time.monotonic() - STARTED) * 1000),
         "memory": {"rss": rss(), "allocated": 0},
         "coordinationCount": handled, "errorCount": errors,
+        "token": TOKEN,
     })
 
 
@@ -91,6 +94,7 @@ def main():
                 "uptime": int((time.monotonic() - STARTED) * 1000),
                 "memory": {"rss": rss(), "allocated": 0},
                 "response": result,
+                "token": TOKEN,
             })
         time.sleep(0.01)
 

@@ -76,7 +76,9 @@ fn planrun_agent_subcommand_is_the_same_agent() {
     let evs = events(&dir);
     assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 2);
     assert_eq!(of_kind(&evs, "response").len(), 4);
-    assert!(of_kind(&evs, "cycle").iter().all(|c| c["value"] == 1.0 && c["ok"] == true));
+    let cycles = of_kind(&evs, "cycle");
+    assert_eq!(cycles.len(), 2);
+    assert!(cycles.iter().all(|c| c["value"] == 1.0 && c["ok"] == true), "{cycles:?}");
 }
 
 #[test]
@@ -95,7 +97,9 @@ fn python_example_agent_speaks_the_protocol() {
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 3);
-    assert!(of_kind(&evs, "cycle").iter().all(|c| c["value"] == 1.0), "{:?}", of_kind(&evs, "cycle"));
+    let cycles = of_kind(&evs, "cycle");
+    assert_eq!(cycles.len(), 3);
+    assert!(cycles.iter().all(|c| c["value"] == 1.0), "{cycles:?}");
     assert!(of_kind(&evs, "protocol_error").is_empty());
     assert!(of_kind(&evs, "crash").is_empty(), "python agents exited before teardown");
 }
@@ -104,29 +108,33 @@ fn python_example_agent_speaks_the_protocol() {
 fn protocol_violations_are_errors_not_crashes() {
     let sb = Sandbox::new();
     let coord = sb.path().join("coord");
-    // An agent that heartbeats, then answers every message with a symlink, an oversized file,
-    // a response to an unknown message id, and garbage — never a valid response.
+    // An agent that heartbeats, then answers every message with a symlink (to a file of the
+    // test's own), an oversized file, a response to an unknown message id, one without its
+    // token, and garbage — never a valid response.
+    let target = sb.write("target.json", "the symlink's target");
     let bad = sb.write(
         "bad_agent.py",
         r#"
-import json, os, time
-A, R = os.environ["PLANRUN_AGENT_ID"], os.environ["PLANRUN_COORD_DIR"]
+import json, os, sys, time
+TARGET = sys.argv[1]
+A, R, T = os.environ["PLANRUN_AGENT_ID"], os.environ["PLANRUN_COORD_DIR"], os.environ["PLANRUN_AGENT_TOKEN"]
 def put(name, data):
     tmp = os.path.join(R, "responses", "." + name)
     open(tmp, "w").write(data)
     os.rename(tmp, os.path.join(R, "responses", name))
 seen = set()
 while True:
-    st = {"agentId": A, "pid": os.getpid(), "timestamp": 0, "uptime": 0, "memory": {"rss": 1}, "coordinationCount": 0, "errorCount": 0}
+    st = {"agentId": A, "pid": os.getpid(), "timestamp": 0, "uptime": 0, "memory": {"rss": 1}, "coordinationCount": 0, "errorCount": 0, "token": T}
     put_dir = os.path.join(R, "status")
     open(os.path.join(put_dir, ".s"), "w").write(json.dumps(st)); os.rename(os.path.join(put_dir, ".s"), os.path.join(put_dir, A + ".json"))
     for m in os.listdir(os.path.join(R, "messages")):
         if m.startswith(".") or m in seen: continue
         seen.add(m)
         mid = m[:-5]
-        os.symlink("/etc/passwd", os.path.join(R, "responses", A + "--link.json"))
+        os.symlink(TARGET, os.path.join(R, "responses", A + "--link.json"))
         put(A + "--big.json", "x" * (2 << 20))
-        put(A + "--" + mid + "x.json", json.dumps({"agentId": A, "messageId": "no-such-id", "timestamp": 0, "processingTime": 1, "coordinationCount": 1, "errorCount": 0, "uptime": 1, "memory": {"rss": 1}}))
+        put(A + "--" + mid + "x.json", json.dumps({"agentId": A, "messageId": "no-such-id", "timestamp": 0, "processingTime": 1, "coordinationCount": 1, "errorCount": 0, "uptime": 1, "memory": {"rss": 1}, "token": T}))
+        put(A + "--" + mid + "-notoken.json", json.dumps({"agentId": A, "messageId": mid, "timestamp": 0, "processingTime": 1, "coordinationCount": 1, "errorCount": 0, "uptime": 1, "memory": {"rss": 1}}))
         put(A + "--" + mid + ".json", "{ garbage")
     time.sleep(0.05)
 "#,
@@ -134,8 +142,9 @@ while True:
     let text = fleet_plan(
         &coord,
         &format!(
-            "agents = 1\ncycles = 1\ninterval = \"100ms\"\nresponse_timeout = \"1500ms\"\ncommand = [\"python3\", \"{}\"]",
-            bad.display()
+            "agents = 1\ncycles = 1\ninterval = \"100ms\"\nresponse_timeout = \"1500ms\"\nkeep = true\ncommand = [\"python3\", \"{}\", \"{}\"]",
+            bad.display(),
+            target.display()
         ),
     );
     let started = Instant::now();
@@ -145,14 +154,82 @@ while True:
     let evs = events(&dir);
     let errors: Vec<String> =
         of_kind(&evs, "protocol_error").iter().map(|e| e["error"].as_str().unwrap().to_string()).collect();
-    for want in ["symlink refused", "refused (limit 1048576)", "unknown message id", "invalid response JSON"] {
+    for want in
+        ["symlink refused", "refused (limit 1048576)", "unknown message id", "without a token", "invalid response JSON"]
+    {
         assert!(errors.iter().any(|e| e.contains(want)), "no `{want}` in {errors:?}");
     }
     let timeouts: Vec<_> = of_kind(&evs, "response").into_iter().filter(|r| r["error"] == "timeout").collect();
     assert_eq!(timeouts.len(), 1, "the agent never answered validly");
     assert_eq!(of_kind(&evs, "cycle")[0]["value"], 0.0);
-    // The symlink was removed, never followed (the target is untouched and still readable).
-    assert!(std::fs::metadata("/etc/passwd").is_ok());
+    // The symlink was removed (the directory was kept, so its absence means the coordinator
+    // removed it), and never followed: its target is untouched.
+    assert!(coord.join("responses").is_dir(), "keep = true keeps the coordination directory");
+    assert!(
+        std::fs::symlink_metadata(coord.join("responses/agent-1--link.json")).is_err(),
+        "the symlink is still there"
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "the symlink's target");
+}
+
+#[test]
+fn an_answer_in_another_agents_name_is_refused() {
+    // agent-1 answers every message as agent-2; agent-2 reads messages but never answers. Before
+    // responses were bound to their writer, agent-2 showed a success for every cycle.
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    let text = fleet_plan(
+        &coord,
+        &format!(
+            "agents = 2\ncycles = 2\ninterval = \"200ms\"\nresponse_timeout = \"500ms\"\ncommand = [\"sh\", \"-c\", 'case \"$PLANRUN_AGENT_ID\" in agent-1) exec \"$0\" --impersonate agent-2 ;; *) exec \"$0\" --silent ;; esac', \"{}\"]",
+            env!("CARGO_BIN_EXE_planrun-agent")
+        ),
+    );
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 2);
+    let responses = of_kind(&evs, "response");
+    assert_eq!(responses.len(), 4, "{responses:?}");
+    assert!(responses.iter().all(|r| r["ok"] == false && r["error"] == "timeout"), "{responses:?}");
+    let forged = of_kind(&evs, "protocol_error");
+    assert_eq!(forged.len(), 2, "one forgery per cycle: {forged:?}");
+    assert!(
+        forged.iter().all(|e| e["agent"] == "agent-2" && e["error"].as_str().unwrap().contains("not its own")),
+        "{forged:?}"
+    );
+}
+
+#[test]
+fn a_missing_planrun_agent_is_said_out_loud() {
+    // What a fresh `cargo build` of only `planrun` leaves: no planrun-agent beside it.
+    let sb = Sandbox::new();
+    let bin_dir = sb.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let planrun = bin_dir.join("planrun");
+    if std::fs::hard_link(super::support::bin(), &planrun).is_err() {
+        std::fs::copy(super::support::bin(), &planrun).unwrap();
+    }
+    sb.write("f.toml", &fleet_plan(&sb.path().join("coord"), "agents = 1\ncycles = 1\ninterval = \"100ms\""));
+    let out = std::process::Command::new(&planrun)
+        .args(["run", "f.toml", "--no-analyze"])
+        .current_dir(sb.path())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let missing = bin_dir.join("planrun-agent");
+    let line = stderr.lines().find(|l| l.contains("warning:")).unwrap_or_else(|| panic!("no warning in:\n{stderr}"));
+    assert!(line.contains(&format!("planrun-agent not found at {}", missing.display())), "{line}");
+    assert!(line.contains("cargo build --release --bins"), "{line}");
+    let run_dir = sb.path().join(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim());
+    let evs = events(&run_dir);
+    let warnings = of_kind(&evs, "warning");
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0]["name"], "agent_fallback");
+    assert_eq!(of_kind(&evs, "cycle")[0]["value"], 1.0, "the agents still work, started as `planrun agent`");
 }
 
 #[test]

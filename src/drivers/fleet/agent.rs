@@ -3,7 +3,8 @@
 //! `memory_test` and echoes any other type, writes a heartbeat to `status/`, and reports its
 //! memory as the soak test's agents did. It dies with its parent (PR_SET_PDEATHSIG plus a
 //! parent-pid check), so no agent outlives a killed runner. Switches make it misbehave on purpose,
-//! to test runners: respond slowly, leak memory, crash after N messages, write garbage.
+//! to test runners: respond slowly, leak memory, crash after N messages, write garbage, stay
+//! silent, answer in another agent's name.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ pub struct AgentArgs {
     /// The coordination directory.
     #[arg(long, env = "PLANRUN_COORD_DIR")]
     pub dir: PathBuf,
+    /// The token the driver gave this agent; every response and heartbeat carries it.
+    #[arg(long, env = "PLANRUN_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Heartbeat interval in milliseconds.
     #[arg(long, env = "PLANRUN_HEARTBEAT_MS", default_value_t = 1000)]
     pub heartbeat_ms: u64,
@@ -37,6 +41,12 @@ pub struct AgentArgs {
     /// Misbehave: write responses that are not JSON.
     #[arg(long)]
     pub garbage: bool,
+    /// Misbehave: read messages and heartbeat, but never answer.
+    #[arg(long)]
+    pub silent: bool,
+    /// Misbehave: answer in this other agent's name (with this agent's own token).
+    #[arg(long, value_name = "AGENT_ID")]
+    pub impersonate: Option<String>,
 }
 
 fn rss_bytes() -> u64 {
@@ -69,6 +79,7 @@ impl Agent {
             memory: self.memory(),
             coordination_count: self.handled,
             error_count: self.errors,
+            token: self.args.token.clone(),
         };
         if let Ok(bytes) = serde_json::to_vec(&s) {
             let _ = write_atomic(&self.args.dir.join("status"), &format!("{}.json", self.args.id), &bytes);
@@ -102,8 +113,19 @@ impl Agent {
             self.leaked.push(vec![1u8; self.args.leak_bytes]);
         }
         self.handled += 1;
+        if !self.args.silent {
+            self.respond(msg, response, t);
+        }
+        if self.args.crash_after.is_some_and(|n| self.handled >= n) {
+            std::process::exit(3);
+        }
+    }
+
+    /// Write the response to `msg` (in another agent's name if impersonating).
+    fn respond(&mut self, msg: &Message, response: serde_json::Value, t: Instant) {
+        let name_as = self.args.impersonate.as_deref().unwrap_or(&self.args.id);
         let r = Response {
-            agent_id: self.args.id.clone(),
+            agent_id: name_as.to_string(),
             message_id: msg.message_id.clone(),
             timestamp: now_ms(),
             processing_time: t.elapsed().as_secs_f64() * 1000.0,
@@ -112,15 +134,13 @@ impl Agent {
             uptime: self.started.elapsed().as_millis() as u64,
             memory: self.memory(),
             response,
+            token: self.args.token.clone(),
         };
-        let name = format!("{}--{}.json", self.args.id, msg.message_id);
+        let name = format!("{name_as}--{}.json", msg.message_id);
         let bytes =
             if self.args.garbage { b"{ this is not json".to_vec() } else { serde_json::to_vec(&r).unwrap_or_default() };
         if write_atomic(&self.args.dir.join("responses"), &name, &bytes).is_err() {
             self.errors += 1;
-        }
-        if self.args.crash_after.is_some_and(|n| self.handled >= n) {
-            std::process::exit(3);
         }
     }
 

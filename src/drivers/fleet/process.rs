@@ -1,84 +1,201 @@
-//! The fleet's processes: starting agents (and restarting them), signalling them for faults,
-//! sampling their resources, and the teardown that leaves no process and no file behind. The
-//! coordination itself (cycles, heartbeats, protocol) is in the parent module.
+//! The operating-system side of agents: which program to start (`AgentProgram`, with the lean
+//! `planrun-agent` preferred and a loud fallback), starting one agent (`Launcher::start`),
+//! watching it exit (`Started::exited`), signalling it (`Signal`), checking no process survived
+//! (`pid_alive`), and sampling processes' CPU and memory (`sample`). It knows nothing of the
+//! protocol or of the coordinator's bookkeeping.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rand::seq::SliceRandom;
+use super::config::{Fleet, Misbehave};
+use super::protocol::{ENV_AGENT_ID, ENV_HEARTBEAT_MS, ENV_SEED};
+use crate::clock::Clock;
+use crate::events::Emitter;
 
-use super::transport::Transport;
-use super::{AgentState, Coordinator, FleetFault, protocol};
+/// The lean agent executable the driver looks for beside `planrun`.
+pub const LEAN_AGENT: &str = "planrun-agent";
 
-const TERM_GRACE: Duration = Duration::from_secs(2);
+/// What the fleet starts for each agent.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AgentProgram {
+    /// The built-in agent as its own small executable (starts in a few milliseconds).
+    Lean(PathBuf),
+    /// The built-in agent as `planrun agent`, when `planrun-agent` is missing: the same agent,
+    /// but each start loads the whole planrun binary (about 50x slower to spawn).
+    Subcommand { planrun: PathBuf, missing: PathBuf },
+    /// The plan's `command`.
+    Command(Vec<String>),
+}
 
-pub(super) fn signal_of(name: Option<&str>) -> i32 {
-    match name.unwrap_or("KILL").trim_start_matches("SIG") {
-        "TERM" => libc::SIGTERM,
-        "INT" => libc::SIGINT,
-        "STOP" => libc::SIGSTOP,
-        _ => libc::SIGKILL,
+impl AgentProgram {
+    /// The program for `cfg`: its `command`, else the built-in agent beside this executable.
+    pub fn for_fleet(cfg: &Fleet) -> Result<AgentProgram, String> {
+        if !cfg.command.is_empty() {
+            return Ok(AgentProgram::Command(cfg.command.clone()));
+        }
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the planrun binary: {e}"))?;
+        Ok(AgentProgram::builtin_beside(&exe))
+    }
+
+    /// The built-in agent for the planrun executable at `planrun`: `planrun-agent` in the same
+    /// directory when it is there, else `planrun agent`.
+    pub fn builtin_beside(planrun: &Path) -> AgentProgram {
+        let lean = planrun.with_file_name(LEAN_AGENT);
+        if lean.is_file() {
+            AgentProgram::Lean(lean)
+        } else {
+            AgentProgram::Subcommand { planrun: planrun.to_path_buf(), missing: lean }
+        }
+    }
+
+    /// What a person should hear about this choice, if anything.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            AgentProgram::Subcommand { missing, .. } => Some(format!(
+                "{LEAN_AGENT} not found at {}; starting agents as `planrun agent`, which is about 50x slower to \
+                 spawn (spawn latencies are not representative). Build it with `cargo build --release --bins` \
+                 so it sits beside planrun",
+                missing.display()
+            )),
+            _ => None,
+        }
     }
 }
 
-pub(super) fn send_signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a pid this driver spawned.
-    unsafe {
-        libc::kill(pid as i32, sig);
+/// How a process ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Waiting for it failed.
+    Unknown(String),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exited with code {c}"),
+            Exit::Signal(s) => write!(f, "killed by signal {s}"),
+            Exit::Unknown(e) => f.write_str(e),
+        }
     }
 }
 
-pub(super) fn pid_alive(pid: u32) -> bool {
-    // A zombie still "exists"; check /proc state so reaped-later children are not counted.
+/// The signals the fleet sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Kill,
+    Term,
+    Int,
+    Stop,
+    Cont,
+}
+
+impl Signal {
+    /// A fault's `signal` (`KILL`, `SIGTERM`, …); None for a name the fleet does not send.
+    pub fn parse(name: &str) -> Option<Signal> {
+        match name.trim_start_matches("SIG") {
+            "KILL" => Some(Signal::Kill),
+            "TERM" => Some(Signal::Term),
+            "INT" => Some(Signal::Int),
+            "STOP" => Some(Signal::Stop),
+            _ => None,
+        }
+    }
+
+    fn number(self) -> i32 {
+        match self {
+            Signal::Kill => libc::SIGKILL,
+            Signal::Term => libc::SIGTERM,
+            Signal::Int => libc::SIGINT,
+            Signal::Stop => libc::SIGSTOP,
+            Signal::Cont => libc::SIGCONT,
+        }
+    }
+
+    /// Send this signal to `pid` (a process the fleet started).
+    pub fn send(self, pid: u32) {
+        // SAFETY: kill(2) has no memory effects; the pid is one this driver spawned.
+        unsafe {
+            libc::kill(pid as i32, self.number());
+        }
+    }
+}
+
+/// Whether `pid` is still a running process (a zombie, dead but not yet reaped, is not).
+pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
         Err(_) => false,
     }
 }
 
-impl Coordinator<'_> {
-    /// Start (or restart) one agent process and watch for its exit.
-    pub(super) fn spawn(&self, id: &str) -> Result<(), String> {
-        let cfg = self.cfg;
-        let hb_ms = self.ctx.clock.scaled(cfg.heartbeat.0).as_millis().max(10) as u64;
-        let mut cmd = if cfg.command.is_empty() {
-            let exe = std::env::current_exe().map_err(|e| format!("cannot find the planrun binary: {e}"))?;
-            // `planrun-agent` beside us starts several times faster than `planrun agent`.
-            let lean = exe.with_file_name("planrun-agent");
-            let mut c = if lean.is_file() {
-                tokio::process::Command::new(lean)
-            } else {
-                let mut c = tokio::process::Command::new(exe);
+/// Starts agents: one program, the heartbeat and misbehaviour switches every agent shares.
+pub struct Launcher {
+    program: AgentProgram,
+    heartbeat_ms: u64,
+    misbehave: Option<Misbehave>,
+    /// `misbehave.slow`, scaled to clock time.
+    slow_ms: Option<u128>,
+}
+
+/// A started agent process. Dropping it kills the process.
+pub struct Started {
+    pub pid: Option<u32>,
+    child: tokio::process::Child,
+}
+
+impl Started {
+    /// Wait for the process to end.
+    pub async fn exited(mut self) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match self.child.wait().await {
+            Ok(st) => match st.code() {
+                Some(c) => Exit::Code(c),
+                None => Exit::Signal(st.signal().unwrap_or(0)),
+            },
+            Err(e) => Exit::Unknown(e.to_string()),
+        }
+    }
+}
+
+impl Launcher {
+    pub fn new(program: AgentProgram, cfg: &Fleet, clock: &Clock) -> Launcher {
+        Launcher {
+            program,
+            heartbeat_ms: clock.scaled(cfg.heartbeat.0).as_millis().max(10) as u64,
+            misbehave: cfg.misbehave.clone(),
+            slow_ms: cfg.misbehave.as_ref().and_then(|m| m.slow).map(|s| clock.scaled(s.0).as_millis()),
+        }
+    }
+
+    pub fn program(&self) -> &AgentProgram {
+        &self.program
+    }
+
+    /// Start agent `id` with the transport's environment `env` and its own `seed`.
+    pub fn start(&self, id: &str, env: &[(&'static str, String)], seed: u64) -> Result<Started, String> {
+        let mut cmd = match &self.program {
+            AgentProgram::Lean(path) => tokio::process::Command::new(path),
+            AgentProgram::Subcommand { planrun, .. } => {
+                let mut c = tokio::process::Command::new(planrun);
                 c.arg("agent");
                 c
-            };
-            c.args(["--id", id, "--dir", &self.transport.address(), "--heartbeat-ms", &hb_ms.to_string()]);
-            if let Some(m) = cfg.misbehave.as_ref().filter(|m| m.agents.is_empty() || m.agents.iter().any(|a| a == id))
-            {
-                if let Some(s) = m.slow {
-                    c.args(["--slow-ms", &self.ctx.clock.scaled(s.0).as_millis().to_string()]);
-                }
-                if let Some(b) = m.leak_bytes {
-                    c.args(["--leak-bytes", &b.to_string()]);
-                }
-                if let Some(n) = m.crash_after {
-                    c.args(["--crash-after", &n.to_string()]);
-                }
-                if m.garbage {
-                    c.arg("--garbage");
-                }
             }
-            c
-        } else {
-            let mut c = tokio::process::Command::new(&cfg.command[0]);
-            c.args(&cfg.command[1..]);
-            c
+            AgentProgram::Command(argv) => {
+                let mut c = tokio::process::Command::new(&argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
         };
-        cmd.env("PLANRUN_AGENT_ID", id)
-            .env("PLANRUN_COORD_DIR", self.transport.address())
-            .env("PLANRUN_HEARTBEAT_MS", hb_ms.to_string())
-            .env("PLANRUN_SEED", self.ctx.seed_for(&[id]).to_string())
+        if !matches!(self.program, AgentProgram::Command(_)) {
+            cmd.args(self.builtin_args(id));
+        }
+        cmd.env(ENV_AGENT_ID, id)
+            .env(ENV_HEARTBEAT_MS, self.heartbeat_ms.to_string())
+            .env(ENV_SEED, seed.to_string())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -87,7 +204,7 @@ impl Coordinator<'_> {
         // Agents die with the runner even if it is SIGKILLed. The built-in agent asks for that
         // itself; for other commands it is set between fork and exec (which costs a full fork
         // instead of the cheaper vfork path, so the built-in agent skips it).
-        if !cfg.command.is_empty() {
+        if matches!(self.program, AgentProgram::Command(_)) {
             // SAFETY: prctl is async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
@@ -96,195 +213,115 @@ impl Coordinator<'_> {
                 });
             }
         }
-        let spawned_ms = self.now();
-        let spawned_wall_ms = protocol::now_ms_f64();
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start agent {id}: {e}"))?;
-        let pid = child.id();
-        {
-            let mut s = self.shared();
-            let restarts = s.agents.get(id).map_or(0, |a| a.restarts);
-            s.agents.insert(
-                id.to_string(),
-                AgentState {
-                    pid,
-                    spawned_wall_ms,
-                    first_beat: false,
-                    last_beat_ms: spawned_ms,
-                    alive: true,
-                    unresponsive: false,
-                    restarts,
-                },
-            );
-        }
-        let (shared, changed, events, id) =
-            (Arc::clone(&self.shared), Arc::clone(&self.changed), self.ctx.events.clone(), id.to_string());
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let tearing_down = s.tearing_down;
-            if let Some(a) = s.agents.get_mut(&id).filter(|a| a.pid == pid) {
-                a.alive = false;
-            }
-            drop(s);
-            if !tearing_down {
-                let mut ev = events.event("crash").agent(id.as_str()).ok(false);
-                match status {
-                    Ok(st) => {
-                        use std::os::unix::process::ExitStatusExt;
-                        if let Some(c) = st.code() {
-                            ev = ev.status(c as i64).error(format!("exited with code {c}"));
-                        } else {
-                            ev = ev.error(format!("killed by signal {}", st.signal().unwrap_or(0)));
-                        }
-                    }
-                    Err(e) => ev = ev.error(e.to_string()),
-                }
-                events.emit(ev);
-            }
-            changed.notify_waiters();
-        });
-        Ok(())
+        let child = cmd.spawn().map_err(|e| format!("cannot start agent {id}: {e}"))?;
+        Ok(Started { pid: child.id(), child })
     }
 
-    pub(super) async fn faults(&self) {
-        let mut faults: Vec<&FleetFault> = self.cfg.faults.iter().collect();
-        faults.sort_by_key(|f| f.at);
-        let start = self.now();
-        for f in faults {
-            let at = start + self.ctx.clock.scaled(f.at.0).as_secs_f64() * 1000.0;
-            let wait = at - self.now();
-            if wait > 0.0 {
-                self.ctx.clock.sleep_unscaled(Duration::from_secs_f64(wait / 1000.0)).await;
-            }
-            let n = f.kill.or(f.pause).unwrap_or(1) as usize;
-            let mut chosen: Vec<(String, u32)> = {
-                let s = self.shared();
-                let alive: Vec<(String, u32)> =
-                    s.agents.iter().filter(|(_, a)| a.alive).filter_map(|(id, a)| Some((id.clone(), a.pid?))).collect();
-                if f.agents.is_empty() {
-                    alive
-                } else {
-                    alive.into_iter().filter(|(id, _)| f.agents.contains(id)).collect()
-                }
-            };
-            if let Ok(mut rng) = self.rng.lock() {
-                chosen.shuffle(&mut *rng);
-            }
-            chosen.truncate(n);
-            chosen.sort();
-            let names: Vec<&str> = chosen.iter().map(|(id, _)| id.as_str()).collect();
-            if f.pause.is_some() {
-                for (_, pid) in &chosen {
-                    send_signal(*pid, libc::SIGSTOP);
-                }
-                self.ctx.events.emit(
-                    self.ctx
-                        .events
-                        .event("fault")
-                        .name("pause")
-                        .attrs(serde_json::json!({ "agents": names, "for_ms": f.for_.map(|d| d.0.as_millis()) })),
-                );
-                let (pids, d) = (
-                    chosen.iter().map(|(_, p)| *p).collect::<Vec<_>>(),
-                    self.ctx.clock.scaled(f.for_.map(|d| d.0).unwrap_or(Duration::from_secs(10))),
-                );
-                let (events, clock) = (self.ctx.events.clone(), self.ctx.clock.clone());
-                tokio::spawn(async move {
-                    clock.sleep_unscaled(d).await;
-                    for pid in pids {
-                        send_signal(pid, libc::SIGCONT);
-                    }
-                    events.emit(events.event("fault").name("resume"));
-                });
-            } else {
-                let sig = signal_of(f.signal.as_deref());
-                for (_, pid) in &chosen {
-                    send_signal(*pid, sig);
-                }
-                self.ctx.events.emit(
-                    self.ctx
-                        .events
-                        .event("fault")
-                        .name("kill")
-                        .attrs(serde_json::json!({ "agents": names, "signal": f.signal.as_deref().unwrap_or("KILL") })),
-                );
-            }
-        }
-        std::future::pending::<()>().await;
-    }
-
-    /// Every `sample_interval`: system CPU and memory, the runner's RSS, each agent's RSS and CPU.
-    pub(super) async fn sample(&self) {
-        let Some(every) = self.cfg.sample_interval else { return std::future::pending().await };
-        let Ok(mut sys) = sysinfo::System::new() else { return std::future::pending().await };
-        let me = sysinfo::get_current_pid().ok();
-        loop {
-            sys.refresh_cpu_usage();
-            sys.refresh_memory();
-            sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
-            let e = &self.ctx.events;
-            e.emit(e.event("sample").name("system_cpu").value(sys.global_cpu_usage() as f64, "percent"));
-            e.emit(e.event("sample").name("system_memory_used").value(sys.used_memory() as f64, "bytes"));
-            if let Some(p) = me.and_then(|pid| sys.process(pid)) {
-                e.emit(e.event("sample").name("runner_rss_bytes").value(p.memory() as f64, "bytes"));
-            }
-            let agents: Vec<(String, u32)> = self
-                .shared()
-                .agents
-                .iter()
-                .filter(|(_, a)| a.alive)
-                .filter_map(|(id, a)| Some((id.clone(), a.pid?)))
-                .collect();
-            for (id, pid) in agents {
-                if let Some(p) = sys.process(sysinfo::Pid::from_u32(pid)) {
-                    e.emit(
-                        e.event("sample").name("agent_rss_bytes").agent(id.as_str()).value(p.memory() as f64, "bytes"),
-                    );
-                    e.emit(
-                        e.event("sample").name("agent_cpu").agent(id.as_str()).value(p.cpu_usage() as f64, "percent"),
-                    );
-                }
-            }
-            self.ctx.clock.sleep(every.0).await;
-        }
-    }
-
-    /// TERM every agent, KILL what is left after a grace period, check nothing survived, and
-    /// remove the coordination directory unless `keep`.
-    pub(super) async fn teardown(&self) {
-        let pids: Vec<u32> = {
-            let mut s = self.shared();
-            s.tearing_down = true;
-            s.agents.values().filter(|a| a.alive).filter_map(|a| a.pid).collect()
+    /// The built-in agent's arguments for agent `id`: its id (so `ps` shows which agent is
+    /// which; everything else arrives in the environment) and its misbehaviour switches.
+    fn builtin_args(&self, id: &str) -> Vec<String> {
+        let mut a = vec!["--id".to_string(), id.to_string()];
+        let Some(m) = self.misbehave.as_ref().filter(|m| m.applies_to(id)) else { return a };
+        let mut flag = |name: &str, value: Option<String>| {
+            a.push(name.to_string());
+            a.extend(value);
         };
-        for pid in &pids {
-            send_signal(*pid, libc::SIGCONT); // a paused agent cannot act on TERM
-            send_signal(*pid, libc::SIGTERM);
+        if let Some(ms) = self.slow_ms {
+            flag("--slow-ms", Some(ms.to_string()));
         }
-        let deadline = self.now() + TERM_GRACE.as_secs_f64() * 1000.0;
-        let stopped = self.wait_until(deadline, |s| s.agents.values().all(|a| !a.alive)).await;
-        let mut killed = 0;
-        if !stopped {
-            for a in self.shared().agents.values().filter(|a| a.alive) {
-                if let Some(pid) = a.pid {
-                    send_signal(pid, libc::SIGKILL);
-                    killed += 1;
-                }
+        if let Some(b) = m.leak_bytes {
+            flag("--leak-bytes", Some(b.to_string()));
+        }
+        if let Some(n) = m.crash_after {
+            flag("--crash-after", Some(n.to_string()));
+        }
+        if m.garbage {
+            flag("--garbage", None);
+        }
+        if m.silent {
+            flag("--silent", None);
+        }
+        if let Some(other) = &m.impersonate {
+            flag("--impersonate", Some(other.clone()));
+        }
+        a
+    }
+}
+
+/// Every `every`: system CPU and memory, the runner's RSS, and each of `agents()`'s RSS and CPU
+/// (id and pid). Runs until dropped.
+pub async fn sample(every: Duration, clock: &Clock, events: &Emitter, agents: impl Fn() -> Vec<(String, u32)>) {
+    let Ok(mut sys) = sysinfo::System::new() else { return std::future::pending().await };
+    let me = sysinfo::get_current_pid().ok();
+    loop {
+        sys.refresh_cpu_usage();
+        sys.refresh_memory();
+        sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+        let e = events;
+        e.emit(e.event("sample").name("system_cpu").value(sys.global_cpu_usage() as f64, "percent"));
+        e.emit(e.event("sample").name("system_memory_used").value(sys.used_memory() as f64, "bytes"));
+        if let Some(p) = me.and_then(|pid| sys.process(pid)) {
+            e.emit(e.event("sample").name("runner_rss_bytes").value(p.memory() as f64, "bytes"));
+        }
+        for (id, pid) in agents() {
+            if let Some(p) = sys.process(sysinfo::Pid::from_u32(pid)) {
+                e.emit(e.event("sample").name("agent_rss_bytes").agent(id.as_str()).value(p.memory() as f64, "bytes"));
+                e.emit(e.event("sample").name("agent_cpu").agent(id.as_str()).value(p.cpu_usage() as f64, "percent"));
             }
-            let deadline = self.now() + 5000.0;
-            self.wait_until(deadline, |s| s.agents.values().all(|a| !a.alive)).await;
         }
-        let orphans = pids.iter().filter(|p| pid_alive(**p)).count();
-        let files_left = if self.cfg.keep {
-            self.transport.leftovers()
-        } else {
-            let _ = self.transport.cleanup();
-            usize::from(std::path::Path::new(&self.transport.address()).exists())
-        };
-        self.ctx.events.emit(
-            self.ctx.events.event("teardown").ok(orphans == 0 && (self.cfg.keep || files_left == 0)).value(orphans as f64, "processes").attrs(
-                serde_json::json!({ "agents": pids.len(), "killed_after_grace": killed, "orphans": orphans, "files_left": files_left, "kept": self.cfg.keep }),
-            ),
+        clock.sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lean_agent_is_used_when_it_sits_beside_planrun() {
+        let dir = tempfile::tempdir().unwrap();
+        let planrun = dir.path().join("planrun");
+        std::fs::write(&planrun, "").unwrap();
+        std::fs::write(dir.path().join(LEAN_AGENT), "").unwrap();
+        let p = AgentProgram::builtin_beside(&planrun);
+        assert_eq!(p, AgentProgram::Lean(dir.path().join(LEAN_AGENT)));
+        assert_eq!(p.warning(), None);
+    }
+
+    #[test]
+    fn falling_back_to_the_subcommand_says_what_is_missing_and_how_to_build_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let planrun = dir.path().join("planrun");
+        std::fs::write(&planrun, "").unwrap();
+        let p = AgentProgram::builtin_beside(&planrun);
+        assert!(matches!(&p, AgentProgram::Subcommand { planrun: exe, .. } if *exe == planrun), "{p:?}");
+        let w = p.warning().expect("a warning");
+        assert!(w.contains(&dir.path().join(LEAN_AGENT).display().to_string()), "{w}");
+        assert!(w.contains("cargo build --release --bins"), "{w}");
+        assert!(w.contains("`planrun agent`"), "{w}");
+    }
+
+    #[test]
+    fn misbehaviour_switches_reach_only_the_agents_named() {
+        let cfg: Fleet = serde_json::from_value(serde_json::json!({
+            "agents": 2,
+            "heartbeat": "100ms",
+            "misbehave": { "agents": ["agent-1"], "slow": "2s", "silent": true, "impersonate": "agent-2", "crash_after": 4 },
+        }))
+        .unwrap();
+        let l = Launcher::new(AgentProgram::Lean("planrun-agent".into()), &cfg, &Clock::new(0.5, 0.0, false));
+        assert_eq!(
+            l.builtin_args("agent-1"),
+            ["--id", "agent-1", "--slow-ms", "1000", "--crash-after", "4", "--silent", "--impersonate", "agent-2"]
         );
+        assert_eq!(l.builtin_args("agent-2"), ["--id", "agent-2"]);
+        assert_eq!(l.heartbeat_ms, 50, "scaled by the clock");
+    }
+
+    #[test]
+    fn signals_are_the_ones_the_fleet_sends() {
+        assert_eq!(Signal::parse("KILL"), Some(Signal::Kill));
+        assert_eq!(Signal::parse("SIGTERM"), Some(Signal::Term));
+        assert_eq!(Signal::parse("HUP"), None);
     }
 }

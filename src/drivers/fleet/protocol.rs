@@ -1,8 +1,21 @@
-//! The agent protocol's messages, as files (docs/agent-protocol.md is the contract for agents
-//! written in any language). Field names follow the soak test this replaces (`messageId`,
-//! `processingTime`, …) so existing agents port easily.
+//! The agent protocol's messages, whatever carries them (docs/agent-protocol.md is the contract
+//! for agents written in any language), and the environment an agent is started with. Field
+//! names follow the soak test this replaces (`messageId`, `processingTime`, …) so existing agents
+//! port easily. Every response and heartbeat carries the agent's token, which binds it to the
+//! agent that was given that token at start (see `transport::Enrollment`).
 
 use serde::{Deserialize, Serialize};
+
+/// The agent's id, e.g. `agent-17`.
+pub const ENV_AGENT_ID: &str = "PLANRUN_AGENT_ID";
+/// The secret that every response and heartbeat of this agent must carry.
+pub const ENV_AGENT_TOKEN: &str = "PLANRUN_AGENT_TOKEN";
+/// How often to heartbeat, in milliseconds.
+pub const ENV_HEARTBEAT_MS: &str = "PLANRUN_HEARTBEAT_MS";
+/// A seed for anything random the agent does.
+pub const ENV_SEED: &str = "PLANRUN_SEED";
+/// The file transport's coordination directory.
+pub const ENV_COORD_DIR: &str = "PLANRUN_COORD_DIR";
 
 /// Coordinator → agents: `messages/<messageId>.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -53,6 +66,9 @@ pub struct Response {
     pub memory: Memory,
     #[serde(default)]
     pub response: serde_json::Value,
+    /// The agent's `PLANRUN_AGENT_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Agent heartbeat: `status/<agentId>.json`, rewritten every heartbeat interval.
@@ -66,6 +82,9 @@ pub struct Status {
     pub memory: Memory,
     pub coordination_count: u64,
     pub error_count: u64,
+    /// The agent's `PLANRUN_AGENT_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Files larger than this are refused unread.

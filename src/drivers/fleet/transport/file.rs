@@ -1,50 +1,31 @@
-//! How coordinator and agents exchange messages. `Transport` is the seam (a Redis transport is
-//! planned); `FileTransport` is the built-in one: a private directory (mode 0700, by default in
-//! /dev/shm) with `messages/`, `responses/` and `status/`, atomic writes, and inotify watching
-//! through `notify` with a polling fallback. Everything read is checked first — symlinks,
-//! oversized files and unreadable JSON become protocol errors, never crashes.
+//! `FileTransport`, the built-in transport: a private directory (mode 0700, by default in
+//! /dev/shm) with `messages/`, `responses/` and `status/`, atomic writes, and one inotify
+//! watcher (through `notify`) on the two directories agents write, backed by a rescan that also
+//! serves as the fallback without inotify. Everything read is checked first — symlinks,
+//! oversized files, unreadable JSON and input in another agent's name become `Incoming::Bad`,
+//! never crashes.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::Watcher;
 use tokio::sync::mpsc;
 
-use super::protocol::{MAX_FILE_BYTES, Message, Response, Status, write_atomic};
-
-/// Something that arrived from an agent.
-#[derive(Debug)]
-pub enum Incoming {
-    Response(Response),
-    Status(Status),
-    /// A file that broke the protocol: what and why.
-    Bad {
-        file: String,
-        agent: Option<String>,
-        error: String,
-    },
-}
-
-/// The coordinator's side of a transport.
-pub trait Transport: Send + Sync {
-    /// Where agents connect (a directory path for the file transport).
-    fn address(&self) -> String;
-    fn send(&self, msg: &Message) -> std::io::Result<()>;
-    /// Forget a message once its cycle is over.
-    fn retire(&self, message_id: &str);
-    /// Remove everything the transport created.
-    fn cleanup(&self) -> std::io::Result<()>;
-    /// What is left in the transport (files), for the teardown check.
-    fn leftovers(&self) -> usize;
-    /// Whether the transport still exists (its directory was not removed under us).
-    fn present(&self) -> bool;
-}
+use super::contract::{Incoming, Transport};
+use super::enrollment::Enrollment;
+use crate::drivers::BoxFuture;
+use crate::drivers::fleet::protocol::{
+    ENV_AGENT_TOKEN, ENV_COORD_DIR, MAX_FILE_BYTES, Message, Response, Status, write_atomic,
+};
 
 pub struct FileTransport {
     root: PathBuf,
+    enrollment: Arc<Enrollment>,
     // Kept alive for as long as the transport: dropping it stops the watching.
     _watcher: Option<Box<dyn Watcher + Send + Sync>>,
+    /// Whether inotify watches the directories (else only the rescan finds files).
     pub watching: bool,
 }
 
@@ -77,18 +58,25 @@ impl FileTransport {
         for d in ["messages", "responses", "status"] {
             b.create(sub(root, d)).map_err(|e| format!("cannot create {}: {e}", sub(root, d).display()))?;
         }
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot make {} private: {e}", root.display()))?;
+        let enrollment = Arc::new(Enrollment::default());
         let (tx, rx) = mpsc::unbounded_channel();
-        let (watcher, watching) = watch(root, tx.clone());
+        let (watcher, watching) = watch(root, tx.clone(), Arc::clone(&enrollment));
         // Without inotify, scan often; with it, still rescan now and then: the kernel drops
         // events when its queue overflows (a thousand agents can do that), and a dropped event
         // must not strand a response.
-        poll(root.to_path_buf(), tx, if watching { Duration::from_millis(250) } else { Duration::from_millis(20) });
-        Ok((FileTransport { root: root.to_path_buf(), _watcher: watcher, watching }, rx))
+        let every = if watching { Duration::from_millis(250) } else { Duration::from_millis(20) };
+        poll(root.to_path_buf(), tx, Arc::clone(&enrollment), every);
+        Ok((FileTransport { root: root.to_path_buf(), enrollment, _watcher: watcher, watching }, rx))
     }
 }
 
-fn watch(root: &Path, tx: mpsc::UnboundedSender<Incoming>) -> (Option<Box<dyn Watcher + Send + Sync>>, bool) {
+fn watch(
+    root: &Path,
+    tx: mpsc::UnboundedSender<Incoming>,
+    enrollment: Arc<Enrollment>,
+) -> (Option<Box<dyn Watcher + Send + Sync>>, bool) {
     let handler = move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
         if !matches!(
@@ -98,7 +86,7 @@ fn watch(root: &Path, tx: mpsc::UnboundedSender<Incoming>) -> (Option<Box<dyn Wa
             return;
         }
         for p in ev.paths {
-            if let Some(inc) = read_file(&p) {
+            if let Some(inc) = read_file(&p, &enrollment) {
                 let _ = tx.send(inc);
             }
         }
@@ -113,7 +101,7 @@ fn watch(root: &Path, tx: mpsc::UnboundedSender<Incoming>) -> (Option<Box<dyn Wa
 }
 
 /// Scan the directories every `every` (the fallback without inotify, and a safety net with it).
-fn poll(root: PathBuf, tx: mpsc::UnboundedSender<Incoming>, every: Duration) {
+fn poll(root: PathBuf, tx: mpsc::UnboundedSender<Incoming>, enrollment: Arc<Enrollment>, every: Duration) {
     std::thread::spawn(move || {
         let mut seen: std::collections::HashMap<PathBuf, std::time::SystemTime> = Default::default();
         while !tx.is_closed() {
@@ -128,7 +116,7 @@ fn poll(root: PathBuf, tx: mpsc::UnboundedSender<Incoming>, every: Duration) {
                     if let Some(m) = m {
                         seen.insert(p.clone(), m);
                     }
-                    if let Some(inc) = read_file(&p) {
+                    if let Some(inc) = read_file(&p, &enrollment) {
                         let _ = tx.send(inc);
                     }
                 }
@@ -143,13 +131,14 @@ fn agent_of(name: &str) -> Option<String> {
 }
 
 /// Read and check one file from `responses/` or `status/`. Responses are removed once read.
-fn read_file(p: &Path) -> Option<Incoming> {
+fn read_file(p: &Path, enrollment: &Enrollment) -> Option<Incoming> {
     let name = p.file_name()?.to_str()?.to_string();
     if name.starts_with('.') || !name.ends_with(".json") {
         return None; // temp files of atomic writes
     }
     let dir = p.parent()?.file_name()?.to_str()?.to_string();
-    let bad = |error: String| Some(Incoming::Bad { file: format!("{dir}/{name}"), agent: agent_of(&name), error });
+    let file = || format!("{dir}/{name}");
+    let bad = |error: String| Some(Incoming::Bad { file: file(), agent: agent_of(&name), error });
     let meta = match std::fs::symlink_metadata(p) {
         Ok(m) => m,
         Err(_) => return None, // gone already (read through another event)
@@ -165,54 +154,68 @@ fn read_file(p: &Path) -> Option<Incoming> {
         let _ = std::fs::remove_file(p);
         return bad(format!("file of {} bytes refused (limit {MAX_FILE_BYTES})", meta.len()));
     }
-    if dir == "responses" {
+    let inc = if dir == "responses" {
         // Claim the file by renaming it: the watcher and the rescan may both see it, and only
         // the one whose rename succeeds reads it.
         let claimed = p.with_file_name(format!(".claimed-{name}"));
         std::fs::rename(p, &claimed).ok()?;
         let bytes = std::fs::read(&claimed).ok();
         let _ = std::fs::remove_file(&claimed);
-        let bytes = bytes?;
-        match serde_json::from_slice::<Response>(&bytes) {
-            Ok(r) => Some(Incoming::Response(r)),
-            Err(e) => bad(format!("invalid response JSON: {e}")),
+        match serde_json::from_slice::<Response>(&bytes?) {
+            Ok(r) => Incoming::Response(r),
+            Err(e) => return bad(format!("invalid response JSON: {e}")),
         }
     } else {
         let bytes = std::fs::read(p).ok()?;
         match serde_json::from_slice::<Status>(&bytes) {
-            Ok(s) => Some(Incoming::Status(s)),
-            Err(e) => bad(format!("invalid status JSON: {e}")),
+            Ok(s) => Incoming::Status(s),
+            Err(e) => return bad(format!("invalid status JSON: {e}")),
         }
-    }
+    };
+    Some(enrollment.screen(inc, file))
 }
 
 impl Transport for FileTransport {
-    fn address(&self) -> String {
-        self.root.display().to_string()
+    fn enroll(&self, agent_id: &str) -> Vec<(&'static str, String)> {
+        let token = self.enrollment.admit(agent_id);
+        vec![(ENV_COORD_DIR, self.root.display().to_string()), (ENV_AGENT_TOKEN, token)]
     }
 
-    fn send(&self, msg: &Message) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
-        write_atomic(&sub(&self.root, "messages"), &format!("{}.json", msg.message_id), &bytes)
+    fn send<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, std::io::Result<()>> {
+        // A small file in a local directory (memory-backed by default): writing it inline costs
+        // less than handing it to a blocking thread.
+        Box::pin(async move {
+            let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+            write_atomic(&sub(&self.root, "messages"), &format!("{}.json", msg.message_id), &bytes)
+        })
     }
 
     fn retire(&self, message_id: &str) {
         let _ = std::fs::remove_file(sub(&self.root, "messages").join(format!("{message_id}.json")));
     }
 
-    fn cleanup(&self) -> std::io::Result<()> {
-        if self.root.exists() { std::fs::remove_dir_all(&self.root) } else { Ok(()) }
+    fn lost(&self) -> Option<String> {
+        (!sub(&self.root, "messages").is_dir()).then(|| {
+            format!(
+                "the coordination directory {} was removed while the fleet ran (by another process?)",
+                self.root.display()
+            )
+        })
     }
 
-    fn present(&self) -> bool {
-        sub(&self.root, "messages").is_dir()
-    }
-
-    fn leftovers(&self) -> usize {
-        ["messages", "responses", "status"]
-            .iter()
-            .filter_map(|d| std::fs::read_dir(sub(&self.root, d)).ok())
-            .map(|rd| rd.count())
-            .sum()
+    fn close(&self, keep: bool) -> BoxFuture<'_, usize> {
+        Box::pin(async move {
+            if keep {
+                return ["messages", "responses", "status"]
+                    .iter()
+                    .filter_map(|d| std::fs::read_dir(sub(&self.root, d)).ok())
+                    .map(|rd| rd.count())
+                    .sum();
+            }
+            if self.root.exists() {
+                let _ = std::fs::remove_dir_all(&self.root);
+            }
+            usize::from(self.root.exists())
+        })
     }
 }

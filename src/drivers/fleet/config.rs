@@ -1,0 +1,245 @@
+//! The fleet stage as a plan writes it: `Fleet` and its parts (`FleetFault`, `Misbehave`,
+//! `Restart`), their defaults, and the checks that need the stage's common fields. Running it is
+//! the coordinator's job (`coordinator`); this file only says what was asked for.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::coordinator::Coordinator;
+use super::process::Signal;
+use crate::drivers::{BoxFuture, Driver, Outcome, StageContext, config_of};
+use crate::plan::Dur;
+use crate::plan::model::{FieldError, StageCommon};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    #[default]
+    Never,
+    OnCrash,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFault {
+    pub at: Dur,
+    /// SIGKILL/SIGTERM this many agents (random, seeded) or the named ones.
+    #[serde(default)]
+    pub kill: Option<u32>,
+    /// SIGSTOP this many agents, SIGCONT them after `for`.
+    #[serde(default)]
+    pub pause: Option<u32>,
+    #[serde(default)]
+    pub signal: Option<String>,
+    #[serde(default, rename = "for")]
+    pub for_: Option<Dur>,
+    #[serde(default)]
+    pub agents: Vec<String>,
+}
+
+/// Built-in agent switches for testing runners.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Misbehave {
+    /// Agent ids (`agent-3`); empty means every agent.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    #[serde(default)]
+    pub slow: Option<Dur>,
+    #[serde(default)]
+    pub leak_bytes: Option<u64>,
+    #[serde(default)]
+    pub crash_after: Option<u64>,
+    #[serde(default)]
+    pub garbage: bool,
+    /// Read messages and heartbeat, but never answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silent: bool,
+    /// Answer in this other agent's name (a forgery the coordinator must refuse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impersonate: Option<String>,
+}
+
+impl Misbehave {
+    /// Whether these switches apply to agent `id`.
+    pub fn applies_to(&self, id: &str) -> bool {
+        self.agents.is_empty() || self.agents.iter().any(|a| a == id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    pub agents: u32,
+    /// An agent program and its arguments; empty means the built-in `planrun agent`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default = "d_batch")]
+    pub batch_size: u32,
+    /// Pause between batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_pause: Option<Dur>,
+    /// Coordination cycles; default: the stage duration divided by `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycles: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Dur>,
+    /// Message types, rotating (or chosen by `weights`).
+    #[serde(default = "d_messages")]
+    pub messages: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<f64>,
+    /// `data` for each message type, e.g. `{ compute = { iterations = 1500 } }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub payload: BTreeMap<String, serde_json::Value>,
+    /// Send each cycle's message to this many agents (random, seeded) instead of all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<u32>,
+    #[serde(default = "d_response_timeout")]
+    pub response_timeout: Dur,
+    #[serde(default = "d_heartbeat")]
+    pub heartbeat: Dur,
+    #[serde(default = "d_missed")]
+    pub missed_heartbeats: u32,
+    #[serde(default)]
+    pub restart: Restart,
+    #[serde(default = "d_backoff")]
+    pub restart_backoff: Dur,
+    #[serde(default, rename = "fault", skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FleetFault>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_interval: Option<Dur>,
+    /// Coordination directory; default: /dev/shm (else the temp dir)/planrun-RUN-STAGE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coord_dir: Option<String>,
+    #[serde(default)]
+    pub clean: bool,
+    #[serde(default)]
+    pub keep: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misbehave: Option<Misbehave>,
+    /// How long an agent may take to send its first heartbeat.
+    #[serde(default = "d_startup")]
+    pub startup_timeout: Dur,
+}
+
+fn d_batch() -> u32 {
+    50
+}
+fn d_messages() -> Vec<String> {
+    vec!["ping".into()]
+}
+fn d_response_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn d_heartbeat() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn d_missed() -> u32 {
+    3
+}
+fn d_backoff() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn d_startup() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+impl Fleet {
+    /// How many coordination cycles to run in a stage of `duration`.
+    pub fn cycle_count(&self, duration: Option<Duration>) -> u32 {
+        match (self.cycles, self.interval, duration) {
+            (Some(n), _, _) => n,
+            (None, Some(i), Some(d)) if !i.0.is_zero() => (d.as_secs_f64() / i.0.as_secs_f64()).floor() as u32,
+            _ => 0,
+        }
+    }
+}
+
+impl Driver for Fleet {
+    fn config(&self) -> serde_json::Value {
+        config_of(self)
+    }
+
+    fn describe(&self) -> String {
+        let who = if self.command.is_empty() { "planrun agent".to_string() } else { self.command.join(" ") };
+        format!("{} agents ({who}), batches of {}", self.agents, self.batch_size)
+    }
+
+    fn check(&self, stage: &StageCommon) -> Result<(), FieldError> {
+        if self.agents == 0 {
+            return Err(FieldError::new("a fleet needs at least one agent").at(&["agents"]));
+        }
+        if self.messages.is_empty() {
+            return Err(FieldError::new("a fleet needs at least one message type").at(&["messages"]));
+        }
+        if !self.weights.is_empty() && self.weights.len() != self.messages.len() {
+            return Err(FieldError::new("`weights` needs one weight per message type").at(&["weights"]));
+        }
+        if let Some(i) = self.weights.iter().position(|w| !w.is_finite() || *w < 0.0) {
+            return Err(
+                FieldError::new("a weight is a finite number, 0 or more").at(&["weights".to_string(), i.to_string()])
+            );
+        }
+        if !self.weights.is_empty() && self.weights.iter().all(|w| *w == 0.0) {
+            return Err(FieldError::new("at least one weight must be above 0").at(&["weights"]));
+        }
+        for (i, f) in self.faults.iter().enumerate() {
+            if let Some(s) = f.signal.as_deref().filter(|s| Signal::parse(s).is_none()) {
+                return Err(FieldError::new(format!(
+                    "unknown signal `{s}`; use KILL, TERM, INT or STOP (with or without SIG)"
+                ))
+                .at(&["fault".to_string(), i.to_string(), "signal".to_string()]));
+            }
+        }
+        let wants_cycles = self.cycles.is_some_and(|c| c > 0) || (self.cycles.is_none() && stage.duration.is_some());
+        if wants_cycles && self.interval.is_none() {
+            return Err("coordination cycles need an `interval`".into());
+        }
+        Ok(())
+    }
+
+    fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Outcome> {
+        Box::pin(Coordinator::run_stage(self, ctx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plan::LoadOptions;
+    use crate::plan::load::Syntax;
+
+    /// The rendered error for a fleet stage with `fields`.
+    fn refused(fields: &str) -> String {
+        let text = format!(
+            "[plan]\nname = \"x\"\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"f\"\ndriver = \"fleet\"\n\
+             agents = 2\ncycles = 1\ninterval = \"1s\"\n{fields}\n"
+        );
+        match crate::plan::load_str("f.toml", &text, Syntax::Toml, &LoadOptions::default(), &crate::drivers::Registry) {
+            Ok(_) => panic!("`{fields}` should be refused"),
+            Err(d) => d.render(false),
+        }
+    }
+
+    #[test]
+    fn no_message_types_is_a_located_error_not_a_panic() {
+        let e = refused("messages = []");
+        assert!(e.contains("at least one message type") && e.contains("f.toml:11:12]"), "{e}");
+    }
+
+    #[test]
+    fn weights_are_finite_and_not_all_zero() {
+        let e = refused("messages = [\"ping\", \"compute\"]\nweights = [1.0, -2.0]");
+        assert!(e.contains("a weight is a finite number") && e.contains("f.toml:12:17]"), "{e}");
+        let e = refused("messages = [\"ping\", \"compute\"]\nweights = [0.0, 0.0]");
+        assert!(e.contains("at least one weight must be above 0"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_fault_signal_is_refused_where_it_is_written() {
+        let e = refused("fault = [{ at = \"1s\", kill = 1, signal = \"HUP\" }]");
+        assert!(e.contains("unknown signal `HUP`") && e.contains("f.toml:11:42]"), "{e}");
+    }
+}

@@ -1,0 +1,455 @@
+//! The coordinator: runs one fleet stage over a `Transport`. It starts agents in batches and
+//! waits for their first heartbeats, runs the coordination cycles (one message out, answers
+//! collected until all are in or the response timeout passes), watches heartbeats and restarts
+//! crashed agents, injects faults and samples resources alongside, and tears everything down.
+//! It decides with the `Roster` and turns its answers into events; processes are `process`'s,
+//! bytes are the transport's.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::config::{Fleet, Restart};
+use super::faults;
+use super::process::{self, AgentProgram, Launcher, Signal, pid_alive};
+use super::protocol::{Message, Response, Status as AgentStatus, now_ms, now_ms_f64};
+use super::roster::{Answer, Beat, Book, Pending, Roster};
+use super::transport::{FileTransport, Incoming, Transport, default_base};
+use crate::drivers::{Outcome, StageContext, Status};
+use crate::events::Event;
+
+/// How long agents get to act on SIGTERM at teardown before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait for SIGKILLed agents to be reaped.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Coordinator<'a> {
+    cfg: &'a Fleet,
+    ctx: &'a StageContext,
+    transport: Arc<dyn Transport>,
+    incoming: Mutex<Option<UnboundedReceiver<Incoming>>>,
+    launcher: Launcher,
+    roster: Arc<Roster>,
+    rng: Mutex<StdRng>,
+}
+
+impl<'a> Coordinator<'a> {
+    /// The fleet stage as plans run it: the file transport, the agent program `cfg` names.
+    pub async fn run_stage(cfg: &'a Fleet, ctx: &'a StageContext) -> Outcome {
+        let program = match AgentProgram::for_fleet(cfg) {
+            Ok(p) => p,
+            Err(e) => return Outcome::with(Status::Error, e),
+        };
+        let run = ctx.run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+        let root = match &cfg.coord_dir {
+            Some(d) => PathBuf::from(d),
+            None => default_base().join(format!("planrun-{run}-{}-{}", ctx.phase, ctx.stage)),
+        };
+        match FileTransport::create(&root, cfg.clean) {
+            Ok((t, incoming)) => Coordinator::new(cfg, ctx, Arc::new(t), incoming, program).run().await,
+            Err(e) => Outcome::with(Status::Error, e),
+        }
+    }
+
+    /// A coordinator over any transport; `incoming` is the transport's receiving end.
+    pub fn new(
+        cfg: &'a Fleet,
+        ctx: &'a StageContext,
+        transport: Arc<dyn Transport>,
+        incoming: UnboundedReceiver<Incoming>,
+        program: AgentProgram,
+    ) -> Coordinator<'a> {
+        Coordinator {
+            cfg,
+            ctx,
+            transport,
+            incoming: Mutex::new(Some(incoming)),
+            launcher: Launcher::new(program, cfg, &ctx.clock),
+            roster: Arc::new(Roster::default()),
+            rng: Mutex::new(StdRng::seed_from_u64(ctx.seed)),
+        }
+    }
+
+    /// Run the stage to its end and tear down: no agent process and (unless `keep`) nothing of
+    /// the transport is left.
+    pub async fn run(self) -> Outcome {
+        let warning = self.launcher.program().warning();
+        if let Some(w) = &warning {
+            self.ctx.events.emit(self.ctx.events.event("warning").name("agent_fallback").error(w.as_str()));
+        }
+        let outcome = tokio::select! {
+            o = self.coordinate() => o,
+            _ = self.receive() => Outcome::with(Status::Error, "the transport stopped"),
+            _ = self.watchdog() => Outcome::with(Status::Error, "the watchdog stopped"),
+            _ = faults::inject(&self.cfg.faults, &self.roster, &self.rng, self.ctx) => {
+                Outcome::with(Status::Error, "faults stopped")
+            }
+            _ = self.sample() => Outcome::with(Status::Error, "sampling stopped"),
+        };
+        self.teardown().await;
+        match (outcome.status, outcome.message.is_none(), warning) {
+            // The stage did its work, but a person should still hear why it was slow to start.
+            (Status::Passed, true, Some(w)) => Outcome::with(Status::Passed, format!("warning: {w}")),
+            _ => outcome,
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.ctx.clock.elapsed_ms()
+    }
+
+    fn id(i: u32) -> String {
+        format!("agent-{i}")
+    }
+
+    fn protocol_error(&self, agent: Option<&str>, error: impl Into<String>, file: Option<&str>) {
+        let mut ev = self.ctx.events.event("protocol_error").error(error);
+        if let Some(a) = agent {
+            ev = ev.agent(a);
+        }
+        if let Some(f) = file {
+            ev = ev.attrs(serde_json::json!({ "file": f }));
+        }
+        self.ctx.events.emit(ev);
+    }
+
+    /// Consume what agents send: heartbeats, responses, protocol errors. Returns only if the
+    /// transport closes its channel, which stops the stage.
+    async fn receive(&self) {
+        let Some(mut rx) = self.incoming.lock().ok().and_then(|mut r| r.take()) else {
+            return std::future::pending().await;
+        };
+        while let Some(inc) = rx.recv().await {
+            match inc {
+                Incoming::Status(st) => self.on_status(&st),
+                Incoming::Response(r) => self.on_response(&r),
+                Incoming::Bad { file, agent, error } => self.protocol_error(agent.as_deref(), error, Some(&file)),
+            }
+        }
+    }
+
+    fn on_status(&self, st: &AgentStatus) {
+        match self.roster.beat(&st.agent_id, st.timestamp, self.now()) {
+            Beat::Unknown => self.protocol_error(Some(&st.agent_id), "status from an unknown agent", None),
+            Beat::Again => {}
+            Beat::First { latency_ms, restarts } => {
+                self.ctx.events.emit(
+                    self.ctx
+                        .events
+                        .event("spawn")
+                        .agent(st.agent_id.as_str())
+                        .ok(true)
+                        .latency_ms(latency_ms)
+                        .attrs(serde_json::json!({ "pid": st.pid, "restarts": restarts })),
+                );
+                self.roster.notify();
+            }
+        }
+    }
+
+    fn on_response(&self, r: &Response) {
+        match self.roster.answer(r, self.now()) {
+            Answer::UnknownMessage => self.protocol_error(
+                Some(&r.agent_id),
+                format!("response to an unknown message id `{}`", r.message_id),
+                None,
+            ),
+            Answer::Unexpected => self.protocol_error(Some(&r.agent_id), "unexpected or duplicate response", None),
+            Answer::Accepted { latency_ms, kind, cycle } => {
+                self.ctx.events.emit(
+                    self.ctx
+                        .events
+                        .event("response")
+                        .name(kind)
+                        .agent(r.agent_id.as_str())
+                        .ok(true)
+                        .latency_ms(latency_ms)
+                        .value(r.memory.rss as f64, "bytes")
+                        .attrs(serde_json::json!({
+                            "cycle": cycle, "processing_ms": r.processing_time, "coordination_count": r.coordination_count,
+                            "error_count": r.error_count, "uptime_ms": r.uptime, "allocated_bytes": r.memory.allocated,
+                        })),
+                );
+                self.roster.notify();
+            }
+        }
+    }
+
+    /// Wait (bounded by `deadline_ms` of clock time, and by cancellation) until `done` holds.
+    async fn wait_until(&self, deadline_ms: f64, done: impl Fn(&Book) -> bool) -> bool {
+        loop {
+            let changed = self.roster.changed();
+            if done(&self.roster.book()) {
+                return true;
+            }
+            let left = deadline_ms - self.now();
+            if left <= 0.0 || self.ctx.cancel.is_cancelled() {
+                return false;
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = self.ctx.clock.sleep_unscaled(Duration::from_secs_f64(left / 1000.0)) => {}
+                _ = self.ctx.cancel.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Start (or restart) agent `id` and watch for its exit.
+    fn spawn(&self, id: &str) -> Result<(), String> {
+        let env = self.transport.enroll(id);
+        let (now, wall) = (self.now(), now_ms_f64());
+        let started = self.launcher.start(id, &env, self.ctx.seed_for(&[id]))?;
+        let pid = started.pid;
+        self.roster.started(id, pid, now, wall);
+        let (roster, events, id) = (Arc::clone(&self.roster), self.ctx.events.clone(), id.to_string());
+        tokio::spawn(async move {
+            let exit = started.exited().await;
+            if !roster.exited(&id, pid) {
+                let mut ev = events.event("crash").agent(id.as_str()).ok(false).error(exit.to_string());
+                if let process::Exit::Code(c) = exit {
+                    ev = ev.status(c as i64);
+                }
+                events.emit(ev);
+            }
+            roster.notify();
+        });
+        Ok(())
+    }
+
+    async fn spawn_all(&self) -> Result<(), String> {
+        let batch = self.cfg.batch_size.max(1);
+        let mut i = 1;
+        while i <= self.cfg.agents {
+            let ids: Vec<String> = (i..(i + batch).min(self.cfg.agents + 1)).map(Self::id).collect();
+            for id in &ids {
+                self.spawn(id)?;
+                // Let the heartbeat reader run between spawns.
+                tokio::task::yield_now().await;
+            }
+            let deadline = self.now() + self.ctx.clock.scaled(self.cfg.startup_timeout.0).as_secs_f64() * 1000.0;
+            if !self.wait_until(deadline, |b| b.settled(&ids)).await {
+                let late: Vec<&String> = {
+                    let b = self.roster.book();
+                    ids.iter().filter(|id| !b.has_started(id)).collect()
+                };
+                for id in late {
+                    self.ctx.events.emit(
+                        self.ctx
+                            .events
+                            .event("spawn")
+                            .agent(id.as_str())
+                            .ok(false)
+                            .error("no heartbeat within startup_timeout"),
+                    );
+                }
+            }
+            if self.ctx.cancel.is_cancelled() {
+                return Ok(());
+            }
+            i += batch;
+            if let (Some(p), true) = (self.cfg.batch_pause, i <= self.cfg.agents) {
+                self.ctx.clock.sleep(p.0).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn pick_kind(&self, cycle: u64) -> String {
+        let m = &self.cfg.messages;
+        if self.cfg.weights.is_empty() {
+            return m[(cycle as usize) % m.len()].clone();
+        }
+        let total: f64 = self.cfg.weights.iter().sum();
+        let mut x = self.rng.lock().map(|mut r| r.random::<f64>()).unwrap_or(0.0) * total;
+        for (k, w) in m.iter().zip(&self.cfg.weights) {
+            if x < *w {
+                return k.clone();
+            }
+            x -= w;
+        }
+        m[m.len() - 1].clone()
+    }
+
+    /// A failed `response` event: `agent` did not answer cycle `cycle`'s message (the caller adds why).
+    fn no_response(&self, kind: &str, agent: &str, cycle: u64) -> Event {
+        self.ctx.events.event("response").name(kind).agent(agent).ok(false).attrs(serde_json::json!({ "cycle": cycle }))
+    }
+
+    /// Coordination cycle `cycle` (1-based). Err: the fleet cannot go on (its transport is gone).
+    async fn cycle(&self, cycle: u64) -> Result<(), String> {
+        let kind = self.pick_kind(cycle - 1);
+        let mut to = self.roster.alive();
+        if let (Some(n), Ok(mut rng)) = (self.cfg.fanout, self.rng.lock()) {
+            to.shuffle(&mut *rng);
+            to.truncate(n as usize);
+            to.sort();
+        }
+        let message_id = format!("coord-{cycle}-{}", now_ms());
+        let msg = Message {
+            message_id: message_id.clone(),
+            kind: kind.clone(),
+            timestamp: now_ms(),
+            cycle,
+            data: self.cfg.payload.get(&kind).cloned().unwrap_or(serde_json::Value::Null),
+            to: self.cfg.fanout.map(|_| to.clone()),
+        };
+        let sent_ms = self.now();
+        self.roster.open(&message_id, Pending::new(sent_ms, &kind, cycle, &to));
+        if let Err(e) = self.transport.send(&msg).await {
+            // Not delivered: nothing to wait for. Every addressee fails at once.
+            self.protocol_error(None, format!("cannot write message: {e}"), None);
+            self.roster.close(&message_id);
+            for a in &to {
+                self.ctx.events.emit(self.no_response(&kind, a, cycle).error(format!("not delivered: {e}")));
+            }
+            self.ctx.events.emit(
+                self.ctx
+                    .events
+                    .event("cycle")
+                    .name(kind.as_str())
+                    .ok(false)
+                    .value(0.0, "ratio")
+                    .attrs(serde_json::json!({ "cycle": cycle, "sent": 0, "received": 0, "error": e.to_string() })),
+            );
+            return match self.transport.lost() {
+                Some(why) => Err(format!("{why}; stopping the stage")),
+                None => Ok(()),
+            };
+        }
+        let timeout_ms = self.ctx.clock.scaled(self.cfg.response_timeout.0).as_secs_f64() * 1000.0;
+        self.wait_until(sent_ms + timeout_ms, |b| b.answered(&message_id)).await;
+        let p = self.roster.close(&message_id);
+        self.transport.retire(&message_id);
+        let Some(p) = p else { return Ok(()) };
+        let missing = p.missing();
+        for a in &missing {
+            self.ctx.events.emit(self.no_response(&kind, a, cycle).latency_ms(timeout_ms).error("timeout"));
+        }
+        let duration = if missing.is_empty() { p.got.values().copied().fold(0.0, f64::max) } else { timeout_ms };
+        let rate = if p.expected.is_empty() { 0.0 } else { p.got.len() as f64 / p.expected.len() as f64 };
+        self.ctx.events.emit(
+            self.ctx
+                .events
+                .event("cycle")
+                .name(kind.as_str())
+                .ok(missing.is_empty())
+                .latency_ms(duration)
+                .value(rate, "ratio")
+                .attrs(serde_json::json!({ "cycle": cycle, "sent": p.expected.len(), "received": p.got.len() })),
+        );
+        if !p.rss.is_empty() {
+            let mean = p.rss.iter().sum::<f64>() / p.rss.len() as f64;
+            self.ctx.events.emit(
+                self.ctx
+                    .events
+                    .event("sample")
+                    .name("agent_rss_mean")
+                    .value(mean, "bytes")
+                    .attrs(serde_json::json!({ "cycle": cycle, "agents": p.rss.len() })),
+            );
+        }
+        Ok(())
+    }
+
+    /// Unresponsive agents, crashes to restart.
+    async fn watchdog(&self) {
+        let beat = self.ctx.clock.scaled(self.cfg.heartbeat.0);
+        let limit_ms = beat.as_secs_f64() * 1000.0 * self.cfg.missed_heartbeats as f64;
+        loop {
+            self.ctx.clock.sleep_unscaled(beat).await;
+            let w = self.roster.watch(self.now(), limit_ms, self.cfg.restart == Restart::OnCrash);
+            for (id, silent) in w.unresponsive {
+                self.ctx.events.emit(
+                    self.ctx
+                        .events
+                        .event("unresponsive")
+                        .agent(id.as_str())
+                        .ok(false)
+                        .latency_ms(silent)
+                        .error(format!("missed {} heartbeats", self.cfg.missed_heartbeats)),
+                );
+            }
+            for id in w.restart {
+                self.ctx.clock.sleep(self.cfg.restart_backoff.0).await;
+                self.ctx.events.emit(self.ctx.events.event("restart").agent(id.as_str()));
+                if let Err(e) = self.spawn(&id) {
+                    self.ctx.events.emit(self.ctx.events.event("restart").agent(id.as_str()).ok(false).error(e));
+                }
+            }
+        }
+    }
+
+    async fn sample(&self) {
+        match self.cfg.sample_interval {
+            Some(every) => {
+                process::sample(every.0, &self.ctx.clock, &self.ctx.events, || self.roster.alive_pids()).await
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn coordinate(&self) -> Outcome {
+        if let Err(e) = self.spawn_all().await {
+            return Outcome::with(Status::Error, e);
+        }
+        let cycles = self.cfg.cycle_count(self.ctx.duration);
+        let interval = self.cfg.interval.map(|i| self.ctx.clock.scaled(i.0)).unwrap_or_default();
+        let first = self.ctx.clock.now();
+        for c in 0..cycles {
+            if self.ctx.cancel.is_cancelled() {
+                return Outcome::with(Status::Interrupted, "interrupted");
+            }
+            // Fixed-rate schedule: cycle k starts k intervals after the first.
+            if c > 0 {
+                tokio::select! {
+                    _ = self.ctx.clock.sleep_until(first + interval * c) => {}
+                    _ = self.ctx.cancel.cancelled() => return Outcome::with(Status::Interrupted, "interrupted"),
+                }
+            }
+            if let Err(e) = self.cycle(c as u64 + 1).await {
+                return Outcome::with(Status::Error, e);
+            }
+        }
+        // A fleet with no cycles (spawn-only) holds its agents for the stage duration, if any.
+        if cycles == 0
+            && let Some(d) = self.ctx.duration
+        {
+            tokio::select! {
+                _ = self.ctx.clock.sleep(d) => {}
+                _ = self.ctx.cancel.cancelled() => {}
+            }
+        }
+        Outcome::passed()
+    }
+
+    /// TERM every agent, KILL what is left after a grace period, check nothing survived, and
+    /// close the transport (removing what it made unless `keep`).
+    async fn teardown(&self) {
+        let pids = self.roster.begin_teardown();
+        for pid in &pids {
+            Signal::Cont.send(*pid); // a paused agent cannot act on TERM
+            Signal::Term.send(*pid);
+        }
+        let stopped = self.wait_until(self.now() + TERM_GRACE.as_secs_f64() * 1000.0, Book::none_alive).await;
+        let mut killed = 0;
+        if !stopped {
+            for (_, pid) in self.roster.alive_pids() {
+                Signal::Kill.send(pid);
+                killed += 1;
+            }
+            self.wait_until(self.now() + KILL_WAIT.as_secs_f64() * 1000.0, Book::none_alive).await;
+        }
+        let orphans = pids.iter().filter(|p| pid_alive(**p)).count();
+        let left = self.transport.close(self.cfg.keep).await;
+        self.ctx.events.emit(
+            self.ctx.events.event("teardown").ok(orphans == 0 && (self.cfg.keep || left == 0)).value(orphans as f64, "processes").attrs(
+                serde_json::json!({ "agents": pids.len(), "killed_after_grace": killed, "orphans": orphans, "files_left": left, "kept": self.cfg.keep }),
+            ),
+        );
+    }
+}

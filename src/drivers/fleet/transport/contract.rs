@@ -1,0 +1,61 @@
+//! The contract between the coordinator and a transport: `Transport` (the coordinator's side)
+//! and `Incoming` (what arrives from agents). Nothing here knows how bytes move.
+
+use std::io;
+
+use crate::drivers::BoxFuture;
+use crate::drivers::fleet::protocol::{Message, Response, Status};
+
+/// Something that arrived from an agent, in the order the transport saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// A response whose token matches its agent (or whose agent the transport never enrolled:
+    /// the coordinator reports those).
+    Response(Response),
+    /// A heartbeat, screened the same way.
+    Status(Status),
+    /// Input that broke the protocol: where it came from, whose it claims to be, and why.
+    Bad {
+        /// Where it was read (`responses/agent-3--x.json` for the file transport); kept as the
+        /// `file` attribute of the `protocol_error` event.
+        file: String,
+        agent: Option<String>,
+        error: String,
+    },
+}
+
+/// The coordinator's side of a transport.
+///
+/// A transport is created by its own constructor, which also hands the coordinator the one
+/// receiving end of an `Incoming` channel: every heartbeat, response and protocol violation of
+/// every agent arrives there. That channel is the coordinator's only wake-up; a transport must
+/// not need one watch per agent (a thousand agents must cost one reader, not a thousand).
+///
+/// The contract:
+/// * `enroll` comes before an agent (re)starts; the agent is started with exactly the
+///   environment it returns, and from then on only what carries its token is delivered as its
+///   own. Anything in another agent's name, or without a token, arrives as `Incoming::Bad`.
+/// * `send` delivers a message to every agent it is for (`Message::to`), including agents that
+///   start later while the message is live; `retire` ends that.
+/// * `send` errors are per message (the cycle fails, the fleet goes on); `lost` says when the
+///   transport itself is gone and nothing further can be delivered, which stops the stage.
+/// * `close` runs once, at teardown, after every agent has stopped.
+/// * `send` and `close` may do network I/O, so they are async; `enroll`, `retire` and `lost`
+///   must not block (a network transport queues a retirement, and tracks its connection's
+///   health as it goes).
+/// * Nothing an agent sends may crash, hang or exhaust the coordinator: sizes are bounded, and
+///   what cannot be read becomes `Incoming::Bad`.
+pub trait Transport: Send + Sync {
+    /// Admit agent `agent_id` (again, after a restart: its earlier token stops being valid) and
+    /// return the environment variables it needs to connect.
+    fn enroll(&self, agent_id: &str) -> Vec<(&'static str, String)>;
+    fn send<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, io::Result<()>>;
+    /// Forget a message once its cycle is over.
+    fn retire(&self, message_id: &str);
+    /// Why the transport can no longer carry anything (its directory was removed, its server is
+    /// gone for good), if that is so.
+    fn lost(&self) -> Option<String>;
+    /// Remove everything the transport created, unless `keep`; return how much is left (with
+    /// `keep`, what it holds; without, what could not be removed). Zero means clean.
+    fn close(&self, keep: bool) -> BoxFuture<'_, usize>;
+}
