@@ -224,6 +224,10 @@ fn a_missing_planrun_agent_is_said_out_loud() {
     let line = stderr.lines().find(|l| l.contains("warning:")).unwrap_or_else(|| panic!("no warning in:\n{stderr}"));
     assert!(line.contains(&format!("planrun-agent not found at {}", missing.display())), "{line}");
     assert!(line.contains("cargo build --release --bins"), "{line}");
+    // Said as it happens, before the stage ends, not only in the stage's closing line.
+    let live = stderr.lines().position(|l| l.contains("] warning: ")).unwrap_or_else(|| panic!("{stderr}"));
+    let ended = stderr.lines().position(|l| l.contains(" passed (")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(live < ended, "{stderr}");
     let run_dir = sb.path().join(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim());
     let evs = events(&run_dir);
     let warnings = of_kind(&evs, "warning");

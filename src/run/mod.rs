@@ -8,6 +8,7 @@
 pub mod abort;
 pub mod checkpoint;
 mod execute;
+pub mod observe;
 pub mod progress;
 pub mod resume;
 pub mod runner;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::Plan;
 use super::abort::AbortWatch;
 use super::checkpoint::ManifestCheckpoints;
+use super::observe::StageWatch;
 use super::progress::Progress;
 use crate::clock::Clock;
 use crate::criteria;
@@ -222,7 +223,11 @@ impl Runner {
         let watch = self.abort_watch(stage, t_start);
         let emitter =
             Emitter::new(self.sink.clone(), self.clock.clone(), &phase.name, stage.name(), stage.driver_name())
-                .with_watch(watch.clone().map(|w| w as Arc<dyn crate::events::Observer>));
+                .with_watch(Some(Arc::new(StageWatch {
+                    key: key.clone(),
+                    abort: watch.clone(),
+                    progress: Arc::clone(&self.progress),
+                })));
         let expected = Some(stage.expected_duration()).filter(|d| !d.is_zero()).map(|d| self.clock.scaled(d));
         self.progress.stage_started(&key, &emitter, expected);
         let started_at = now_rfc3339();
