@@ -134,3 +134,59 @@ fn finished_runs_are_not_resumable() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("already finished (completed)"), "{}", r.stderr);
 }
+
+/// Events as an uninterrupted run would have them: everything but the wall-clock `ts`.
+fn comparable(dir: &Path) -> Vec<serde_json::Value> {
+    events(dir)
+        .into_iter()
+        .map(|mut e| {
+            e.as_object_mut().unwrap().remove("ts");
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn a_suspended_and_resumed_campaign_matches_an_uninterrupted_one() {
+    // The KSI campaign runs in virtual time, so the same seed must give the same events and the
+    // same verdict however often it is stopped and resumed: between stages (10m), just before
+    // the long game's first checkpoint (33m), and twice inside it (40m, 50m).
+    let plan = super::support::repo().join("plans/ksi-10-day.toml");
+    let plan = plan.to_str().unwrap();
+    let sb = Sandbox::new();
+    let whole = sb.run(&["run", plan, "--quiet", "--out", "whole"]);
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    let want = comparable(&sb.path().join(whole.run_dir()));
+    assert!(want.iter().filter(|e| e["kind"] == "checkpoint").count() >= 5);
+    for at in ["10m", "33m", "40m", "50m"] {
+        let out = format!("cut-{at}");
+        let first = sb.run(&["run", plan, "--quiet", "--out", &out, "--suspend-after", at]);
+        assert_eq!(first.code, 130, "suspended at {at}: {}", first.stderr);
+        let dir = sb.path().join(first.run_dir());
+        let mut code = 130;
+        for _ in 0..5 {
+            if code != 130 {
+                break;
+            }
+            code = sb.run(&["resume", dir.to_str().unwrap(), "--quiet"]).code;
+        }
+        assert_eq!(code, 0, "resumed after {at}");
+        assert_eq!(manifest(&dir)["status"], "completed");
+        let got = comparable(&dir);
+        let first_diff = want.iter().zip(&got).position(|(a, b)| a != b);
+        assert!(
+            got.len() == want.len() && first_diff.is_none(),
+            "suspended at {at}: {} events against {}; first difference at {first_diff:?}: {:?} vs {:?}",
+            got.len(),
+            want.len(),
+            first_diff.map(|i| &want[i]),
+            first_diff.map(|i| &got[i]),
+        );
+        let verdict = |d: &Path| -> serde_json::Value {
+            let r: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
+            r["verdict"].clone()
+        };
+        assert_eq!(verdict(&dir)["pass"], verdict(&sb.path().join(whole.run_dir()))["pass"]);
+    }
+}

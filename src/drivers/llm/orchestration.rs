@@ -106,10 +106,12 @@ impl<'a> Orchestration<'a> {
                 && (round + 1) % n == 0
                 && round + 1 < self.cfg.rounds
             {
+                // The event goes first so the saved log position includes it: a resumed run
+                // then has it exactly once, where an uninterrupted run has it.
+                self.events.checkpoint_saved(round + 1);
                 if let Err(e) = self.ctx.checkpoint.save(self.state(round + 1, &previous)) {
                     return Outcome::with(Status::Error, format!("checkpoint failed: {e}"));
                 }
-                self.events.checkpoint_saved(round + 1);
                 if self.ctx.checkpoint.suspend_requested() {
                     return Outcome::with(Status::Interrupted, format!("suspended after round {}", round + 1));
                 }
