@@ -381,3 +381,40 @@ fn a_removed_coordination_directory_stops_the_stage_at_once() {
             .any(|e| e["kind"] == "response" && e["error"].as_str().is_some_and(|m| m.starts_with("not delivered")))
     );
 }
+
+#[test]
+fn a_killed_fleet_run_resumes_over_its_own_leftover_directory() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    sb.write("f.toml", &fleet_plan(&coord, "agents = 2\ncycles = 30\ninterval = \"200ms\"\nresponse_timeout = \"5s\""));
+    let mut child =
+        sb.cmd(&["run", "f.toml", "--quiet", "--no-analyze"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(coord.join("status")).map_or(0, |d| d.count()) < 2 {
+        assert!(Instant::now() < deadline, "agents never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(coord.join("owner").exists(), "the killed run's directory is left behind");
+    let run = std::fs::read_dir(sb.path().join("results")).unwrap().next().unwrap().unwrap().path();
+    let r = sb.run(&["resume", run.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("took over"), "{}", r.stderr);
+    assert_eq!(super::support::manifest(&run)["status"], "completed");
+    assert_eq!(of_kind(&events(&run), "cycle").len(), 30);
+    assert!(!coord.exists(), "teardown removed it");
+}
+
+#[test]
+fn a_directory_someone_else_made_is_refused_not_removed() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    std::fs::create_dir(&coord).unwrap();
+    std::fs::write(coord.join("precious.txt"), "keep me").unwrap();
+    let (code, dir, _) = run(&sb, &fleet_plan(&coord, "agents = 1\ncycles = 1\ninterval = \"100ms\""));
+    assert_eq!(code, 3);
+    let m = super::support::manifest(&dir);
+    assert!(m["stages"][0]["message"].as_str().unwrap().contains("planrun did not make it"), "{m}");
+    assert_eq!(std::fs::read_to_string(coord.join("precious.txt")).unwrap(), "keep me");
+}

@@ -190,3 +190,29 @@ fn a_suspended_and_resumed_campaign_matches_an_uninterrupted_one() {
         assert_eq!(verdict(&dir)["pass"], verdict(&sb.path().join(whole.run_dir()))["pass"]);
     }
 }
+
+#[test]
+fn a_run_that_stopped_on_an_error_redoes_that_step_on_resume() {
+    // `./tool` does not exist yet: the stage cannot start (exit 3). Once it exists, `resume`
+    // runs that stage, and the ones after it, instead of finding nothing left to do.
+    let sb = Sandbox::new();
+    sb.write(
+        "p.toml",
+        "[plan]\nname = \"x\"\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"a\"\ndriver = \"exec\"\nrun = \"true\"\n[[phase.stage]]\nname = \"b\"\ndriver = \"exec\"\ncmd = \"./tool\"\n[[phase.stage]]\nname = \"c\"\ndriver = \"exec\"\nrun = \"true\"\n",
+    );
+    let r = sb.run(&["run", "p.toml", "--quiet", "--no-analyze"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    assert_eq!(manifest(&dir)["status"], "error");
+    let tool = sb.write("tool", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = sb.run(&["resume", dir.to_str().unwrap(), "--quiet"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = manifest(&dir);
+    assert_eq!(m["status"], "completed");
+    let statuses: Vec<&str> = m["stages"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["passed", "passed", "passed"]);
+    // Each stage's events once: the failed attempt's were set aside.
+    let ends = events(&dir).iter().filter(|e| e["kind"] == "stage" && e["name"] == "end").count();
+    assert_eq!(ends, 3);
+}

@@ -107,8 +107,11 @@ pub(super) fn execute(
     // Everything recorded is flushed whatever happened above.
     match handle.close() {
         Ok(stats) => {
-            manifest.checkpoint.position =
-                if status == RunStatus::Interrupted { manifest.checkpoint.position } else { stats.position }
+            manifest.checkpoint.position = if matches!(status, RunStatus::Interrupted | RunStatus::Error) {
+                manifest.checkpoint.position
+            } else {
+                stats.position
+            }
         }
         Err(e) => {
             status = RunStatus::Error;

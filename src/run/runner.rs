@@ -150,7 +150,12 @@ impl Runner {
                 self.save();
                 return RunStatus::Interrupted;
             }
+            // A step where planrun itself could not do a stage's work (`error`: a command that
+            // cannot start, a directory it cannot create) is not passed: the checkpoint stays
+            // before it, so `resume` redoes it once the cause is fixed.
+            let errored = outcomes.iter().any(|o| o.status == StageStatus::Error);
             match self.sink.flush() {
+                Ok(_) if errored => {}
                 Ok(position) => {
                     self.manifest().checkpoint = Checkpoint {
                         next_step: i + 1,

@@ -19,6 +19,7 @@ use super::faults;
 use super::process::{self, AgentProgram, Launcher, Signal, pid_alive};
 use super::protocol::{Message, Response, Status as AgentStatus, now_ms, now_ms_f64};
 use super::roster::{Answer, Beat, Book, Pending, Roster};
+use super::transport::owner::clear_stale;
 use super::transport::{FileTransport, Incoming, Transport, default_base};
 use crate::drivers::{Outcome, StageContext, Status};
 use crate::events::Event;
@@ -50,8 +51,15 @@ impl<'a> Coordinator<'a> {
             Some(d) => PathBuf::from(d),
             None => default_base().join(format!("planrun-{run}-{}-{}", ctx.phase, ctx.stage)),
         };
+        let warn = |w: &str| ctx.events.emit(ctx.events.event("warning").name("coordination_dir").error(w));
+        if cfg.coord_dir.is_none() {
+            clear_stale(&default_base(), &root).iter().for_each(|n| warn(n));
+        }
         match FileTransport::create(&root, cfg.clean) {
-            Ok((t, incoming)) => Coordinator::new(cfg, ctx, Arc::new(t), incoming, program).run().await,
+            Ok((t, incoming)) => {
+                t.notes.iter().for_each(|n| warn(n));
+                Coordinator::new(cfg, ctx, Arc::new(t), incoming, program).run().await
+            }
             Err(e) => Outcome::with(Status::Error, e),
         }
     }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::contract::{Incoming, Transport};
 use super::enrollment::Enrollment;
+use super::owner::{Owner, claim, owner};
 use crate::drivers::BoxFuture;
 use crate::drivers::fleet::protocol::{
     ENV_AGENT_TOKEN, ENV_COORD_DIR, MAX_FILE_BYTES, Message, Response, Status, write_atomic,
@@ -27,6 +28,8 @@ pub struct FileTransport {
     _watcher: Option<Box<dyn Watcher + Send + Sync>>,
     /// Whether inotify watches the directories (else only the rescan finds files).
     pub watching: bool,
+    /// What creating it had to do that the user should hear of (a leftover directory taken over).
+    pub notes: Vec<String>,
 }
 
 fn sub(root: &Path, name: &str) -> PathBuf {
@@ -41,15 +44,30 @@ pub fn default_base() -> PathBuf {
 }
 
 impl FileTransport {
-    /// Create the directory (refusing one left by an earlier run unless `clean`), start watching
+    /// Create the directory (taking over one left by a run that is gone, refusing one a live run
+    /// or someone else owns unless `clean`), start watching
     /// `responses/` and `status/`, and return what arrives on `rx`.
     pub fn create(root: &Path, clean: bool) -> Result<(FileTransport, mpsc::UnboundedReceiver<Incoming>), String> {
+        let mut notes = Vec::new();
         if root.exists() {
-            if !clean {
-                return Err(format!(
-                    "coordination directory {} already exists (left by an earlier run?); remove it or set `clean = true`",
+            match (clean, owner(root)) {
+                (true, _) => {}
+                (false, Owner::Gone(pid)) => notes.push(format!(
+                    "took over {}, left by a planrun run that is gone (pid {pid}): it is cleared and made anew",
                     root.display()
-                ));
+                )),
+                (false, Owner::Running(pid)) => {
+                    return Err(format!(
+                        "coordination directory {} is in use by a running planrun (pid {pid}); give this stage another `coord_dir`",
+                        root.display()
+                    ));
+                }
+                (false, Owner::Unknown) => {
+                    return Err(format!(
+                        "coordination directory {} already exists and planrun did not make it; remove it or set `clean = true`",
+                        root.display()
+                    ));
+                }
             }
             std::fs::remove_dir_all(root).map_err(|e| format!("cannot clean {}: {e}", root.display()))?;
         }
@@ -60,6 +78,7 @@ impl FileTransport {
         }
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("cannot make {} private: {e}", root.display()))?;
+        claim(root).map_err(|e| format!("cannot write {}: {e}", root.join("owner").display()))?;
         let enrollment = Arc::new(Enrollment::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let (watcher, watching) = watch(root, tx.clone(), Arc::clone(&enrollment));
@@ -68,7 +87,7 @@ impl FileTransport {
         // must not strand a response.
         let every = if watching { Duration::from_millis(250) } else { Duration::from_millis(20) };
         poll(root.to_path_buf(), tx, Arc::clone(&enrollment), every);
-        Ok((FileTransport { root: root.to_path_buf(), enrollment, _watcher: watcher, watching }, rx))
+        Ok((FileTransport { root: root.to_path_buf(), enrollment, _watcher: watcher, watching, notes }, rx))
     }
 }
 

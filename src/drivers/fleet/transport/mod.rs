@@ -13,6 +13,7 @@ mod contract;
 mod enrollment;
 mod file;
 mod memory;
+pub mod owner;
 
 pub use contract::{Incoming, Transport};
 pub use enrollment::Enrollment;
