@@ -309,3 +309,60 @@ fn keep_going_repeats_after_failures_and_counts_them() {
     assert_eq!(stage["status"], "failed");
     assert!(stage["message"].as_str().unwrap().starts_with("all 4 iterations failed"), "{stage}");
 }
+
+/// A tmpfs of `size` mounted for one test and unmounted after it (None where mounting is not
+/// allowed: not root, no tmpfs).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_runtime_error_that_keeps_what_was_written() {
+    let sb = Sandbox::new();
+    let Some(_disk) = SmallDisk::mount(&sb.path().join("disk"), "256k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root); the full-disk path is untested");
+        return;
+    };
+    let plan = repo().join("plans/ksi-10-day.toml");
+    let r = sb.run(&["run", plan.to_str().unwrap(), "--out", "disk/r"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    assert!(r.stderr.contains("the run ended `error`"), "{}", r.stderr);
+    // The warning names the file that could not be written, never the data.
+    assert!(!r.stderr.contains("not a valid event"), "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    // The manifest is still a whole, readable one (the last good one), and no half-written
+    // temp files are left.
+    let _ = manifest(&dir);
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Every complete line written is a valid event, numbered from 0.
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    let whole: Vec<&str> = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).collect();
+    assert!(whole.len() > 100);
+    for (i, l) in whole.iter().enumerate() {
+        let e: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(e["seq"], i as u64);
+    }
+}

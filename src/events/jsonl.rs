@@ -14,6 +14,9 @@ pub enum ReadError {
     Io { path: String, source: io::Error },
     #[error("{path}:{line}: not a valid event: {reason}")]
     BadLine { path: String, line: u64, reason: String },
+    /// What the events were handed to failed (writing the Parquet file): not the log's fault.
+    #[error("{0}")]
+    Consumer(String),
 }
 
 /// What reading found besides the events.
@@ -61,12 +64,11 @@ pub fn read_batches(
         buf.push(ev);
         report.events += 1;
         if buf.len() >= batch_size {
-            batch(std::mem::replace(&mut buf, Vec::with_capacity(batch_size)))
-                .map_err(|reason| ReadError::BadLine { path: p.clone(), line: lineno, reason })?;
+            batch(std::mem::replace(&mut buf, Vec::with_capacity(batch_size))).map_err(ReadError::Consumer)?;
         }
     }
     if !buf.is_empty() {
-        batch(buf).map_err(|reason| ReadError::BadLine { path: p.clone(), line: lineno, reason })?;
+        batch(buf).map_err(ReadError::Consumer)?;
     }
     Ok(report)
 }

@@ -69,21 +69,30 @@ pub enum ConvertError {
     Write { path: String, reason: String },
 }
 
-/// Write `parquet` from `jsonl`, streaming. The file appears under its name only when complete.
+/// Write `parquet` from `jsonl`, streaming. The file appears under its name only when complete;
+/// on any failure no partial file is left behind.
 pub fn jsonl_to_parquet(jsonl: &Path, parquet: &Path) -> Result<ReadReport, ConvertError> {
-    let werr = |reason: String| ConvertError::Write { path: parquet.display().to_string(), reason };
     let tmp = parquet.with_extension("parquet.tmp");
-    let file = std::fs::File::create(&tmp).map_err(|e| werr(e.to_string()))?;
+    let result = write_parquet(jsonl, parquet, &tmp);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_parquet(jsonl: &Path, parquet: &Path, tmp: &Path) -> Result<ReadReport, ConvertError> {
+    let werr = |reason: String| ConvertError::Write { path: parquet.display().to_string(), reason };
+    let file = std::fs::File::create(tmp).map_err(|e| werr(e.to_string()))?;
     let mut writer = ParquetWriter::new(file)
         .with_compression(ParquetCompression::Zstd(None))
         .batched(&schema())
         .map_err(|e| werr(e.to_string()))?;
     let report = read_batches(jsonl, BATCH, |evs| {
         let df = to_frame(&evs).map_err(|e| e.to_string())?;
-        writer.write_batch(&df).map_err(|e| e.to_string())
+        writer.write_batch(&df).map_err(|e| format!("cannot write {}: {e}", parquet.display()))
     })?;
     writer.finish().map_err(|e| werr(e.to_string()))?;
-    std::fs::rename(&tmp, parquet).map_err(|e| werr(e.to_string()))?;
+    std::fs::rename(tmp, parquet).map_err(|e| werr(e.to_string()))?;
     Ok(report)
 }
 

@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use tokio_util::sync::CancellationToken;
 
 use super::event::Event;
 
@@ -47,6 +48,7 @@ pub struct SinkStats {
 pub struct EventSink {
     tx: Sender<Msg>,
     failed: Arc<Mutex<Option<String>>>,
+    broken: CancellationToken,
 }
 
 pub struct SinkHandle {
@@ -61,15 +63,17 @@ impl EventSink {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
         let failed = Arc::new(Mutex::new(None));
+        let broken = CancellationToken::new();
         let writer = Writer {
             out: BufWriter::with_capacity(BUFFER_BYTES, file),
             pos: start,
             events: 0,
             failed: Arc::clone(&failed),
+            broken: broken.clone(),
             digits: itoa::Buffer::new(),
         };
         let thread = std::thread::Builder::new().name("planrun-sink".into()).spawn(move || writer.run(rx))?;
-        let sink = EventSink { tx, failed };
+        let sink = EventSink { tx, failed, broken };
         Ok((sink.clone(), SinkHandle { sink, thread: Some(thread) }))
     }
 
@@ -90,6 +94,12 @@ impl EventSink {
         let (tx, rx) = bounded(1);
         self.tx.send(Msg::Flush(tx)).map_err(|_| "the event sink has stopped".to_string())?;
         rx.recv().map_err(|_| "the event sink has stopped".to_string())?
+    }
+
+    /// Fires once a write has failed (a full disk): from then on nothing more is recorded, so
+    /// the runner stops the stages rather than let them run unrecorded.
+    pub fn broken(&self) -> &CancellationToken {
+        &self.broken
     }
 
     /// The first write error, if any.
@@ -124,6 +134,7 @@ struct Writer {
     pos: Position,
     events: u64,
     failed: Arc<Mutex<Option<String>>>,
+    broken: CancellationToken,
     digits: itoa::Buffer,
 }
 
@@ -203,6 +214,7 @@ impl Writer {
         if let Ok(mut g) = self.failed.lock() {
             g.get_or_insert(msg);
         }
+        self.broken.cancel();
     }
 
     fn failed_msg(&self) -> Option<String> {
@@ -249,6 +261,7 @@ mod tests {
         }
         let err = sink.flush().unwrap_err();
         assert!(err.contains("No space left"), "{err}");
+        assert!(sink.broken().is_cancelled(), "the failure is signalled to whoever waits on it");
         assert!(handle.close().is_err());
     }
 }

@@ -128,7 +128,18 @@ pub(super) fn execute(
     }
     manifest.status = status;
     manifest.ended_at = Some(now_rfc3339());
-    dir.write_manifest(&manifest)?;
+    if let Err(e) = dir.write_manifest(&manifest) {
+        // Nowhere on that disk to record it: this message (and run.log, if it can still grow)
+        // is the record, and the exit code says it.
+        let why = manifest.message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
+        let msg = format!(
+            "{e}: the run ended `{status}`{why}, but manifest.json still says what it said last; \
+             every event written so far is in {}",
+            dir.events_jsonl().display()
+        );
+        progress.line(&format!("error: {msg}"));
+        return Ok(RunResult { dir: dir.path().to_path_buf(), status: RunStatus::Error, message: Some(msg) });
+    }
     progress.line(&format!("run {}: {}", status, dir.path().display()));
     Ok(RunResult { dir: dir.path().to_path_buf(), status, message: manifest.message })
 }

@@ -330,6 +330,13 @@ impl Runner {
                 self.wait_stopped(&mut body).await;
                 Ended::with(StageStatus::Interrupted, "interrupted")
             }
+            _ = self.sink.broken().cancelled() => {
+                // Nothing more can be recorded (a full disk): stop rather than run unrecorded.
+                stage_cancel.cancel();
+                self.wait_stopped(&mut body).await;
+                let why = self.sink.error().unwrap_or_else(|| "the event log stopped".into());
+                Ended::with(StageStatus::Error, format!("events can no longer be recorded: {why}"))
+            }
         };
         if self.cancel.is_cancelled() {
             outcome = Ended::with(StageStatus::Interrupted, "interrupted");
