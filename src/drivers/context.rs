@@ -56,10 +56,13 @@ pub fn derive_seed(seed: u64, parts: &[&str]) -> u64 {
     h
 }
 
+/// Why a checkpoint could not be saved (the store's own error: a full disk, a stopped log).
+pub type CheckpointError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where a stage's mid-stage state is kept (the runner's manifest; a test's memory).
 pub trait CheckpointStore: Send + Sync {
     /// Record `state`; everything emitted so far must be on disk first, so state and log agree.
-    fn save(&self, state: serde_json::Value) -> Result<(), String>;
+    fn save(&self, state: serde_json::Value) -> Result<(), CheckpointError>;
 }
 
 /// Mid-stage checkpoints as a driver sees them. A driver with long-running state saves it
@@ -87,7 +90,7 @@ impl StageCheckpoint {
     }
 
     /// Save the stage's state (a no-op where nothing keeps checkpoints).
-    pub fn save(&self, state: serde_json::Value) -> Result<(), String> {
+    pub fn save(&self, state: serde_json::Value) -> Result<(), CheckpointError> {
         match &self.store {
             Some(s) => s.save(state),
             None => Ok(()),

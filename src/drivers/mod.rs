@@ -14,7 +14,7 @@ pub mod fleet;
 pub mod llm;
 pub mod sleep;
 
-pub use context::{CheckpointStore, StageCheckpoint, StageContext, derive_seed};
+pub use context::{CheckpointError, CheckpointStore, StageCheckpoint, StageContext, derive_seed};
 pub use driver::{Bound, BoxFuture, Driver, Outcome, Status};
 pub use ledger::Ledger;
 pub use registry::{DRIVERS, DriverSpec, Registry, config_of, find, parse_as};

@@ -11,4 +11,4 @@ pub mod sink;
 
 pub use event::{COLUMNS, Emitter, Event, Observer};
 pub use schema::{Cell, Column, Kind};
-pub use sink::{EventSink, SinkStats};
+pub use sink::{EventSink, SinkError, SinkStats};

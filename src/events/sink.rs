@@ -26,8 +26,20 @@ const BUFFER_BYTES: usize = 1 << 20;
 enum Msg {
     /// One serialized row, without `seq` (it starts with `{` and has no newline).
     Row(Vec<u8>),
-    Flush(Sender<Result<Position, String>>),
+    Flush(Sender<Result<Position, SinkError>>),
     Close,
+}
+
+/// Why events could not be recorded. Cloneable: the first error is kept and reported to every
+/// later caller.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("writing events.jsonl failed: {0}")]
+    Write(Arc<io::Error>),
+    #[error("cannot encode an event of kind {kind}: {reason}")]
+    Encode { kind: String, reason: String },
+    #[error("the event sink has stopped")]
+    Stopped,
 }
 
 /// Where the log stands after a flush: the next `seq` and the file length in bytes.
@@ -47,7 +59,7 @@ pub struct SinkStats {
 #[derive(Clone)]
 pub struct EventSink {
     tx: Sender<Msg>,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<SinkError>>>,
     broken: CancellationToken,
 }
 
@@ -81,7 +93,7 @@ impl EventSink {
         let mut row = Vec::with_capacity(320);
         if let Err(e) = serde_json::to_writer(&mut row, ev) {
             if let Ok(mut g) = self.failed.lock() {
-                g.get_or_insert(format!("cannot encode an event of kind {}: {e}", ev.kind));
+                g.get_or_insert(SinkError::Encode { kind: ev.kind.to_string(), reason: e.to_string() });
             }
             return;
         }
@@ -90,10 +102,10 @@ impl EventSink {
     }
 
     /// Write everything sent so far through to the file and report the position.
-    pub fn flush(&self) -> Result<Position, String> {
+    pub fn flush(&self) -> Result<Position, SinkError> {
         let (tx, rx) = bounded(1);
-        self.tx.send(Msg::Flush(tx)).map_err(|_| "the event sink has stopped".to_string())?;
-        rx.recv().map_err(|_| "the event sink has stopped".to_string())?
+        self.tx.send(Msg::Flush(tx)).map_err(|_| SinkError::Stopped)?;
+        rx.recv().map_err(|_| SinkError::Stopped)?
     }
 
     /// Fires once a write has failed (a full disk): from then on nothing more is recorded, so
@@ -103,14 +115,14 @@ impl EventSink {
     }
 
     /// The first write error, if any.
-    pub fn error(&self) -> Option<String> {
+    pub fn error(&self) -> Option<SinkError> {
         self.failed.lock().ok().and_then(|g| g.clone())
     }
 }
 
 impl SinkHandle {
     /// Flush, stop the thread, and return what was written.
-    pub fn close(mut self) -> Result<SinkStats, String> {
+    pub fn close(mut self) -> Result<SinkStats, SinkError> {
         let _ = self.sink.tx.send(Msg::Close);
         let stats = self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default();
         match self.sink.error() {
@@ -133,7 +145,7 @@ struct Writer {
     out: BufWriter<File>,
     pos: Position,
     events: u64,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<SinkError>>>,
     broken: CancellationToken,
     digits: itoa::Buffer,
 }
@@ -192,32 +204,32 @@ impl Writer {
                 self.pos.offset += len as u64;
                 self.events += 1;
             }
-            Err(e) => self.fail(format!("writing events.jsonl failed: {e}")),
+            Err(e) => self.fail(SinkError::Write(Arc::new(e))),
         }
     }
 
-    fn flush(&mut self) -> Result<Position, String> {
+    fn flush(&mut self) -> Result<Position, SinkError> {
         if let Some(e) = self.failed_msg() {
             return Err(e);
         }
         match self.out.flush() {
             Ok(()) => Ok(self.pos),
             Err(e) => {
-                let msg = format!("writing events.jsonl failed: {e}");
-                self.fail(msg.clone());
-                Err(msg)
+                let err = SinkError::Write(Arc::new(e));
+                self.fail(err.clone());
+                Err(err)
             }
         }
     }
 
-    fn fail(&mut self, msg: String) {
+    fn fail(&mut self, msg: SinkError) {
         if let Ok(mut g) = self.failed.lock() {
             g.get_or_insert(msg);
         }
         self.broken.cancel();
     }
 
-    fn failed_msg(&self) -> Option<String> {
+    fn failed_msg(&self) -> Option<SinkError> {
         self.failed.lock().ok().and_then(|g| g.clone())
     }
 
@@ -259,7 +271,7 @@ mod tests {
         for _ in 0..10 {
             sink.send(&Event::default());
         }
-        let err = sink.flush().unwrap_err();
+        let err = sink.flush().unwrap_err().to_string();
         assert!(err.contains("No space left"), "{err}");
         assert!(sink.broken().is_cancelled(), "the failure is signalled to whoever waits on it");
         assert!(handle.close().is_err());

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::clock::Clock;
-use crate::drivers::CheckpointStore;
+use crate::drivers::{CheckpointError, CheckpointStore};
 use crate::events::EventSink;
 use crate::rundir::{Manifest, RunDir, StageState};
 
@@ -37,12 +37,12 @@ impl ManifestCheckpoints {
 }
 
 impl CheckpointStore for ManifestCheckpoints {
-    fn save(&self, state: serde_json::Value) -> Result<(), String> {
+    fn save(&self, state: serde_json::Value) -> Result<(), CheckpointError> {
         let position = self.sink.flush()?;
         let mut m = self.manifest.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rec) = m.stage_mut(&self.phase, &self.stage) {
             rec.checkpoint = Some(StageState { state, position, t_ms: self.clock.elapsed_ms() });
         }
-        self.dir.write_manifest(&m).map_err(|e| e.to_string())
+        Ok(self.dir.write_manifest(&m)?)
     }
 }

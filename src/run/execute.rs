@@ -115,7 +115,7 @@ pub(super) fn execute(
         }
         Err(e) => {
             status = RunStatus::Error;
-            manifest.message = Some(e);
+            manifest.message = Some(e.to_string());
         }
     }
     progress.finish();

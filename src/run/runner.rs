@@ -165,7 +165,7 @@ impl Runner {
                     };
                 }
                 Err(e) => {
-                    self.manifest().message = Some(e);
+                    self.manifest().message = Some(e.to_string());
                     self.save();
                     return RunStatus::Error;
                 }
@@ -334,7 +334,7 @@ impl Runner {
                 // Nothing more can be recorded (a full disk): stop rather than run unrecorded.
                 stage_cancel.cancel();
                 self.wait_stopped(&mut body).await;
-                let why = self.sink.error().unwrap_or_else(|| "the event log stopped".into());
+                let why = self.sink.error().map_or_else(|| "the event log stopped".into(), |e| e.to_string());
                 Ended::with(StageStatus::Error, format!("events can no longer be recorded: {why}"))
             }
         };
