@@ -74,17 +74,34 @@ pub fn window_secs(scope: &Expr) -> Expr {
     (t.clone().max() - t.min()).cast(DataType::Float64) / lit(1000.0)
 }
 
-/// Least-squares fit of `y` against `t_ms` over `mask`: (slope per ms, fitted value at the
-/// first point, span in ms). Centered on the means, so large `t_ms` values stay precise.
-fn fit(y: Expr, mask: &Expr) -> (Expr, Expr, Expr) {
+/// The least-squares line of `y` against `t_ms` over `mask`: its slope per ms, and a function
+/// giving its value at a time.
+fn line(y: Expr, mask: &Expr) -> (Expr, impl Fn(Expr) -> Expr) {
     let x = col("t_ms").cast(DataType::Float64).filter(mask.clone());
     let y = y.cast(DataType::Float64).filter(mask.clone());
     let xc = x.clone() - x.clone().mean();
     let yc = y.clone() - y.clone().mean();
     let slope = (xc.clone() * yc).sum() / (xc.clone() * xc).sum();
-    let start = y.mean() + slope.clone() * (x.clone().min() - x.clone().mean());
-    let span = x.clone().max() - x.min();
-    (slope, start, span)
+    let (mean_x, mean_y, b) = (x.mean(), y.mean(), slope.clone());
+    (slope, move |t: Expr| mean_y.clone() + b.clone() * (t - mean_x.clone()))
+}
+
+/// `growth` with a warm-up (docs/criteria.md, "growth and warm-up"): the line is fitted to the
+/// rows at or after `t_first + warmup * (t_last - t_first)`, and the figure is that line's change
+/// over the whole span relative to the magnitude of its value at `t_first`. `run::abort` computes
+/// the same figure from running sums.
+fn growth(y: Expr, mask: &Expr, warmup: f64) -> Expr {
+    let t = col("t_ms").cast(DataType::Float64);
+    let x = t.clone().filter(mask.clone());
+    let (first, last) = (x.clone().min(), x.max());
+    let steady = if warmup > 0.0 {
+        let cutoff = first.clone() + lit(warmup) * (last.clone() - first.clone());
+        mask.clone().and(t.gt_eq(cutoff))
+    } else {
+        mask.clone()
+    };
+    let (slope, at) = line(y, &steady);
+    slope * (last - first.clone()) / at(first).abs()
 }
 
 /// The event columns a criterion's expressions read (besides the ones metrics always load).
@@ -103,7 +120,7 @@ pub fn columns(check: &Check) -> Vec<String> {
     if let Lhs::Agg { agg, field, filter } = &check.lhs {
         out.push(match (field, agg) {
             (Some(f), _) => f.clone(),
-            (None, Agg::Growth | Agg::Slope) => "value".into(),
+            (None, Agg::Growth { .. } | Agg::Slope) => "value".into(),
             (None, _) => "seq".into(),
         });
         if let Some(f) = filter {
@@ -153,14 +170,17 @@ pub fn compile(check: &Check, sm: Expr) -> (Expr, Expr) {
                 Agg::Min => (y().min(), matched),
                 Agg::Max => (y().max(), matched),
                 Agg::Stddev => (y().std(1), matched),
-                Agg::Cov => (y().std(1) / y().mean(), matched),
-                Agg::Quantile(q) => (y().quantile(lit(*q), QuantileMethod::Linear), matched),
-                Agg::Growth => {
-                    let (slope, start, span) = fit(col(field.as_deref().unwrap_or("value")), &mask);
-                    (slope * span / start, matched)
+                // Below the floor, the spread is measured against the floor (docs/criteria.md).
+                Agg::Cov { floor } if *floor > 0.0 => {
+                    let mean = y().mean();
+                    let at_least = when(mean.clone().lt(lit(*floor))).then(lit(*floor)).otherwise(mean);
+                    (y().std(1) / at_least, matched)
                 }
+                Agg::Cov { .. } => (y().std(1) / y().mean(), matched),
+                Agg::Quantile(q) => (y().quantile(lit(*q), QuantileMethod::Linear), matched),
+                Agg::Growth { warmup } => (growth(col(field.as_deref().unwrap_or("value")), &mask, *warmup), matched),
                 Agg::Slope => {
-                    let (slope, _, _) = fit(col(field.as_deref().unwrap_or("value")), &mask);
+                    let (slope, _) = line(col(field.as_deref().unwrap_or("value")), &mask);
                     (slope * lit(1000.0), matched)
                 }
             }

@@ -3,7 +3,8 @@
 //! it is evaluated in, vars resolved (`threshold`). Shared by the runner's live abort checks and
 //! the analysis.
 
-use super::grammar::{Check, Rhs, parse};
+use super::ast::{Check, Rhs};
+use super::parser::parse;
 use crate::diag::{Diag, Source, did_you_mean};
 use crate::plan::{Plan, Scope, StageDriver};
 

@@ -386,7 +386,8 @@ impl Runner {
                 Some((c.check.value.clone(), check, limit))
             })
             .collect();
-        AbortWatch::new(t_start, checks).map(Arc::new)
+        let planned_ms = self.clock.scaled(stage.expected_duration()).as_secs_f64() * 1000.0;
+        AbortWatch::new(t_start, checks).map(|w| Arc::new(w.expecting(Some(planned_ms))))
     }
 
     /// Wait (bounded) for a cancelled stage body to return.

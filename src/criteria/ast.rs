@@ -1,0 +1,198 @@
+//! What a parsed criterion is: the columns criteria may name (`FIELDS`), the aggregates with
+//! their options, named metrics, filters, comparisons and thresholds. Pure data and the few
+//! facts about it both evaluators need (a comparison's truth, an aggregate's defaults); turning
+//! text into these types is `parser`'s job, evaluating them is the analysis's (polars) and the
+//! runner's (live abort checks).
+
+use std::fmt;
+
+/// Columns criteria can name, with their kind (for type checks).
+pub const FIELDS: &[(&str, FieldKind)] = &[
+    ("seq", FieldKind::Num),
+    ("t_ms", FieldKind::Num),
+    ("phase", FieldKind::Str),
+    ("stage", FieldKind::Str),
+    ("driver", FieldKind::Str),
+    ("kind", FieldKind::Str),
+    ("name", FieldKind::Str),
+    ("agent", FieldKind::Str),
+    ("ok", FieldKind::Bool),
+    ("latency_ms", FieldKind::Num),
+    ("value", FieldKind::Num),
+    ("unit", FieldKind::Str),
+    ("error", FieldKind::Str),
+    ("bytes", FieldKind::Num),
+    ("tokens_in", FieldKind::Num),
+    ("tokens_out", FieldKind::Num),
+    ("cost_usd", FieldKind::Num),
+    ("status", FieldKind::Num),
+    ("attrs", FieldKind::Str),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldKind {
+    Num,
+    Str,
+    Bool,
+}
+
+pub fn field_kind(name: &str) -> Option<FieldKind> {
+    FIELDS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+}
+
+/// The share of a series' time span that `growth` treats as warm-up unless told otherwise
+/// (`docs/criteria.md`, "growth and warm-up").
+pub const DEFAULT_WARMUP: f64 = 0.25;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Agg {
+    Count,
+    Sum,
+    Mean,
+    Min,
+    Max,
+    Stddev,
+    /// stddev / mean, or stddev / `floor` while the mean is below `floor` (0: no floor).
+    Cov {
+        floor: f64,
+    },
+    /// Quantile in 0..=1.
+    Quantile(f64),
+    Rate,
+    /// Relative change over the window of the line fitted after the first `warmup` share
+    /// (0..1) of the series' time span.
+    Growth {
+        warmup: f64,
+    },
+    Slope,
+}
+
+impl Agg {
+    /// `cov` without a noise floor.
+    pub const COV: Agg = Agg::Cov { floor: 0.0 };
+    /// `growth` with the default warm-up.
+    pub const GROWTH: Agg = Agg::Growth { warmup: DEFAULT_WARMUP };
+}
+
+/// Aggregate names, for help texts.
+pub const AGGS: &[&str] = &[
+    "count", "sum", "mean", "min", "max", "stddev", "cov", "p50", "p75", "p90", "p95", "p99", "p999", "p", "rate",
+    "growth", "slope",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Named {
+    SuccessRate,
+    ErrorRate,
+    TimeoutRate,
+    Throughput,
+    Crashes,
+}
+
+/// Named metric names, for help texts.
+pub const NAMED: &[&str] = &["success_rate", "error_rate", "timeout_rate", "throughput", "crashes"];
+
+impl Named {
+    pub fn from_name(s: &str) -> Option<Named> {
+        Some(match s {
+            "success_rate" => Named::SuccessRate,
+            "error_rate" => Named::ErrorRate,
+            "timeout_rate" => Named::TimeoutRate,
+            "throughput" => Named::Throughput,
+            "crashes" => Named::Crashes,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cmp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+impl Cmp {
+    pub fn holds(self, a: f64, b: f64) -> bool {
+        match self {
+            Cmp::Lt => a < b,
+            Cmp::Le => a <= b,
+            Cmp::Gt => a > b,
+            Cmp::Ge => a >= b,
+            Cmp::Eq => (a - b).abs() <= f64::EPSILON * a.abs().max(b.abs()).max(1.0),
+            Cmp::Ne => a != b,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cmp::Lt => "<",
+            Cmp::Le => "<=",
+            Cmp::Gt => ">",
+            Cmp::Ge => ">=",
+            Cmp::Eq => "==",
+            Cmp::Ne => "!=",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lit {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+    Null,
+}
+
+impl fmt::Display for Lit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lit::Str(s) => write!(f, "{s:?}"),
+            Lit::Num(n) => write!(f, "{n}"),
+            Lit::Bool(b) => write!(f, "{b}"),
+            Lit::Null => f.write_str("null"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Filter {
+    And(Box<Filter>, Box<Filter>),
+    Or(Box<Filter>, Box<Filter>),
+    Not(Box<Filter>),
+    Cmp {
+        field: String,
+        op: Cmp,
+        lit: Lit,
+    },
+    In {
+        field: String,
+        list: Vec<Lit>,
+    },
+    /// A bare boolean column: `ok`.
+    Truthy(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lhs {
+    Agg { agg: Agg, field: Option<String>, filter: Option<Filter> },
+    Named(Named),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rhs {
+    Num(f64),
+    /// A duration, compared in milliseconds.
+    Ms(f64),
+    Var(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub lhs: Lhs,
+    pub op: Cmp,
+    pub rhs: Rhs,
+}
