@@ -2,6 +2,7 @@
 
 mod analyze;
 mod cli;
+mod criteria;
 mod diagnostics;
 mod fleet;
 mod llm;
