@@ -70,7 +70,8 @@ fn memory_that_steps_up_while_warming_up_and_then_stays_flat_is_not_growth() {
     // Checked live too: the stage must not be aborted while the warm-up is still in view.
     let (code, dir, err) = soak(&sb, "", &format!("{{ check = '{GROWTH}', abort = true }}"));
     let rss = rss_series(&dir);
-    assert_eq!(rss.len(), 20, "{err}");
+    let rep = report(&dir);
+    assert_eq!(rss.len(), 20, "{}\n{err}", rep["stages"][0]);
     // The series is what the test is about: up by more than the 10% limit in the first quarter
     // (the second memory_test round, cycle 6, leaves each agent's allocator holding its block)...
     let (first, last) = (rss[0], rss[19]);
@@ -80,7 +81,6 @@ fn memory_that_steps_up_while_warming_up_and_then_stays_flat_is_not_growth() {
     let (lo, hi) = steady.iter().fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
     assert!(hi / lo - 1.0 < 0.01, "not flat after the warm-up: {rss:?}");
 
-    let rep = report(&dir);
     assert_eq!(rep["stages"][0]["status"], "passed", "{}", rep["stages"][0]);
     let g = criterion(&rep, GROWTH);
     assert_eq!(g["status"], "pass", "{g}");
