@@ -1,4 +1,4 @@
-//! What a parsed criterion is: the columns criteria may name (`FIELDS`), the aggregates with
+//! What a parsed criterion is: the columns criteria may name (`fields`, from the event schema), the aggregates with
 //! their options, named metrics, filters, comparisons and thresholds. Pure data and the few
 //! facts about it both evaluators need (a comparison's truth, an aggregate's defaults); turning
 //! text into these types is `parser`'s job, evaluating them is the analysis's (polars) and the
@@ -6,28 +6,8 @@
 
 use std::fmt;
 
-/// Columns criteria can name, with their kind (for type checks).
-pub const FIELDS: &[(&str, FieldKind)] = &[
-    ("seq", FieldKind::Num),
-    ("t_ms", FieldKind::Num),
-    ("phase", FieldKind::Str),
-    ("stage", FieldKind::Str),
-    ("driver", FieldKind::Str),
-    ("kind", FieldKind::Str),
-    ("name", FieldKind::Str),
-    ("agent", FieldKind::Str),
-    ("ok", FieldKind::Bool),
-    ("latency_ms", FieldKind::Num),
-    ("value", FieldKind::Num),
-    ("unit", FieldKind::Str),
-    ("error", FieldKind::Str),
-    ("bytes", FieldKind::Num),
-    ("tokens_in", FieldKind::Num),
-    ("tokens_out", FieldKind::Num),
-    ("cost_usd", FieldKind::Num),
-    ("status", FieldKind::Num),
-    ("attrs", FieldKind::Str),
-];
+use crate::events::COLUMNS;
+use crate::events::schema::{Kind, column};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FieldKind {
@@ -36,8 +16,26 @@ pub enum FieldKind {
     Bool,
 }
 
+impl FieldKind {
+    /// How criteria see a column of the event schema; the wall-clock `ts` is not one they name.
+    fn of(kind: Kind) -> Option<FieldKind> {
+        match kind {
+            Kind::U64 | Kind::F64 | Kind::I64 => Some(FieldKind::Num),
+            Kind::Str => Some(FieldKind::Str),
+            Kind::Bool => Some(FieldKind::Bool),
+            Kind::Time => None,
+        }
+    }
+}
+
+/// The columns criteria can name, with their kind (for type checks): the event schema's, in
+/// its order.
+pub fn fields() -> Vec<(&'static str, FieldKind)> {
+    COLUMNS.iter().filter_map(|c| FieldKind::of(c.kind).map(|k| (c.name, k))).collect()
+}
+
 pub fn field_kind(name: &str) -> Option<FieldKind> {
-    FIELDS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+    column(name).and_then(|c| FieldKind::of(c.kind))
 }
 
 /// The share of a series' time span that `growth` treats as warm-up unless told otherwise

@@ -12,7 +12,7 @@ mod lexer;
 pub mod parser;
 pub mod validate;
 
-pub use ast::{Agg, Check, Cmp, DEFAULT_WARMUP, FIELDS, FieldKind, Filter, Lhs, Lit, Named, Rhs, field_kind};
+pub use ast::{Agg, Check, Cmp, DEFAULT_WARMUP, FieldKind, Filter, Lhs, Lit, Named, Rhs, field_kind, fields};
 pub use error::ParseError;
 pub use parser::parse;
 pub use validate::{check_criteria, threshold, var_number};

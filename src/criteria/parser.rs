@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::ast::{AGGS, Agg, Check, Cmp, FIELDS, FieldKind, Filter, Lhs, Lit, NAMED, Named, Rhs, field_kind};
+use super::ast::{AGGS, Agg, Check, Cmp, FieldKind, Filter, Lhs, Lit, NAMED, Named, Rhs, field_kind, fields};
 use super::error::ParseError;
 use super::lexer::{Spanned, Tok, lex};
 
@@ -88,7 +88,7 @@ impl Parser {
         match t {
             Tok::Ident(f) if field_kind(&f).is_some() => Ok((f, at)),
             Tok::Ident(f) => {
-                let names: Vec<&'static str> = FIELDS.iter().map(|(n, _)| *n).collect();
+                let names: Vec<&'static str> = fields().iter().map(|(n, _)| *n).collect();
                 let help = suggest(&f, &names).unwrap_or_else(|| format!("fields: {}", names.join(", ")));
                 Err(ParseError::new(format!("unknown field `{f}`"), at).help(help))
             }
