@@ -10,7 +10,9 @@ use polars::prelude::*;
 use polars::sql::SQLContext;
 use serde::Serialize;
 
+use super::error::AnalyzeError;
 use super::frame::{Row, rows};
+use crate::rundir::Manifest;
 
 /// Shipped queries: (name, SQL).
 pub const SHIPPED: &[(&str, &str)] = &[
@@ -29,6 +31,32 @@ pub struct Table {
     pub rows: Vec<Row>,
     pub truncated: bool,
     pub error: Option<String>,
+}
+
+/// The SQL queries of a run: the shipped ones, then those in `dirs` (`--analysis`) and the plan's
+/// `files` (a later query of the same name replaces an earlier one). Each is (name, source, SQL).
+pub fn queries(dirs: &[PathBuf], files: &[String]) -> Result<Vec<(String, String, String)>, AnalyzeError> {
+    let mut queries: Vec<(String, String, String)> =
+        SHIPPED.iter().map(|(n, s)| (n.to_string(), format!("analysis/{n}.sql (built in)"), s.to_string())).collect();
+    let mut extra_files = Vec::new();
+    for d in dirs {
+        extra_files.extend(from_dir(d).map_err(AnalyzeError::Input)?);
+    }
+    for q in files {
+        let p = PathBuf::from(q);
+        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("query").to_string();
+        extra_files.push((name, p));
+    }
+    for (name, path) in extra_files {
+        match std::fs::read_to_string(&path) {
+            Ok(sql) => {
+                queries.retain(|(n, _, _)| *n != name);
+                queries.push((name, path.display().to_string(), sql));
+            }
+            Err(e) => queries.push((name, path.display().to_string(), format!("-- unreadable: {e}"))),
+        }
+    }
+    Ok(queries)
 }
 
 /// Query files from a directory, sorted by name.
@@ -60,6 +88,19 @@ pub fn columns(queries: &[(String, String, String)], schema: &[String]) -> Vec<S
         }
     }
     out
+}
+
+/// The `stages` table queries see: one row per stage the manifest records.
+pub fn stages_table(m: &Manifest) -> PolarsResult<DataFrame> {
+    df!(
+        "phase" => m.stages.iter().map(|s| s.phase.as_str()).collect::<Vec<_>>(),
+        "stage" => m.stages.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(),
+        "driver" => m.stages.iter().map(|s| s.driver.as_str()).collect::<Vec<_>>(),
+        "status" => m.stages.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(),
+        "t_start_ms" => m.stages.iter().map(|s| s.t_start_ms).collect::<Vec<_>>(),
+        "t_end_ms" => m.stages.iter().map(|s| s.t_end_ms).collect::<Vec<_>>(),
+        "events" => m.stages.iter().map(|s| s.events).collect::<Vec<_>>(),
+    )
 }
 
 pub fn run_all(events: &LazyFrame, stages: &DataFrame, queries: &[(String, String, String)]) -> Vec<Table> {

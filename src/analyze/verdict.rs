@@ -1,0 +1,86 @@
+//! The verdict of a run: each stage's result and confidence, the run's confidence, and PASS,
+//! FAIL or INCOMPLETE with the reasons. It reads criteria results and the manifest; it does not
+//! evaluate criteria.
+
+use super::report_data::{CriterionResult, StageResult, Verdict};
+use crate::rundir::{Manifest, RunStatus};
+
+/// The weighted share of `criteria` that pass, skipped ones excluded; None without any.
+pub fn confidence(criteria: &[&CriterionResult]) -> Option<f64> {
+    let total: f64 = criteria.iter().filter(|c| c.status != "skipped").map(|c| c.weight).sum();
+    (total > 0.0).then(|| criteria.iter().filter(|c| c.status == "pass").map(|c| c.weight).sum::<f64>() / total)
+}
+
+/// Each stage the manifest records, with its own criteria's confidence.
+pub fn stage_results(m: &Manifest, criteria: &[CriterionResult]) -> Vec<StageResult> {
+    m.stages
+        .iter()
+        .map(|r| {
+            let scope = format!("{}/{}", r.phase, r.stage);
+            let mine: Vec<&CriterionResult> = criteria.iter().filter(|c| c.scope == scope).collect();
+            StageResult {
+                phase: r.phase.clone(),
+                stage: r.stage.clone(),
+                driver: r.driver.clone(),
+                status: r.status.as_str().into(),
+                ok: r.status.is_success(),
+                message: r.message.clone(),
+                duration_ms: r.t_start_ms.zip(r.t_end_ms).map(|(a, b)| b - a),
+                events: r.events,
+                confidence: confidence(&mine),
+            }
+        })
+        .collect()
+}
+
+/// PASS when the run finished, every criterion passed and every stage did what it was for;
+/// otherwise FAIL (INCOMPLETE for a run that did not finish), with one reason per line. The
+/// confidence is the weighted share of criteria passing (the share of stages passing for a plan
+/// without criteria), shown against `threshold`.
+pub fn decide(m: &Manifest, criteria: &[CriterionResult], stages: &[StageResult], threshold: f64) -> Verdict {
+    let all: Vec<&CriterionResult> = criteria.iter().collect();
+    let stage_share =
+        if stages.is_empty() { 1.0 } else { stages.iter().filter(|s| s.ok).count() as f64 / stages.len() as f64 };
+    let conf = confidence(&all).unwrap_or(stage_share);
+    let mut reasons = Vec::new();
+    for c in criteria.iter().filter(|c| !c.pass) {
+        let why = match c.status.as_str() {
+            "no_data" => "no data".to_string(),
+            _ => format!("observed {}", c.observed_text),
+        };
+        reasons.push(format!("criterion `{}` ({}) failed: {why}", c.check, c.scope));
+    }
+    for s in stages.iter().filter(|s| !s.ok) {
+        reasons.push(format!(
+            "stage {}/{} {}{}",
+            s.phase,
+            s.stage,
+            s.status,
+            s.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+        ));
+    }
+    let incomplete = matches!(m.status, RunStatus::Interrupted | RunStatus::Running);
+    if incomplete {
+        reasons.insert(0, format!("the run did not finish ({})", m.status.as_str()));
+    }
+    let pass = reasons.is_empty();
+    Verdict {
+        pass,
+        label: if pass {
+            "PASS"
+        } else if incomplete {
+            "INCOMPLETE"
+        } else {
+            "FAIL"
+        }
+        .into(),
+        reasons,
+        confidence: conf,
+        threshold,
+        confidence_pass: conf >= threshold,
+        criteria_total: criteria.len(),
+        criteria_passed: criteria.iter().filter(|c| c.status == "pass").count(),
+        criteria_failed: criteria.iter().filter(|c| c.status == "fail").count(),
+        criteria_no_data: criteria.iter().filter(|c| c.status == "no_data").count(),
+    }
+}

@@ -1,0 +1,85 @@
+//! The template environment: the built-in templates (compiled into the binary) with any
+//! `--templates DIR` file of the same name in their place, the filters registered, rendering one
+//! format (with the JSON check on `report.json`) and writing the files atomically.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, Value};
+
+use super::filters::{cell, md, ms, num, pct, signed_pct};
+use super::format::Format;
+use crate::analyze::report_data::Report;
+
+const BUILT_IN: &[(&str, &str)] = &[
+    ("report.md.j2", include_str!("../../templates/report.md.j2")),
+    ("report.json.j2", include_str!("../../templates/report.json.j2")),
+    ("junit.xml.j2", include_str!("../../templates/junit.xml.j2")),
+    ("report.html.j2", include_str!("../../templates/report.html.j2")),
+];
+
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    /// Built-in templates, with any file of the same name in `overrides` taking their place.
+    pub fn new(overrides: Option<&Path>) -> Result<Renderer, String> {
+        let mut env = Environment::new();
+        // Templates trim whitespace explicitly with `{%-`; only keep their final newline.
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        env.set_syntax(syntax);
+        for (name, text) in BUILT_IN {
+            let custom = overrides.map(|d| d.join(name)).filter(|p| p.exists());
+            let source = match &custom {
+                Some(p) => {
+                    std::fs::read_to_string(p).map_err(|e| format!("cannot read template {}: {e}", p.display()))?
+                }
+                None => text.to_string(),
+            };
+            env.add_template_owned(name.to_string(), source).map_err(|e| {
+                let origin =
+                    custom.as_ref().map_or_else(|| format!("templates/{name} (built in)"), |p| p.display().to_string());
+                format!("template {origin}: {e}")
+            })?;
+        }
+        env.add_filter("num", num);
+        env.add_filter("pct", pct);
+        env.add_filter("signed_pct", signed_pct);
+        env.add_filter("ms", ms);
+        env.add_filter("md", md);
+        env.add_filter("cell", cell);
+        Ok(Renderer { env })
+    }
+
+    pub fn render(&self, format: Format, report: &Report) -> Result<String, String> {
+        let data = Value::from(minijinja::value::Serde(report));
+        let tmpl = self.env.get_template(format.template()).map_err(|e| e.to_string())?;
+        // The JSON template also gets the whole tree as `report`.
+        let ctx = minijinja::context! { report => data.clone(), ..data };
+        let out = tmpl.render(ctx).map_err(|e| format!("rendering {}: {e:#}", format.template()))?;
+        if format == Format::Json {
+            serde_json::from_str::<serde_json::Value>(&out)
+                .map_err(|e| format!("{} produced invalid JSON: {e}", format.template()))?;
+        }
+        Ok(out)
+    }
+
+    /// Render each format into `dir`; returns the files written.
+    pub fn write_all(&self, report: &Report, formats: &[Format], dir: &Path) -> Result<Vec<PathBuf>, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut written = Vec::new();
+        for f in formats {
+            let text = self.render(*f, report)?;
+            let path = dir.join(f.output());
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
