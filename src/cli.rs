@@ -335,8 +335,8 @@ fn analyze_dir(
         eprintln!("note: {}: {note}", dir.display());
     }
     let report = analyze::analyze(&run, opts).map_err(|e| e.to_string())?;
-    let renderer = Renderer::new(r.templates.as_deref())?;
-    let written = renderer.write_all(&report, &formats(r)?, out)?;
+    let renderer = Renderer::new(r.templates.as_deref()).map_err(|e| e.to_string())?;
+    let written = renderer.write_all(&report, &formats(r)?, out).map_err(|e| e.to_string())?;
     if !quiet {
         let v = &report.verdict;
         eprintln!(
@@ -400,7 +400,7 @@ fn analyze_cmd(args: AnalyzeArgs) -> Exit {
             .and_then(|r| r.write_all(&last, &[Format::Md, Format::Json], &out.join("comparison")));
         match r {
             Ok(files) => eprintln!("comparison of {} runs: {}", last.comparison.len(), files[0].display()),
-            Err(e) => return usage(e),
+            Err(e) => return usage(e.to_string()),
         }
     }
     worst

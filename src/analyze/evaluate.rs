@@ -10,7 +10,7 @@ use super::error::AnalyzeError;
 use super::frame;
 use super::load::Run;
 use super::report_data::CriterionResult;
-use crate::criteria::{self, Check, Cmp, Rhs, threshold};
+use crate::criteria::{self, Check, Cmp, ParseError, Rhs, threshold};
 use crate::plan::Scope;
 
 fn fmt_num(v: f64) -> String {
@@ -30,7 +30,7 @@ fn fmt_num(v: f64) -> String {
 /// Evaluate every criterion of the run's plan in one polars pass over the events in memory.
 pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, AnalyzeError> {
     let all = run.plan.criteria();
-    let mut parsed: Vec<(Scope, &crate::plan::Criterion, Result<Check, String>)> = Vec::new();
+    let mut parsed: Vec<(Scope, &crate::plan::Criterion, Result<Check, ParseError>)> = Vec::new();
     let mut exprs = Vec::new();
     for (i, (scope, c)) in all.into_iter().enumerate() {
         match criteria::parse(&c.check.value) {
@@ -40,7 +40,7 @@ pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, 
                 exprs.push(support.cast(DataType::Float64).alias(format!("n{i}")));
                 parsed.push((scope, c, Ok(check)));
             }
-            Err(e) => parsed.push((scope, c, Err(e.message))),
+            Err(e) => parsed.push((scope, c, Err(e))),
         }
     }
     let df = if exprs.is_empty() { DataFrame::empty() } else { frame::stream(frame.df.clone().lazy().select(exprs))? };
@@ -72,7 +72,7 @@ pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, 
         let check = match check {
             Ok(ch) => ch,
             Err(e) => {
-                r.message = Some(format!("does not parse: {e}"));
+                r.message = Some(format!("does not parse: {}", e.message));
                 out.push(r);
                 continue;
             }

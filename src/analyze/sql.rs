@@ -40,7 +40,7 @@ pub fn queries(dirs: &[PathBuf], files: &[String]) -> Result<Vec<(String, String
         SHIPPED.iter().map(|(n, s)| (n.to_string(), format!("analysis/{n}.sql (built in)"), s.to_string())).collect();
     let mut extra_files = Vec::new();
     for d in dirs {
-        extra_files.extend(from_dir(d).map_err(AnalyzeError::Input)?);
+        extra_files.extend(from_dir(d)?);
     }
     for q in files {
         let p = PathBuf::from(q);
@@ -60,9 +60,9 @@ pub fn queries(dirs: &[PathBuf], files: &[String]) -> Result<Vec<(String, String
 }
 
 /// Query files from a directory, sorted by name.
-pub fn from_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+pub fn from_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, AnalyzeError> {
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read analysis dir {}: {e}", dir.display()))?;
+    let rd = std::fs::read_dir(dir).map_err(|source| AnalyzeError::AnalysisDir { path: dir.to_path_buf(), source })?;
     for e in rd.flatten() {
         let p = e.path();
         if p.extension().and_then(|x| x.to_str()) == Some("sql") {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, Value};
 
+use super::error::ReportError;
 use super::filters::{cell, md, ms, num, pct, signed_pct};
 use super::format::Format;
 use crate::analyze::report_data::Report;
@@ -23,26 +24,25 @@ pub struct Renderer {
 
 impl Renderer {
     /// Built-in templates, with any file of the same name in `overrides` taking their place.
-    pub fn new(overrides: Option<&Path>) -> Result<Renderer, String> {
+    pub fn new(overrides: Option<&Path>) -> Result<Renderer, ReportError> {
         let mut env = Environment::new();
         // Templates trim whitespace explicitly with `{%-`; only keep their final newline.
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .keep_trailing_newline(true)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(ReportError::Syntax)?;
         env.set_syntax(syntax);
         for (name, text) in BUILT_IN {
             let custom = overrides.map(|d| d.join(name)).filter(|p| p.exists());
             let source = match &custom {
-                Some(p) => {
-                    std::fs::read_to_string(p).map_err(|e| format!("cannot read template {}: {e}", p.display()))?
-                }
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|source| ReportError::ReadTemplate { path: p.clone(), source })?,
                 None => text.to_string(),
             };
-            env.add_template_owned(name.to_string(), source).map_err(|e| {
+            env.add_template_owned(name.to_string(), source).map_err(|source| {
                 let origin =
                     custom.as_ref().map_or_else(|| format!("templates/{name} (built in)"), |p| p.display().to_string());
-                format!("template {origin}: {e}")
+                ReportError::Template { origin, source }
             })?;
         }
         env.add_filter("num", num);
@@ -54,22 +54,23 @@ impl Renderer {
         Ok(Renderer { env })
     }
 
-    pub fn render(&self, format: Format, report: &Report) -> Result<String, String> {
+    pub fn render(&self, format: Format, report: &Report) -> Result<String, ReportError> {
+        let template = format.template();
         let data = Value::from(minijinja::value::Serde(report));
-        let tmpl = self.env.get_template(format.template()).map_err(|e| e.to_string())?;
+        let tmpl = self.env.get_template(template).map_err(|source| ReportError::Render { template, source })?;
         // The JSON template also gets the whole tree as `report`.
         let ctx = minijinja::context! { report => data.clone(), ..data };
-        let out = tmpl.render(ctx).map_err(|e| format!("rendering {}: {e:#}", format.template()))?;
+        let out = tmpl.render(ctx).map_err(|source| ReportError::Render { template, source })?;
         if format == Format::Json {
             serde_json::from_str::<serde_json::Value>(&out)
-                .map_err(|e| format!("{} produced invalid JSON: {e}", format.template()))?;
+                .map_err(|source| ReportError::InvalidJson { template, source })?;
         }
         Ok(out)
     }
 
     /// Render each format into `dir`; returns the files written.
-    pub fn write_all(&self, report: &Report, formats: &[Format], dir: &Path) -> Result<Vec<PathBuf>, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    pub fn write_all(&self, report: &Report, formats: &[Format], dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir { path: dir.to_path_buf(), source })?;
         let mut written = Vec::new();
         for f in formats {
             let text = self.render(*f, report)?;
@@ -77,7 +78,7 @@ impl Renderer {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, text)
                 .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                .map_err(|source| ReportError::Write { path: path.clone(), source })?;
             written.push(path);
         }
         Ok(written)
