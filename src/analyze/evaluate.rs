@@ -9,7 +9,7 @@ use super::data;
 use super::error::AnalyzeError;
 use super::frame;
 use super::load::Run;
-use super::report_data::CriterionResult;
+use super::report_data::{CriterionResult, CriterionStatus, Level};
 use crate::criteria::{self, Check, Cmp, ParseError, Rhs, threshold};
 use crate::plan::Scope;
 
@@ -47,15 +47,15 @@ pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, 
     let mut out = Vec::new();
     for (i, (scope, c, check)) in parsed.into_iter().enumerate() {
         let level = match &scope {
-            Scope::Plan => "plan",
-            Scope::Phase(_) => "phase",
-            Scope::Stage(..) => "stage",
+            Scope::Plan => Level::Plan,
+            Scope::Phase(_) => Level::Phase,
+            Scope::Stage(..) => Level::Stage,
         };
         let mut r = CriterionResult {
             check: c.check.value.clone(),
             scope: scope.to_string(),
-            level: level.into(),
-            status: "fail".into(),
+            level,
+            status: CriterionStatus::Fail,
             pass: false,
             observed: None,
             observed_text: "—".into(),
@@ -102,7 +102,7 @@ pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, 
                 r.message = Some("the var it compares with is missing".into());
             }
             (true, _) => {
-                r.status = if c.optional { "skipped".into() } else { "no_data".into() };
+                r.status = if c.optional { CriterionStatus::Skipped } else { CriterionStatus::NoData };
                 r.pass = c.optional;
                 r.message = Some("no matching events in scope".into());
             }
@@ -110,7 +110,7 @@ pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, 
                 let v = observed.unwrap_or(f64::NAN);
                 r.observed_text = if unit_ms { format!("{} ms", fmt_num(v)) } else { fmt_num(v) };
                 r.pass = check.op.holds(v, t);
-                r.status = if r.pass { "pass".into() } else { "fail".into() };
+                r.status = if r.pass { CriterionStatus::Pass } else { CriterionStatus::Fail };
                 if r.pass && t != 0.0 && matches!(check.op, Cmp::Lt | Cmp::Le | Cmp::Gt | Cmp::Ge) {
                     r.margin = Some(((t - v) / t).abs());
                 }

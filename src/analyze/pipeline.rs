@@ -90,7 +90,7 @@ fn run_info(run: &Run) -> RunInfo {
         dir: run.dir.display().to_string(),
         plan: m.plan.name.clone(),
         description: run.plan.meta.description.clone(),
-        status: m.status.as_str().into(),
+        status: m.status,
         profile: m.profile.clone(),
         seed: m.seed,
         time_scale: m.time_scale,
@@ -112,7 +112,7 @@ pub fn comparison_row(r: &Report) -> frame::Row {
     row.insert("dir".into(), r.run.dir.clone().into());
     row.insert("plan".into(), r.run.plan.clone().into());
     row.insert("started_at".into(), r.run.started_at.clone().into());
-    row.insert("verdict".into(), r.verdict.label.clone().into());
+    row.insert("verdict".into(), r.verdict.label.as_str().into());
     row.insert("confidence".into(), num(r.verdict.confidence));
     for k in ["count", "success_rate", "throughput", "latency_p50", "latency_p95", "latency_p99", "cost_usd"] {
         row.insert(k.into(), get_f64(&r.metrics.plan, k).map_or(serde_json::Value::Null, num));

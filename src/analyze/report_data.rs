@@ -8,7 +8,7 @@ use super::findings::Finding;
 use super::frame::Row;
 use super::metrics::Metrics;
 use super::sql::Table;
-use crate::rundir::Host;
+use crate::rundir::{Host, RunStatus};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -32,7 +32,7 @@ pub struct RunInfo {
     pub dir: String,
     pub plan: String,
     pub description: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     pub profile: Option<String>,
     pub seed: u64,
     pub time_scale: f64,
@@ -58,8 +58,7 @@ pub struct SourceInfo {
 #[derive(Debug, Serialize)]
 pub struct Verdict {
     pub pass: bool,
-    /// PASS, FAIL or INCOMPLETE.
-    pub label: String,
+    pub label: Label,
     /// Why it is not a pass, one line each.
     pub reasons: Vec<String>,
     /// Weighted share of criteria passing (0–1).
@@ -77,9 +76,8 @@ pub struct CriterionResult {
     pub check: String,
     /// `plan`, a phase name, or `phase/stage`.
     pub scope: String,
-    pub level: String,
-    /// `pass`, `fail`, `no_data` (fails) or `skipped` (optional, no data).
-    pub status: String,
+    pub level: Level,
+    pub status: CriterionStatus,
     pub pass: bool,
     pub observed: Option<f64>,
     pub observed_text: String,
@@ -94,6 +92,52 @@ pub struct CriterionResult {
     pub abort: bool,
     pub weight: f64,
     pub message: Option<String>,
+}
+
+/// A criterion's outcome, written as `pass`, `fail`, `no_data` or `skipped`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriterionStatus {
+    Pass,
+    Fail,
+    /// No matching events in scope: a failure, unless the criterion is optional.
+    NoData,
+    /// An optional criterion without data: neither passes nor fails, and weighs nothing.
+    Skipped,
+}
+
+/// Where a criterion is declared: `plan`, `phase` or `stage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Plan,
+    Phase,
+    Stage,
+}
+
+/// The run's verdict: `PASS`, `FAIL` or `INCOMPLETE` (the run did not finish).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Label {
+    Pass,
+    Fail,
+    Incomplete,
+}
+
+impl Label {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Pass => "PASS",
+            Label::Fail => "FAIL",
+            Label::Incomplete => "INCOMPLETE",
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -23,6 +23,15 @@ pub const SHIPPED: &[(&str, &str)] = &[
 
 const MAX_ROWS: usize = 50;
 
+/// One SQL query: the table's name, where the query came from, and its text.
+#[derive(Clone, Debug)]
+pub struct Query {
+    pub name: String,
+    /// The file, or `analysis/NAME.sql (built in)`.
+    pub source: String,
+    pub sql: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Table {
     pub name: String,
@@ -34,10 +43,12 @@ pub struct Table {
 }
 
 /// The SQL queries of a run: the shipped ones, then those in `dirs` (`--analysis`) and the plan's
-/// `files` (a later query of the same name replaces an earlier one). Each is (name, source, SQL).
-pub fn queries(dirs: &[PathBuf], files: &[String]) -> Result<Vec<(String, String, String)>, AnalyzeError> {
-    let mut queries: Vec<(String, String, String)> =
-        SHIPPED.iter().map(|(n, s)| (n.to_string(), format!("analysis/{n}.sql (built in)"), s.to_string())).collect();
+/// `files` (a later query of the same name replaces an earlier one).
+pub fn queries(dirs: &[PathBuf], files: &[String]) -> Result<Vec<Query>, AnalyzeError> {
+    let mut queries: Vec<Query> = SHIPPED
+        .iter()
+        .map(|(n, s)| Query { name: n.to_string(), source: format!("analysis/{n}.sql (built in)"), sql: s.to_string() })
+        .collect();
     let mut extra_files = Vec::new();
     for d in dirs {
         extra_files.extend(from_dir(d)?);
@@ -48,12 +59,13 @@ pub fn queries(dirs: &[PathBuf], files: &[String]) -> Result<Vec<(String, String
         extra_files.push((name, p));
     }
     for (name, path) in extra_files {
+        let source = path.display().to_string();
         match std::fs::read_to_string(&path) {
             Ok(sql) => {
-                queries.retain(|(n, _, _)| *n != name);
-                queries.push((name, path.display().to_string(), sql));
+                queries.retain(|q| q.name != name);
+                queries.push(Query { name, source, sql });
             }
-            Err(e) => queries.push((name, path.display().to_string(), format!("-- unreadable: {e}"))),
+            Err(e) => queries.push(Query { name, source, sql: format!("-- unreadable: {e}") }),
         }
     }
     Ok(queries)
@@ -76,9 +88,9 @@ pub fn from_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, AnalyzeError> {
 
 /// The event columns that SQL queries may read: every column whose name appears in a query as a
 /// word, or all of them when a query selects `*` (other than in `COUNT(*)`).
-pub fn columns(queries: &[(String, String, String)], schema: &[String]) -> Vec<String> {
+pub fn columns(queries: &[Query], schema: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for (_, _, sql) in queries {
+    for Query { sql, .. } in queries {
         let star = sql.split_whitespace().collect::<String>().replace("(*)", "").contains('*');
         let words: Vec<&str> = sql.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
         for c in schema {
@@ -103,13 +115,13 @@ pub fn stages_table(m: &Manifest) -> PolarsResult<DataFrame> {
     )
 }
 
-pub fn run_all(events: &LazyFrame, stages: &DataFrame, queries: &[(String, String, String)]) -> Vec<Table> {
+pub fn run_all(events: &LazyFrame, stages: &DataFrame, queries: &[Query]) -> Vec<Table> {
     let mut ctx = SQLContext::new();
     ctx.register("events", events.clone());
     ctx.register("stages", stages.clone().lazy());
     queries
         .iter()
-        .map(|(name, source, sql)| {
+        .map(|Query { name, source, sql }| {
             match ctx.execute(sql).and_then(|lf| super::frame::stream(lf.limit(MAX_ROWS as u32 + 1))) {
                 Ok(df) => {
                     let truncated = df.height() > MAX_ROWS;

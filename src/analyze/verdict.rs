@@ -2,13 +2,14 @@
 //! FAIL or INCOMPLETE with the reasons. It reads criteria results and the manifest; it does not
 //! evaluate criteria.
 
-use super::report_data::{CriterionResult, StageResult, Verdict};
+use super::report_data::{CriterionResult, CriterionStatus, Label, StageResult, Verdict};
 use crate::rundir::{Manifest, RunStatus};
 
 /// The weighted share of `criteria` that pass, skipped ones excluded; None without any.
 pub fn confidence(criteria: &[&CriterionResult]) -> Option<f64> {
-    let total: f64 = criteria.iter().filter(|c| c.status != "skipped").map(|c| c.weight).sum();
-    (total > 0.0).then(|| criteria.iter().filter(|c| c.status == "pass").map(|c| c.weight).sum::<f64>() / total)
+    let total: f64 = criteria.iter().filter(|c| c.status != CriterionStatus::Skipped).map(|c| c.weight).sum();
+    (total > 0.0)
+        .then(|| criteria.iter().filter(|c| c.status == CriterionStatus::Pass).map(|c| c.weight).sum::<f64>() / total)
 }
 
 /// Each stage the manifest records, with its own criteria's confidence.
@@ -44,8 +45,8 @@ pub fn decide(m: &Manifest, criteria: &[CriterionResult], stages: &[StageResult]
     let conf = confidence(&all).unwrap_or(stage_share);
     let mut reasons = Vec::new();
     for c in criteria.iter().filter(|c| !c.pass) {
-        let why = match c.status.as_str() {
-            "no_data" => "no data".to_string(),
+        let why = match c.status {
+            CriterionStatus::NoData => "no data".to_string(),
             _ => format!("observed {}", c.observed_text),
         };
         reasons.push(format!("criterion `{}` ({}) failed: {why}", c.check, c.scope));
@@ -67,20 +68,19 @@ pub fn decide(m: &Manifest, criteria: &[CriterionResult], stages: &[StageResult]
     Verdict {
         pass,
         label: if pass {
-            "PASS"
+            Label::Pass
         } else if incomplete {
-            "INCOMPLETE"
+            Label::Incomplete
         } else {
-            "FAIL"
-        }
-        .into(),
+            Label::Fail
+        },
         reasons,
         confidence: conf,
         threshold,
         confidence_pass: conf >= threshold,
         criteria_total: criteria.len(),
-        criteria_passed: criteria.iter().filter(|c| c.status == "pass").count(),
-        criteria_failed: criteria.iter().filter(|c| c.status == "fail").count(),
-        criteria_no_data: criteria.iter().filter(|c| c.status == "no_data").count(),
+        criteria_passed: criteria.iter().filter(|c| c.status == CriterionStatus::Pass).count(),
+        criteria_failed: criteria.iter().filter(|c| c.status == CriterionStatus::Fail).count(),
+        criteria_no_data: criteria.iter().filter(|c| c.status == CriterionStatus::NoData).count(),
     }
 }
