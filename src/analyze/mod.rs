@@ -1,5 +1,5 @@
 //! Analysis: read a run directory (`load`: Parquet by lazy scan, or the JSONL when the Parquet is
-//! missing or stale) once into memory (`data`), compute metrics (`metrics`), evaluate the plan's
+//! missing or stale) once into memory (`data`), compute metrics (`metrics`, typed rows in `metric_rows`), evaluate the plan's
 //! criteria compiled to polars (`evaluate`, `compile`), decide the verdict and confidence
 //! (`verdict`), derive findings (`findings`), compare with a baseline (`baseline`), run the SQL
 //! tables (`sql`), and assemble the report data (`report_data`); `pipeline` orders the steps.
@@ -13,6 +13,7 @@ pub mod evaluate;
 pub mod findings;
 pub mod frame;
 pub mod load;
+pub mod metric_rows;
 pub mod metrics;
 pub mod pipeline;
 pub mod report_data;

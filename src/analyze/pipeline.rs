@@ -6,10 +6,9 @@ use std::path::PathBuf;
 
 use super::error::AnalyzeError;
 use super::evaluate::evaluate;
-use super::frame::{get_f64, num};
 use super::load::{Run, load_run};
-use super::report_data::{Report, RunInfo, SourceInfo};
-use super::{baseline, compile, data, findings, frame, metrics, sql, verdict};
+use super::report_data::{ComparisonRow, Report, RunInfo, SourceInfo};
+use super::{baseline, compile, data, findings, metrics, sql, verdict};
 use crate::criteria;
 
 pub const DEFAULT_THRESHOLD: f64 = 0.75;
@@ -107,15 +106,20 @@ fn run_info(run: &Run) -> RunInfo {
 }
 
 /// One comparison row per run for `--all`.
-pub fn comparison_row(r: &Report) -> frame::Row {
-    let mut row = frame::Row::new();
-    row.insert("dir".into(), r.run.dir.clone().into());
-    row.insert("plan".into(), r.run.plan.clone().into());
-    row.insert("started_at".into(), r.run.started_at.clone().into());
-    row.insert("verdict".into(), r.verdict.label.as_str().into());
-    row.insert("confidence".into(), num(r.verdict.confidence));
-    for k in ["count", "success_rate", "throughput", "latency_p50", "latency_p95", "latency_p99", "cost_usd"] {
-        row.insert(k.into(), get_f64(&r.metrics.plan, k).map_or(serde_json::Value::Null, num));
+pub fn comparison_row(r: &Report) -> ComparisonRow {
+    let p = &r.metrics.plan.stats;
+    ComparisonRow {
+        dir: r.run.dir.clone(),
+        plan: r.run.plan.clone(),
+        started_at: r.run.started_at.clone(),
+        verdict: r.verdict.label,
+        confidence: r.verdict.confidence,
+        count: p.count,
+        success_rate: p.success_rate,
+        throughput: p.throughput,
+        latency_p50: p.latency_p50,
+        latency_p95: p.latency_p95,
+        latency_p99: p.latency_p99,
+        cost_usd: p.cost_usd,
     }
-    row
 }

@@ -5,7 +5,6 @@ use serde::Serialize;
 
 use super::baseline::Baseline;
 use super::findings::Finding;
-use super::frame::Row;
 use super::metrics::Metrics;
 use super::sql::Table;
 use crate::rundir::{Host, RunStatus};
@@ -24,7 +23,7 @@ pub struct Report {
     pub baseline: Option<Baseline>,
     pub tables: Vec<Table>,
     /// With `--all`: one row per run analyzed.
-    pub comparison: Vec<Row>,
+    pub comparison: Vec<ComparisonRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,4 +152,21 @@ pub struct StageResult {
     pub events: u64,
     /// Weighted share of this stage's criteria passing; null without criteria.
     pub confidence: Option<f64>,
+}
+
+/// One run in the comparison `analyze --all` writes: its verdict and plan-level figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComparisonRow {
+    pub dir: String,
+    pub plan: String,
+    pub started_at: String,
+    pub verdict: Label,
+    pub confidence: f64,
+    pub count: u64,
+    pub success_rate: Option<f64>,
+    pub throughput: Option<f64>,
+    pub latency_p50: Option<f64>,
+    pub latency_p95: Option<f64>,
+    pub latency_p99: Option<f64>,
+    pub cost_usd: Option<f64>,
 }
