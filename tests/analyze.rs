@@ -252,6 +252,27 @@ fn failing_criterion_exits_1_and_junit_carries_observed_vs_expected() {
 }
 
 #[test]
+fn a_stage_whose_criteria_all_fail_has_confidence_zero_never_negative_zero() {
+    let sb = Sandbox::new();
+    let mut f = healthy(&sb, "run");
+    // Both spawn criteria fail: p95 over 200 ms, and one crash.
+    for i in 0..5 {
+        f.push("spawn", 9_000.0 + i as f64, json!({"kind": "spawn", "name": "spawn", "ok": true, "latency_ms": 900.0}));
+    }
+    f.push("spawn", 9_500.0, json!({"kind": "crash", "name": "agent"}));
+    let dir = f.write("passed").to_path_buf();
+    let r = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let rep = report(&dir);
+    let spawn = rep["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "spawn").unwrap();
+    let c = spawn["confidence"].as_f64().unwrap();
+    assert!(c == 0.0 && c.is_sign_positive(), "spawn confidence {} (raw {})", c, spawn["confidence"]);
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(!md.contains("-0.00"), "{md}");
+    assert!(md.contains("| p | spawn | sleep | passed | 10.00 s | 0 | 0.00 |"), "{md}");
+}
+
+#[test]
 fn no_data_fails_unless_optional() {
     let sb = Sandbox::new();
     let dir = sb.path().join("run");

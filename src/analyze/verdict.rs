@@ -7,9 +7,14 @@ use crate::rundir::{Manifest, RunStatus};
 
 /// The weighted share of `criteria` that pass, skipped ones excluded; None without any.
 pub fn confidence(criteria: &[&CriterionResult]) -> Option<f64> {
-    let total: f64 = criteria.iter().filter(|c| c.status != CriterionStatus::Skipped).map(|c| c.weight).sum();
-    (total > 0.0)
-        .then(|| criteria.iter().filter(|c| c.status == CriterionStatus::Pass).map(|c| c.weight).sum::<f64>() / total)
+    let total = weight(criteria.iter().filter(|c| c.status != CriterionStatus::Skipped));
+    (total > 0.0).then(|| weight(criteria.iter().filter(|c| c.status == CriterionStatus::Pass)) / total)
+}
+
+/// The summed weight of `criteria`, +0.0 for none: `Iterator::sum` of no floats is -0.0, which
+/// a stage whose criteria all fail printed as `-0.00`.
+fn weight<'a>(criteria: impl Iterator<Item = &'a &'a CriterionResult>) -> f64 {
+    criteria.fold(0.0, |sum, c| sum + c.weight)
 }
 
 /// Each stage the manifest records, with its own criteria's confidence.
@@ -82,5 +87,45 @@ pub fn decide(m: &Manifest, criteria: &[CriterionResult], stages: &[StageResult]
         criteria_passed: criteria.iter().filter(|c| c.status == CriterionStatus::Pass).count(),
         criteria_failed: criteria.iter().filter(|c| c.status == CriterionStatus::Fail).count(),
         criteria_no_data: criteria.iter().filter(|c| c.status == CriterionStatus::NoData).count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::report_data::Level;
+
+    pub(super) fn criterion(scope: &str, status: CriterionStatus, weight: f64) -> CriterionResult {
+        CriterionResult {
+            check: format!("check in {scope}"),
+            scope: scope.into(),
+            level: Level::Stage,
+            status,
+            pass: matches!(status, CriterionStatus::Pass | CriterionStatus::Skipped),
+            observed: Some(1.0),
+            observed_text: "1".into(),
+            op: "<".into(),
+            threshold: Some(0.5),
+            threshold_text: "0.5".into(),
+            support: 1.0,
+            margin: None,
+            optional: status == CriterionStatus::Skipped,
+            abort: false,
+            weight,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn confidence_is_the_weighted_share_passing_and_never_negative_zero() {
+        let fail = criterion("p/s", CriterionStatus::Fail, 1.0);
+        let c = confidence(&[&fail]).unwrap();
+        assert!(c == 0.0 && c.is_sign_positive(), "{c:?}");
+        assert_eq!(format!("{c:.2}"), "0.00");
+        let pass = criterion("p/s", CriterionStatus::Pass, 3.0);
+        let skipped = criterion("p/s", CriterionStatus::Skipped, 5.0);
+        assert_eq!(confidence(&[&fail, &pass, &skipped]), Some(0.75));
+        assert_eq!(confidence(&[&skipped]), None);
+        assert_eq!(confidence(&[]), None);
     }
 }
