@@ -7,7 +7,7 @@ use super::baseline::Baseline;
 use super::findings::Finding;
 use super::metrics::Metrics;
 use super::sql::Table;
-use crate::rundir::{Host, RunStatus};
+use crate::rundir::{Host, RunStatus, StageStatus};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -139,14 +139,30 @@ impl std::fmt::Display for Label {
     }
 }
 
+/// How a stage counts, from its status: it did its job (`passed`: passed, budget_exceeded),
+/// the system under test failed it (`failed`: failed, aborted), planrun could not carry it out
+/// (`error`: error, timed_out, interrupted), or it never ran (`skipped`: skipped after an
+/// earlier failure, or pending). JUnit writes these as no element, `<failure>`, `<error>` and
+/// `<skipped/>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageOutcome {
+    Passed,
+    Failed,
+    Error,
+    Skipped,
+}
+
 #[derive(Debug, Serialize)]
 pub struct StageResult {
     pub phase: String,
     pub stage: String,
     pub driver: String,
-    pub status: String,
+    pub status: StageStatus,
     /// The stage did what it was for (passed, or stopped at its budget).
     pub ok: bool,
+    /// How the stage counts in JUnit and the verdict line.
+    pub outcome: StageOutcome,
     pub message: Option<String>,
     pub duration_ms: Option<f64>,
     pub events: u64,

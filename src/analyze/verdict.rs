@@ -2,8 +2,8 @@
 //! FAIL or INCOMPLETE with the reasons. It reads criteria results and the manifest; it does not
 //! evaluate criteria.
 
-use super::report_data::{CriterionResult, CriterionStatus, Label, StageResult, Verdict};
-use crate::rundir::{Manifest, RunStatus};
+use super::report_data::{CriterionResult, CriterionStatus, Label, StageOutcome, StageResult, Verdict};
+use crate::rundir::{Manifest, RunStatus, StageStatus};
 
 /// The weighted share of `criteria` that pass, skipped ones excluded; None without any.
 pub fn confidence(criteria: &[&CriterionResult]) -> Option<f64> {
@@ -17,6 +17,16 @@ fn weight<'a>(criteria: impl Iterator<Item = &'a &'a CriterionResult>) -> f64 {
     criteria.fold(0.0, |sum, c| sum + c.weight)
 }
 
+/// How a stage counts (`StageOutcome`), from its status.
+fn outcome(status: StageStatus) -> StageOutcome {
+    match status {
+        StageStatus::Passed | StageStatus::BudgetExceeded => StageOutcome::Passed,
+        StageStatus::Failed | StageStatus::Aborted => StageOutcome::Failed,
+        StageStatus::Error | StageStatus::TimedOut | StageStatus::Interrupted => StageOutcome::Error,
+        StageStatus::Skipped | StageStatus::Pending => StageOutcome::Skipped,
+    }
+}
+
 /// Each stage the manifest records, with its own criteria's confidence.
 pub fn stage_results(m: &Manifest, criteria: &[CriterionResult]) -> Vec<StageResult> {
     m.stages
@@ -28,8 +38,9 @@ pub fn stage_results(m: &Manifest, criteria: &[CriterionResult]) -> Vec<StageRes
                 phase: r.phase.clone(),
                 stage: r.stage.clone(),
                 driver: r.driver.clone(),
-                status: r.status.as_str().into(),
+                status: r.status,
                 ok: r.status.is_success(),
+                outcome: outcome(r.status),
                 message: r.message.clone(),
                 duration_ms: r.t_start_ms.zip(r.t_end_ms).map(|(a, b)| b - a),
                 events: r.events,
@@ -127,5 +138,26 @@ mod tests {
         assert_eq!(confidence(&[&fail, &pass, &skipped]), Some(0.75));
         assert_eq!(confidence(&[&skipped]), None);
         assert_eq!(confidence(&[]), None);
+    }
+
+    #[test]
+    fn stage_outcomes_follow_the_status() {
+        use StageOutcome::*;
+        let cases = [
+            (StageStatus::Passed, Passed),
+            (StageStatus::BudgetExceeded, Passed),
+            (StageStatus::Failed, Failed),
+            (StageStatus::Aborted, Failed),
+            (StageStatus::Error, Error),
+            (StageStatus::TimedOut, Error),
+            (StageStatus::Interrupted, Error),
+            (StageStatus::Skipped, Skipped),
+            (StageStatus::Pending, Skipped),
+        ];
+        for (status, want) in cases {
+            assert_eq!(outcome(status), want, "{status}");
+            // Only a stage that did its job counts as passed.
+            assert_eq!(want == Passed, status.is_success(), "{status}");
+        }
     }
 }
