@@ -339,12 +339,19 @@ fn analyze_dir(
     let written = renderer.write_all(&report, &formats(r)?, out).map_err(|e| e.to_string())?;
     if !quiet {
         let v = &report.verdict;
+        // One line that cannot read as a contradiction: the label with its cause, then the
+        // criteria and the confidence (which alone does not decide the verdict).
+        let cause = v.cause.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+        let criteria = match (v.criteria_total, v.criteria_skipped) {
+            (0, _) => "no criteria".to_string(),
+            (n, 0) => format!("criteria {}/{n} passed", v.criteria_passed),
+            (n, k) => format!("criteria {}/{n} passed, {k} skipped", v.criteria_passed),
+        };
         eprintln!(
-            "{} · confidence {:.2} · {}/{} criteria passed · {}",
+            "{}{cause} · {criteria} · confidence {:.2} (pass at ≥ {:.2}) · {}",
             v.label,
             v.confidence,
-            v.criteria_passed,
-            v.criteria_total,
+            v.threshold,
             written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
         for reason in v.reasons.iter().take(10) {

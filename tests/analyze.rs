@@ -697,3 +697,46 @@ run = "true"
     // The root sums the suites.
     assert_eq!(["tests", "failures", "errors", "skipped"].map(|k| doc.count(k)), [8, 2, 1, 3], "{text}");
 }
+
+#[test]
+fn the_verdict_line_says_why_a_run_with_passing_criteria_failed() {
+    let sb = Sandbox::new();
+    sb.write(
+        "v.toml",
+        r#"
+[plan]
+name = "why"
+criteria = ['count(where kind == "crash") == 0', 'p95(latency_ms where kind == "exec") < 10s']
+[[phase]]
+name = "load"
+[[phase.stage]]
+name = "warm"
+driver = "exec"
+run = "true"
+[[phase.stage]]
+name = "probe"
+driver = "exec"
+run = "false"
+[[phase.stage]]
+name = "after"
+driver = "exec"
+run = "true"
+"#,
+    );
+    let r = sb.run(&["run", "v.toml", "--quiet", "--no-analyze"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    let a = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(a.code, 1, "{}", a.stderr);
+    // Every criterion passed and the confidence clears the threshold, yet the run failed: the
+    // one line says it was the stage (the skipped one after it is a consequence, not a cause).
+    let line = a.stderr.lines().next().unwrap();
+    let want = "FAIL: stage load/probe failed · criteria 2/2 passed · confidence 1.00 (pass at ≥ 0.75) · ";
+    assert!(line.starts_with(want), "{line}");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let want = "**Verdict: FAIL**: stage load/probe failed · criteria 2/2 passed · confidence **1.00** (pass at ≥ 0.75) · ran ";
+    assert!(md.lines().any(|l| l.starts_with(want)), "{md}");
+    assert!(!md.contains("PASS"), "{md}");
+    let rep = report(&dir);
+    assert_eq!(rep["verdict"]["cause"], "stage load/probe failed");
+}

@@ -43,7 +43,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
 
     let stages = verdict::stage_results(m, &criteria);
     let threshold = run.plan.meta.pass_threshold.unwrap_or(DEFAULT_THRESHOLD);
-    let verdict = verdict::decide(m, &criteria, &stages, threshold);
+    let verdict = verdict::decide(&m.status, &criteria, &stages, threshold);
 
     let findings = findings::find(&metrics, &criteria);
 

@@ -58,9 +58,14 @@ pub struct SourceInfo {
 pub struct Verdict {
     pub pass: bool,
     pub label: Label,
+    /// Why it is not a pass, in a few words (null on a pass): e.g. `stage load/probe failed; 1
+    /// criterion failed`. The verdict line shows it beside the label.
+    pub cause: Option<String>,
     /// Why it is not a pass, one line each.
     pub reasons: Vec<String>,
-    /// Weighted share of criteria passing (0–1).
+    /// Weighted share of criteria passing (0–1); the share of stages that did what they were for
+    /// when the plan has no criteria. Shown against `threshold`; it does not decide the verdict
+    /// (a pass needs every criterion and every stage to pass).
     pub confidence: f64,
     pub threshold: f64,
     pub confidence_pass: bool,
@@ -68,6 +73,8 @@ pub struct Verdict {
     pub criteria_passed: usize,
     pub criteria_failed: usize,
     pub criteria_no_data: usize,
+    /// Optional criteria without data: neither pass nor fail.
+    pub criteria_skipped: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
