@@ -13,18 +13,18 @@ use super::report_data::{CriterionResult, CriterionStatus, Level};
 use crate::criteria::{self, Check, Cmp, ParseError, Rhs, threshold};
 use crate::plan::Scope;
 
+/// A criterion's number for people: whole above 1000, up to 3 decimals above 1, up to 4 below,
+/// trailing zeros dropped; never `-0` (a tiny negative rounds to plain `0`).
 fn fmt_num(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
     let a = v.abs();
-    if a >= 1000.0 {
+    let s = if a >= 1000.0 {
         format!("{v:.0}")
     } else if a >= 1.0 {
         format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
         format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string()
-    }
+    };
+    if s == "-0" { "0".into() } else { s }
 }
 
 /// Evaluate every criterion of the run's plan in one polars pass over the events in memory.
@@ -119,4 +119,20 @@ pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, 
         out.push(r);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_num;
+
+    #[test]
+    fn numbers_read_well_and_never_as_negative_zero() {
+        assert_eq!(fmt_num(190.5), "190.5");
+        assert_eq!(fmt_num(1234.56), "1235");
+        assert_eq!(fmt_num(0.07905694), "0.0791");
+        assert_eq!(fmt_num(0.0), "0");
+        assert_eq!(fmt_num(-0.0), "0");
+        assert_eq!(fmt_num(-0.00001), "0");
+        assert_eq!(fmt_num(-0.25), "-0.25");
+    }
 }

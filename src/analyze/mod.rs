@@ -1,9 +1,10 @@
-//! Analysis: read a run directory (`load`: Parquet by lazy scan, or the JSONL when the Parquet is
-//! missing or stale) once into memory (`data`), compute metrics (`metrics`, typed rows in `metric_rows`), evaluate the plan's
-//! criteria compiled to polars (`evaluate`, `compile`), decide the verdict and confidence
-//! (`verdict`), derive findings (`findings`), compare with a baseline (`baseline`), run the SQL
-//! tables (`sql`), and assemble the report data (`report_data`); `pipeline` orders the steps.
-//! Rendering that data is `crate::report`'s job.
+//! Analysis: read a run directory (`load`: Parquet by lazy scan, or the JSONL when the Parquet
+//! is missing or stale) once into memory (`data`), compute metrics (`metrics`, typed rows in
+//! `metric_rows`), evaluate the plan's criteria compiled to polars (`evaluate`, `compile`),
+//! decide the verdict and confidence (`verdict`), derive findings (`findings`), compare with a
+//! baseline (`baseline`), run the SQL tables (`sql`), and assemble the report data
+//! (`report_data`); `pipeline` orders the steps and `error` says what went wrong. Rendering
+//! that data is `crate::report`'s job.
 
 pub mod baseline;
 pub mod compile;
