@@ -75,12 +75,42 @@ impl Renderer {
         for f in formats {
             let text = self.render(*f, report)?;
             let path = dir.join(f.output());
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, text)
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|source| ReportError::Write { path: path.clone(), source })?;
+            write_atomically(&path, &text).map_err(|source| ReportError::Write { path: path.clone(), source })?;
             written.push(path);
         }
         Ok(written)
+    }
+}
+
+/// Write `text` to `path` through a temporary file beside it, renamed into place: a reader
+/// never sees half a report, and a failed write (a full disk) leaves no temporary file behind.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let result = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_atomically;
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("report.md");
+        write_atomically(&ok, "# ok\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&ok).unwrap(), "# ok\n");
+        // A directory where the report should go: the rename fails after the temp file was written.
+        let blocked = dir.path().join("report.json");
+        std::fs::create_dir(&blocked).unwrap();
+        assert!(write_atomically(&blocked, "{}").is_err());
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     }
 }
