@@ -3,5 +3,5 @@ SELECT kind, error, COUNT(*) AS occurrences, MIN(t_ms) AS first_ms, MAX(t_ms) AS
 FROM events
 WHERE error IS NOT NULL AND kind <> 'stage'
 GROUP BY kind, error
-ORDER BY occurrences DESC
+ORDER BY occurrences DESC, kind, error
 LIMIT 20

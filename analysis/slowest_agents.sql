@@ -7,5 +7,5 @@ SELECT agent,
 FROM events
 WHERE agent IS NOT NULL AND latency_ms IS NOT NULL
 GROUP BY agent
-ORDER BY mean_latency_ms DESC
+ORDER BY mean_latency_ms DESC, agent
 LIMIT 10

@@ -8,4 +8,4 @@ SELECT phase, stage, driver,
 FROM events
 WHERE kind <> 'stage'
 GROUP BY phase, stage, driver
-ORDER BY first_ms
+ORDER BY first_ms, phase, stage

@@ -335,16 +335,23 @@ fn analyze_dir(
         eprintln!("note: {}: {note}", dir.display());
     }
     let report = analyze::analyze(&run, opts).map_err(|e| e.to_string())?;
-    let renderer = Renderer::new(r.templates.as_deref())?;
-    let written = renderer.write_all(&report, &formats(r)?, out)?;
+    let renderer = Renderer::new(r.templates.as_deref()).map_err(|e| e.to_string())?;
+    let written = renderer.write_all(&report, &formats(r)?, out).map_err(|e| e.to_string())?;
     if !quiet {
         let v = &report.verdict;
+        // One line that cannot read as a contradiction: the label with its cause, then the
+        // criteria and the confidence (which alone does not decide the verdict).
+        let cause = v.cause.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+        let criteria = match (v.criteria_total, v.criteria_skipped) {
+            (0, _) => "no criteria".to_string(),
+            (n, 0) => format!("criteria {}/{n} passed", v.criteria_passed),
+            (n, k) => format!("criteria {}/{n} passed, {k} skipped", v.criteria_passed),
+        };
         eprintln!(
-            "{} · confidence {:.2} · {}/{} criteria passed · {}",
+            "{}{cause} · {criteria} · confidence {:.2} (pass at ≥ {:.2}) · {}",
             v.label,
             v.confidence,
-            v.criteria_passed,
-            v.criteria_total,
+            v.threshold,
             written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         );
         for reason in v.reasons.iter().take(10) {
@@ -400,7 +407,7 @@ fn analyze_cmd(args: AnalyzeArgs) -> Exit {
             .and_then(|r| r.write_all(&last, &[Format::Md, Format::Json], &out.join("comparison")));
         match r {
             Ok(files) => eprintln!("comparison of {} runs: {}", last.comparison.len(), files[0].display()),
-            Err(e) => return usage(e),
+            Err(e) => return usage(e.to_string()),
         }
     }
     worst

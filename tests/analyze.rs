@@ -252,6 +252,27 @@ fn failing_criterion_exits_1_and_junit_carries_observed_vs_expected() {
 }
 
 #[test]
+fn a_stage_whose_criteria_all_fail_has_confidence_zero_never_negative_zero() {
+    let sb = Sandbox::new();
+    let mut f = healthy(&sb, "run");
+    // Both spawn criteria fail: p95 over 200 ms, and one crash.
+    for i in 0..5 {
+        f.push("spawn", 9_000.0 + i as f64, json!({"kind": "spawn", "name": "spawn", "ok": true, "latency_ms": 900.0}));
+    }
+    f.push("spawn", 9_500.0, json!({"kind": "crash", "name": "agent"}));
+    let dir = f.write("passed").to_path_buf();
+    let r = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let rep = report(&dir);
+    let spawn = rep["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "spawn").unwrap();
+    let c = spawn["confidence"].as_f64().unwrap();
+    assert!(c == 0.0 && c.is_sign_positive(), "spawn confidence {} (raw {})", c, spawn["confidence"]);
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(!md.contains("-0.00"), "{md}");
+    assert!(md.contains("| p | spawn | sleep | passed | 10.00 s | 0 | 0.00 |"), "{md}");
+}
+
+#[test]
 fn no_data_fails_unless_optional() {
     let sb = Sandbox::new();
     let dir = sb.path().join("run");
@@ -322,8 +343,12 @@ fn baseline_regressions_beyond_tolerance_are_listed() {
     }
     let cur = slower.write("passed").to_path_buf();
     let r = sb.run(&["analyze", cur.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
-    assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+    // Spawn latencies 13..260 put p95 at 247.65 ms, over the stage's 200 ms limit, and the run
+    // has no soak events: the verdict fails on its own criteria (a regression alone would not).
+    assert_eq!(r.code, 1, "{}", r.stderr);
     let rep = report(&cur);
+    let p95 = criterion(&rep, r#"p95(latency_ms where name == "spawn") < 200ms"#);
+    assert!(close(&p95["observed"], 247.65) && p95["status"] == "fail", "{p95}");
     let regs = rep["baseline"]["regressions"].as_array().unwrap();
     let p50 = regs.iter().find(|d| d["scope"] == "p/spawn" && d["metric"] == "latency_p50").expect("p50 regression");
     assert!(close(&p50["change"], 0.3), "{p50}");
@@ -481,4 +506,237 @@ fn abort_only_on_stage_criteria() {
     let r = sb.run(&["validate", "a.toml"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("belongs on a stage's criteria") && r.stderr.contains("a.toml:3:"), "{}", r.stderr);
+}
+
+/// A minimal XML reader for the reports' own output (elements, attributes, text, entity
+/// references): enough to check junit.xml's structure, and it rejects mismatched tags.
+mod xml {
+    #[derive(Debug, Default)]
+    pub struct Element {
+        pub name: String,
+        pub attrs: Vec<(String, String)>,
+        pub children: Vec<Element>,
+        pub text: String,
+    }
+
+    impl Element {
+        pub fn attr(&self, key: &str) -> Option<&str> {
+            self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        }
+
+        /// The attribute as a number (panics, naming it, when absent).
+        pub fn count(&self, key: &str) -> usize {
+            let v = self.attr(key).unwrap_or_else(|| panic!("<{}> has no {key}=: {:?}", self.name, self.attrs));
+            v.parse().unwrap_or_else(|_| panic!("<{}> {key}={v:?} is not a count", self.name))
+        }
+
+        pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+            self.children.iter().filter(move |c| c.name == name)
+        }
+
+        /// The child element named `name` (panics when there is not exactly one).
+        pub fn one(&self, name: &str) -> &Element {
+            let found: Vec<&Element> = self.children.iter().filter(|c| c.name == name).collect();
+            assert_eq!(found.len(), 1, "<{}> should have one <{name}>: {self:?}", self.name);
+            found[0]
+        }
+    }
+
+    fn unescape(s: &str) -> String {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('&') {
+            out.push_str(&rest[..i]);
+            let end = rest[i..].find(';').expect("unterminated entity") + i;
+            let ent = &rest[i + 1..end];
+            out.push(match ent {
+                "lt" => '<',
+                "gt" => '>',
+                "amp" => '&',
+                "quot" => '"',
+                "apos" => '\'',
+                _ if ent.starts_with("#x") => char::from_u32(u32::from_str_radix(&ent[2..], 16).unwrap()).unwrap(),
+                _ if ent.starts_with('#') => char::from_u32(ent[1..].parse().unwrap()).unwrap(),
+                _ => panic!("unknown entity &{ent};"),
+            });
+            rest = &rest[end + 1..];
+        }
+        out + rest
+    }
+
+    /// Parse a document; panics on anything malformed.
+    pub fn parse(doc: &str) -> Element {
+        let mut stack = vec![Element::default()];
+        let mut rest = doc;
+        while let Some(i) = rest.find('<') {
+            stack.last_mut().unwrap().text.push_str(&unescape(&rest[..i]));
+            rest = &rest[i..];
+            if let Some(r) = rest.strip_prefix("<?") {
+                rest = &r[r.find("?>").expect("unterminated declaration") + 2..];
+            } else if let Some(r) = rest.strip_prefix("<!--") {
+                rest = &r[r.find("-->").expect("unterminated comment") + 3..];
+            } else if let Some(r) = rest.strip_prefix("</") {
+                let end = r.find('>').expect("unterminated end tag");
+                let done = stack.pop().unwrap();
+                assert_eq!(done.name, r[..end].trim(), "mismatched end tag");
+                stack.last_mut().expect("end tag without start").children.push(done);
+                rest = &r[end + 1..];
+            } else {
+                // A start tag: `>` inside a quoted value does not end it.
+                let mut quoted = false;
+                let end = rest.char_indices().find(|&(_, c)| {
+                    quoted ^= c == '"';
+                    c == '>' && !quoted
+                });
+                let end = end.expect("unterminated start tag").0;
+                let inner = &rest[1..end];
+                let (inner, empty) = match inner.strip_suffix('/') {
+                    Some(s) => (s, true),
+                    None => (inner, false),
+                };
+                let name_end = inner.find(char::is_whitespace).unwrap_or(inner.len());
+                let mut el = Element { name: inner[..name_end].to_string(), ..Element::default() };
+                let mut attrs = inner[name_end..].trim();
+                while !attrs.is_empty() {
+                    let eq = attrs.find("=\"").expect("attribute without =\"value\"");
+                    let close = attrs[eq + 2..].find('"').expect("unterminated attribute") + eq + 2;
+                    el.attrs.push((attrs[..eq].trim().to_string(), unescape(&attrs[eq + 2..close])));
+                    attrs = attrs[close + 1..].trim_start();
+                }
+                if empty {
+                    stack.last_mut().unwrap().children.push(el);
+                } else {
+                    stack.push(el);
+                }
+                rest = &rest[end + 1..];
+            }
+        }
+        assert_eq!(stack.len(), 1, "unclosed elements");
+        let mut root = stack.pop().unwrap();
+        assert_eq!(root.children.len(), 1, "one root element");
+        root.children.pop().unwrap()
+    }
+}
+
+#[test]
+fn junit_marks_skipped_stages_skipped_and_counts_failures_errors_and_skips() {
+    let sb = Sandbox::new();
+    sb.write(
+        "j.toml",
+        r#"
+[plan]
+name = "junit"
+criteria = ['count(where kind == "crash") == 0', { check = 'mean(value where name == "absent") < 1', optional = true }]
+[[phase]]
+name = "p"
+[[phase.stage]]
+name = "ok"
+driver = "exec"
+run = "true"
+criteria = ['p95(latency_ms where kind == "exec") < 1us']
+[[phase.stage]]
+name = "broken"
+driver = "exec"
+run = "false"
+continue_on_failure = true
+[[phase.stage]]
+name = "missing"
+driver = "exec"
+cmd = "/nonexistent/planrun-no-such-binary"
+[[phase.stage]]
+name = "after"
+driver = "exec"
+run = "true"
+[[phase]]
+name = "q"
+[[phase.stage]]
+name = "last"
+driver = "exec"
+run = "true"
+"#,
+    );
+    // A stage that cannot start is a runtime failure of the run (exit 3).
+    let r = sb.run(&["run", "j.toml", "--quiet", "--no-analyze"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    let statuses: Vec<String> =
+        super::support::manifest(&dir)["stages"].as_array().unwrap().iter().map(|s| s["status"].to_string()).collect();
+    assert_eq!(statuses, ["\"passed\"", "\"failed\"", "\"error\"", "\"skipped\"", "\"skipped\""]);
+    let a = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(a.code, 1, "{}", a.stderr);
+    let text = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert!(text.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites"), "{text}");
+    let doc = xml::parse(&text);
+    assert_eq!(doc.name, "testsuites");
+    let suites: Vec<&xml::Element> = doc.all("testsuite").collect();
+    assert_eq!(suites.len(), 2, "{text}");
+    let (criteria, stages) = (suites[0], suites[1]);
+
+    // Criteria: the stage's p95 fails, the optional one has no data and is skipped.
+    let expect = |suite: &xml::Element, tests, failures, errors, skipped| {
+        let got = ["tests", "failures", "errors", "skipped"].map(|k| suite.count(k));
+        assert_eq!(got, [tests, failures, errors, skipped], "{} attributes: {text}", suite.attr("name").unwrap());
+        // The attributes count the elements below them.
+        let with = |child: &str| suite.all("testcase").filter(|t| t.all(child).next().is_some()).count();
+        assert_eq!(suite.all("testcase").count(), tests);
+        assert_eq!([with("failure"), with("error"), with("skipped")], [failures, errors, skipped], "{text}");
+    };
+    expect(criteria, 3, 1, 0, 1);
+    // Stages: one failed, one could not start, two skipped after them.
+    expect(stages, 5, 1, 1, 2);
+    let case = |name: &str| stages.all("testcase").find(|t| t.attr("name") == Some(name)).unwrap();
+    assert!(case("ok").children.is_empty());
+    assert_eq!(case("broken").one("failure").attr("type"), Some("failed"));
+    assert_eq!(case("missing").one("error").attr("type"), Some("error"));
+    assert!(case("missing").one("error").text.contains("cannot start"), "{text}");
+    for skipped in ["after", "last"] {
+        let c = case(skipped);
+        assert_eq!(c.children.len(), 1, "{skipped}: {text}");
+        assert_eq!(c.one("skipped").attr("message"), Some("an earlier stage failed"));
+    }
+    // The root sums the suites.
+    assert_eq!(["tests", "failures", "errors", "skipped"].map(|k| doc.count(k)), [8, 2, 1, 3], "{text}");
+}
+
+#[test]
+fn the_verdict_line_says_why_a_run_with_passing_criteria_failed() {
+    let sb = Sandbox::new();
+    sb.write(
+        "v.toml",
+        r#"
+[plan]
+name = "why"
+criteria = ['count(where kind == "crash") == 0', 'p95(latency_ms where kind == "exec") < 10s']
+[[phase]]
+name = "load"
+[[phase.stage]]
+name = "warm"
+driver = "exec"
+run = "true"
+[[phase.stage]]
+name = "probe"
+driver = "exec"
+run = "false"
+[[phase.stage]]
+name = "after"
+driver = "exec"
+run = "true"
+"#,
+    );
+    let r = sb.run(&["run", "v.toml", "--quiet", "--no-analyze"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let dir = sb.path().join(r.run_dir());
+    let a = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(a.code, 1, "{}", a.stderr);
+    // Every criterion passed and the confidence clears the threshold, yet the run failed: the
+    // one line says it was the stage (the skipped one after it is a consequence, not a cause).
+    let line = a.stderr.lines().next().unwrap();
+    let want = "FAIL: stage load/probe failed · criteria 2/2 passed · confidence 1.00 (pass at ≥ 0.75) · ";
+    assert!(line.starts_with(want), "{line}");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let want = "**Verdict: FAIL**: stage load/probe failed · criteria 2/2 passed · confidence **1.00** (pass at ≥ 0.75) · ran ";
+    assert!(md.lines().any(|l| l.starts_with(want)), "{md}");
+    assert!(!md.contains("PASS"), "{md}");
+    let rep = report(&dir);
+    assert_eq!(rep["verdict"]["cause"], "stage load/probe failed");
 }

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::frame::{Row, get_f64, get_str};
+use super::metric_rows::{LevelKey, LevelRow, NameKey, StageKey, Stats};
 use super::metrics::Metrics;
 
 #[derive(Clone, Debug, Serialize)]
@@ -27,50 +27,68 @@ pub struct Baseline {
     pub regressions: Vec<Delta>,
 }
 
-/// (metric, true when higher is worse)
-const COMPARED: &[(&str, bool)] = &[
-    ("success_rate", false),
-    ("throughput", false),
-    ("latency_mean", true),
-    ("latency_p50", true),
-    ("latency_p95", true),
-    ("latency_p99", true),
-    ("timeouts", true),
-    ("failed", true),
-    ("cost_usd", true),
+/// A compared metric: its name in the report, its value in a row, and whether higher is worse.
+struct Compared {
+    metric: &'static str,
+    value: fn(&Stats) -> Option<f64>,
+    higher_worse: bool,
+}
+
+const COMPARED: &[Compared] = &[
+    Compared { metric: "success_rate", value: |s| s.success_rate, higher_worse: false },
+    Compared { metric: "throughput", value: |s| s.throughput, higher_worse: false },
+    Compared { metric: "latency_mean", value: |s| s.latency_mean, higher_worse: true },
+    Compared { metric: "latency_p50", value: |s| s.latency_p50, higher_worse: true },
+    Compared { metric: "latency_p95", value: |s| s.latency_p95, higher_worse: true },
+    Compared { metric: "latency_p99", value: |s| s.latency_p99, higher_worse: true },
+    Compared { metric: "timeouts", value: |s| Some(s.timeouts as f64), higher_worse: true },
+    Compared { metric: "failed", value: |s| Some(s.failed as f64), higher_worse: true },
+    Compared { metric: "cost_usd", value: |s| s.cost_usd, higher_worse: true },
 ];
 
-fn key(r: &Row) -> String {
-    let name = get_str(r, "name");
-    let stage = format!("{}/{}", get_str(r, "phase"), get_str(r, "stage"));
-    if r.contains_key("kind") { format!("{stage} {}:{name}", get_str(r, "kind")) } else { stage }
+/// How a row is matched with the baseline's and named in the deltas.
+trait Scope {
+    fn scope(&self) -> String;
+}
+
+impl Scope for StageKey {
+    fn scope(&self) -> String {
+        format!("{}/{}", self.phase(), self.stage())
+    }
+}
+
+impl Scope for NameKey {
+    fn scope(&self) -> String {
+        format!("{}/{} {}:{}", self.phase(), self.stage(), self.kind(), self.name())
+    }
+}
+
+/// The deltas of the rows of `current` that the baseline also has.
+fn deltas<K: LevelKey + Scope>(current: &[LevelRow<K>], base: &[LevelRow<K>], tolerance: f64, out: &mut Vec<Delta>) {
+    for c in current {
+        let k = c.key.scope();
+        let Some(b) = base.iter().find(|b| b.key.scope() == k) else { continue };
+        for m in COMPARED {
+            let (Some(bv), Some(cv)) = ((m.value)(&b.stats), (m.value)(&c.stats)) else { continue };
+            let change =
+                if bv == 0.0 { if cv == 0.0 { 0.0 } else { f64::INFINITY.copysign(cv) } } else { (cv - bv) / bv.abs() };
+            let worse = if m.higher_worse { change } else { -change };
+            out.push(Delta {
+                scope: k.clone(),
+                metric: m.metric.to_string(),
+                baseline: bv,
+                current: cv,
+                change: if change.is_finite() { change } else { 1e9_f64.copysign(change) },
+                regression: worse > tolerance,
+            });
+        }
+    }
 }
 
 pub fn compare(current: &Metrics, base: &Metrics, dir: &str, tolerance: f64) -> Baseline {
-    let mut deltas = Vec::new();
-    for (cur, old) in [(&current.stages, &base.stages), (&current.names, &base.names)] {
-        for c in cur {
-            let k = key(c);
-            let Some(b) = old.iter().find(|b| key(b) == k) else { continue };
-            for (metric, higher_worse) in COMPARED {
-                let (Some(bv), Some(cv)) = (get_f64(b, metric), get_f64(c, metric)) else { continue };
-                let change = if bv == 0.0 {
-                    if cv == 0.0 { 0.0 } else { f64::INFINITY.copysign(cv) }
-                } else {
-                    (cv - bv) / bv.abs()
-                };
-                let worse = if *higher_worse { change } else { -change };
-                deltas.push(Delta {
-                    scope: k.clone(),
-                    metric: metric.to_string(),
-                    baseline: bv,
-                    current: cv,
-                    change: if change.is_finite() { change } else { 1e9_f64.copysign(change) },
-                    regression: worse > tolerance,
-                });
-            }
-        }
-    }
-    let regressions = deltas.iter().filter(|d| d.regression).cloned().collect();
-    Baseline { dir: dir.to_string(), tolerance, deltas, regressions }
+    let mut all = Vec::new();
+    deltas(&current.stages, &base.stages, tolerance, &mut all);
+    deltas(&current.names, &base.names, tolerance, &mut all);
+    let regressions = all.iter().filter(|d| d.regression).cloned().collect();
+    Baseline { dir: dir.to_string(), tolerance, deltas: all, regressions }
 }

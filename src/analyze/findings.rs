@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::frame::{Row, get_f64, get_str};
+use super::metric_rows::{AgentRow, LevelKey, LevelRow, NameKey};
 use super::metrics::Metrics;
 use super::report_data::CriterionResult;
 
@@ -30,23 +30,22 @@ const MIN_SAMPLES: f64 = 20.0;
 /// A passing criterion within this share of its limit is reported as near it.
 const NEAR_LIMIT: f64 = 0.05;
 
-fn scope_of(r: &Row) -> String {
-    let name = get_str(r, "name");
-    let base = format!("{}/{}", get_str(r, "phase"), get_str(r, "stage"));
-    if name.is_empty() { base } else { format!("{base} {}:{name}", get_str(r, "kind")) }
+fn scope_of(k: &NameKey) -> String {
+    let base = format!("{}/{}", k.phase(), k.stage());
+    if k.name().is_empty() { base } else { format!("{base} {}:{}", k.kind(), k.name()) }
 }
 
 pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
     let mut out = Vec::new();
-    for r in &m.names {
-        let count = get_f64(r, "count").unwrap_or(0.0);
-        let measured = get_f64(r, "ok").unwrap_or(0.0) + get_f64(r, "failed").unwrap_or(0.0);
+    for LevelRow { key, stats: r } in &m.names {
+        let count = r.count as f64;
+        let measured = (r.ok + r.failed) as f64;
         if measured >= 1.0 {
-            let rate = get_f64(r, "timeouts").unwrap_or(0.0) / measured;
+            let rate = r.timeouts as f64 / measured;
             if rate > 0.01 {
                 out.push(Finding {
                     priority: if rate > 0.05 { Priority::High } else { Priority::Medium },
-                    scope: scope_of(r),
+                    scope: scope_of(key),
                     title: "high timeout rate".into(),
                     detail: format!("{:.1}% of {measured} calls timed out", rate * 100.0),
                     recommendation: "Check the target's capacity and the timeout setting; add retries with backoff, or lower concurrency.".into(),
@@ -54,13 +53,13 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
             }
         }
         if count >= MIN_SAMPLES
-            && let (Some(p50), Some(p99)) = (get_f64(r, "latency_p50"), get_f64(r, "latency_p99"))
+            && let (Some(p50), Some(p99)) = (r.latency_p50, r.latency_p99)
             && p50 > 0.0
             && p99 / p50 > 5.0
         {
             out.push(Finding {
                 priority: if p99 / p50 > 10.0 { Priority::High } else { Priority::Medium },
-                scope: scope_of(r),
+                scope: scope_of(key),
                 title: "long latency tail".into(),
                 detail: format!("p99 {p99:.1} ms is {:.1}× p50 {p50:.1} ms", p99 / p50),
                 recommendation: "Look for queueing, lock contention, GC pauses or a slow subset of agents; compare the per-agent table.".into(),
@@ -68,7 +67,7 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
         }
     }
     for s in &m.series {
-        let pts: Vec<f64> = s.points.iter().filter_map(|p| get_f64(p, "rate")).collect();
+        let pts: Vec<f64> = s.points.iter().map(|p| p.rate).collect();
         let scope = format!("{}/{}", s.phase, s.stage);
         if pts.len() >= 6 {
             let third = pts.len() / 3;
@@ -85,7 +84,7 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
                             .into(),
                 });
             }
-            let fails: Vec<f64> = s.points.iter().map(|p| get_f64(p, "failed").unwrap_or(0.0)).collect();
+            let fails: Vec<f64> = s.points.iter().map(|p| p.failed as f64).collect();
             let mean = fails.iter().sum::<f64>() / fails.len() as f64;
             if let Some((i, worst)) = fails.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))
                 && *worst >= 5.0
@@ -105,8 +104,7 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
                 });
             }
         }
-        let bytes: Vec<(f64, f64)> =
-            s.points.iter().filter_map(|p| Some((get_f64(p, "t_ms")?, get_f64(p, "bytes_mean")?))).collect();
+        let bytes: Vec<(f64, f64)> = s.points.iter().filter_map(|p| Some((p.t_ms, p.bytes_mean?))).collect();
         if bytes.len() >= 4 {
             let (first, last) = (bytes[0].1, bytes[bytes.len() - 1].1);
             let g = if first > 0.0 { (last - first) / first } else { 0.0 };
@@ -156,14 +154,14 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
 }
 
 /// One agent much slower than its peers in the same stage.
-fn slow_agents(agents: &[Row], out: &mut Vec<Finding>) {
+fn slow_agents(agents: &[AgentRow], out: &mut Vec<Finding>) {
     let mut by_stage: Vec<(String, Vec<(&str, f64)>)> = Vec::new();
     for a in agents {
-        let key = format!("{}/{}", get_str(a, "phase"), get_str(a, "stage"));
-        let Some(mean) = get_f64(a, "latency_mean") else { continue };
+        let key = format!("{}/{}", a.phase(), a.stage());
+        let Some(mean) = a.latency_mean else { continue };
         match by_stage.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push((get_str(a, "agent"), mean)),
-            None => by_stage.push((key, vec![(get_str(a, "agent"), mean)])),
+            Some((_, v)) => v.push((a.agent(), mean)),
+            None => by_stage.push((key, vec![(a.agent(), mean)])),
         }
     }
     for (scope, mut v) in by_stage {

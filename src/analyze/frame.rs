@@ -1,5 +1,6 @@
-//! Small bridges between polars frames and the report's plain data: rows as JSON maps (what
-//! templates see), and reading a single scalar out of a one-row frame.
+//! Small bridges between polars frames and the report's plain data: rows as JSON maps (the SQL
+//! tables, whose columns are the user's), typed reads of cells by column name (`Cells`, what the
+//! typed metric rows use), and reading a single scalar out of a one-row frame.
 
 use polars::prelude::*;
 use serde_json::{Map, Value};
@@ -30,7 +31,7 @@ fn any_to_json(v: AnyValue<'_>) -> Value {
 }
 
 /// A float as JSON; NaN and infinities (no data) become null.
-pub fn num(f: f64) -> Value {
+fn num(f: f64) -> Value {
     serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
 
@@ -45,26 +46,68 @@ pub fn rows(df: &DataFrame) -> Vec<Row> {
 
 /// Column `name` of row 0 as f64 (None for null, NaN or a missing column).
 pub fn scalar(df: &DataFrame, name: &str) -> Option<f64> {
-    let c = df.column(name).ok()?;
-    let v = c.get(0).ok()?;
-    let f = match v {
-        AnyValue::Float64(f) => f,
-        AnyValue::Float32(f) => f as f64,
-        AnyValue::UInt32(n) => n as f64,
-        AnyValue::UInt64(n) => n as f64,
-        AnyValue::Int64(n) => n as f64,
-        AnyValue::Int32(n) => n as f64,
-        _ => return None,
-    };
-    f.is_finite().then_some(f)
+    Cells::new(df).f64(name, 0)
 }
 
-pub fn get_f64(row: &Row, key: &str) -> Option<f64> {
-    row.get(key).and_then(Value::as_f64).filter(|f| f.is_finite())
+/// Typed reads of a frame's cells by column name: what the typed metric rows are read with. A
+/// missing column, a row out of range or a null reads as None.
+pub struct Cells<'a> {
+    df: &'a DataFrame,
 }
 
-pub fn get_str<'a>(row: &'a Row, key: &str) -> &'a str {
-    row.get(key).and_then(Value::as_str).unwrap_or("")
+impl<'a> Cells<'a> {
+    pub fn new(df: &'a DataFrame) -> Cells<'a> {
+        Cells { df }
+    }
+
+    fn with<T>(&self, name: &str, i: usize, f: impl FnOnce(AnyValue<'_>) -> Option<T>) -> Option<T> {
+        f(self.df.column(name).ok()?.get(i).ok()?)
+    }
+
+    /// A finite number (NaN and infinities, which mean no data, read as None).
+    pub fn f64(&self, name: &str, i: usize) -> Option<f64> {
+        let f = self.with(name, i, |v| {
+            Some(match v {
+                AnyValue::Float64(f) => f,
+                AnyValue::Float32(f) => f as f64,
+                AnyValue::UInt32(n) => n as f64,
+                AnyValue::UInt64(n) => n as f64,
+                AnyValue::Int64(n) => n as f64,
+                AnyValue::Int32(n) => n as f64,
+                _ => return None,
+            })
+        })?;
+        f.is_finite().then_some(f)
+    }
+
+    pub fn u64(&self, name: &str, i: usize) -> Option<u64> {
+        self.with(name, i, |v| match v {
+            AnyValue::UInt64(n) => Some(n),
+            AnyValue::UInt32(n) => Some(n as u64),
+            AnyValue::Int64(n) => u64::try_from(n).ok(),
+            AnyValue::Int32(n) => u64::try_from(n).ok(),
+            _ => None,
+        })
+    }
+
+    pub fn i64(&self, name: &str, i: usize) -> Option<i64> {
+        self.with(name, i, |v| match v {
+            AnyValue::Int64(n) => Some(n),
+            AnyValue::Int32(n) => Some(n as i64),
+            AnyValue::UInt32(n) => Some(n as i64),
+            AnyValue::UInt64(n) => i64::try_from(n).ok(),
+            _ => None,
+        })
+    }
+
+    /// Text, categoricals included.
+    pub fn str(&self, name: &str, i: usize) -> Option<String> {
+        self.with(name, i, |v| match any_to_json(v) {
+            Value::Null => None,
+            Value::String(s) => Some(s),
+            other => Some(other.to_string()),
+        })
+    }
 }
 
 /// Collect with polars' streaming engine: parallel scans and fast hash group-bys (its in-memory

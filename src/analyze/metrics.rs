@@ -13,26 +13,20 @@
 use polars::prelude::*;
 
 use super::data::Frame;
-use super::frame::{Row, get_f64, get_str, num, rows, stream};
+use super::frame::{Cells, stream};
+use super::metric_rows::{AgentRow, ErrorRow, LevelKey, LevelRow, NameRow, PhaseRow, PlanRow, Point, Series, StageRow};
 use crate::rundir::Manifest;
 
+/// Every level's rows, typed (`metric_rows`).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Metrics {
-    pub plan: Row,
-    pub phases: Vec<Row>,
-    pub stages: Vec<Row>,
-    pub names: Vec<Row>,
-    pub errors: Vec<Row>,
-    pub agents: Vec<Row>,
+    pub plan: PlanRow,
+    pub phases: Vec<PhaseRow>,
+    pub stages: Vec<StageRow>,
+    pub names: Vec<NameRow>,
+    pub errors: Vec<ErrorRow>,
+    pub agents: Vec<AgentRow>,
     pub series: Vec<Series>,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct Series {
-    pub phase: String,
-    pub stage: String,
-    pub window_ms: f64,
-    pub points: Vec<Row>,
 }
 
 /// Percentiles every level reports, with their column names.
@@ -237,22 +231,6 @@ fn window(m: &Manifest, phase: Option<&str>, stage: Option<&str>) -> Option<f64>
     (hi > lo).then(|| (hi - lo) / 1000.0)
 }
 
-fn finish(mut row: Row, win: Option<f64>) -> Row {
-    row.retain(|k, _| !k.starts_with('_'));
-    let count = get_f64(&row, "count").unwrap_or(0.0);
-    // Without stage records (a crashed run), fall back to the events' own span.
-    let win = win.or_else(|| {
-        let (a, b) = (get_f64(&row, "t_first_ms")?, get_f64(&row, "t_last_ms")?);
-        (b > a).then(|| (b - a) / 1000.0)
-    });
-    row.insert("window_s".into(), win.map_or(serde_json::Value::Null, num));
-    row.insert("throughput".into(), win.map_or(serde_json::Value::Null, |w| num(count / w)));
-    if get_f64(&row, "cost_usd") == Some(0.0) && get_f64(&row, "tokens_in").is_none() {
-        row.insert("cost_usd".into(), serde_json::Value::Null);
-    }
-    row
-}
-
 /// A window length that reads well: 1, 2 or 5 × 10^k ms, about `span / 60`, at least 10 ms.
 pub fn nice_window(span_ms: f64) -> f64 {
     let target = (span_ms / 60.0).max(10.0);
@@ -303,28 +281,30 @@ fn stage_rank(m: &Manifest, phase: &str, stage: &str) -> (usize, usize) {
     (p, s)
 }
 
-fn sort_rows(rows: &mut [Row], m: &Manifest, extra: &[&str]) {
-    let key = |r: &Row| {
-        let (p, s) = stage_rank(m, get_str(r, "phase"), get_str(r, "stage"));
-        let t = get_f64(r, "t_first_ms").unwrap_or(f64::INFINITY);
-        let tail: Vec<String> = extra.iter().map(|k| get_str(r, k).to_string()).collect();
-        (p, get_str(r, "phase").to_string(), s, get_str(r, "stage").to_string(), ordered(t), tail)
-    };
-    rows.sort_by_cached_key(key);
+/// Sort rows into plan order (phase, then stage, by manifest position; unknown ones after, by
+/// name), ties broken by `tail`.
+fn sort_by_plan<T, K: Ord>(rows: &mut [T], m: &Manifest, key: impl Fn(&T) -> (&str, &str, K)) {
+    rows.sort_by_cached_key(|r| {
+        let (phase, stage, tail) = key(r);
+        let (p, s) = stage_rank(m, phase, stage);
+        (p, phase.to_string(), s, stage.to_string(), tail)
+    });
 }
 
 /// A level's rows, finished with their scope's window (the stage's when `by_stage`, else the
-/// phase's), in plan order with ties broken by first event, then `tie`.
-fn level_rows(df: &DataFrame, m: &Manifest, by_stage: bool, tie: &[&str]) -> Vec<Row> {
-    let mut out: Vec<Row> = rows(df)
-        .into_iter()
-        .map(|r| {
-            let stage = by_stage.then(|| get_str(&r, "stage"));
-            let w = window(m, Some(get_str(&r, "phase")), stage);
-            finish(r, w)
-        })
-        .collect();
-    sort_rows(&mut out, m, tie);
+/// phase's), in plan order with ties broken by first event, then kind and name.
+fn level_rows<K: LevelKey>(df: &DataFrame, m: &Manifest, by_stage: bool) -> Vec<LevelRow<K>> {
+    let mut out = LevelRow::<K>::read_all(df);
+    for r in &mut out {
+        let stage = by_stage.then(|| r.key.stage());
+        let w = window(m, Some(r.key.phase()), stage);
+        r.stats.finish(w);
+    }
+    sort_by_plan(&mut out, m, |r| {
+        let [kind, name] = r.key.tie();
+        let t = r.stats.t_first_ms.unwrap_or(f64::INFINITY);
+        (r.key.phase(), r.key.stage(), (ordered(t), kind.to_string(), name.to_string()))
+    });
     out
 }
 
@@ -361,7 +341,8 @@ pub fn compute(frame: &Frame, m: &Manifest) -> PolarsResult<Metrics> {
     let stages = pct_join(combine(&names, &["_sid"], &["phase", "stage"])?, "_sid")?;
     let phases = pct_join(combine(&names, &["_pid"], &["phase"])?, "_pid")?;
     let plan = combine(&names, &[], &[])?.hstack(pct.all(PERCENTILES)?.columns())?;
-    let plan_row = rows(&plan).into_iter().next().unwrap_or_default();
+    let mut plan_row = PlanRow::read_all(&plan).into_iter().next().unwrap_or_default();
+    plan_row.stats.finish(window(m, None, None));
     timer.lap("levels");
 
     let errors = stream(
@@ -390,23 +371,14 @@ pub fn compute(frame: &Frame, m: &Manifest) -> PolarsResult<Metrics> {
         &[(0.95, "latency_p95")],
     )?;
     timer.lap("agents");
-    let win_all = window(m, None, None);
-    let phases = level_rows(&phases, m, false, &[]);
-    let stages = level_rows(&stages, m, true, &[]);
-    let names = level_rows(&names, m, true, &["kind", "name"]);
-    let mut agents: Vec<Row> = rows(&agents)
-        .into_iter()
-        .map(|mut r| {
-            for k in ["_key", "_sid", "_aid", "t_first_ms"] {
-                r.remove(k);
-            }
-            r
-        })
-        .collect();
-    sort_rows(&mut agents, m, &["agent"]);
+    let phases = level_rows(&phases, m, false);
+    let stages = level_rows(&stages, m, true);
+    let names = level_rows(&names, m, true);
+    let mut agents = AgentRow::read_all(&agents);
+    sort_by_plan(&mut agents, m, |a| (a.phase(), a.stage(), a.agent().to_string()));
     let series = series(&data, &pct, &windows, frame.sid_bits, m)?;
     timer.lap("series");
-    Ok(Metrics { plan: finish(plan_row, win_all), phases, stages, names, errors: rows(&errors), agents, series })
+    Ok(Metrics { plan: plan_row, phases, stages, names, errors: ErrorRow::read_all(&errors), agents, series })
 }
 
 /// Each recorded stage's code with its start and series window (from the manifest).
@@ -470,16 +442,22 @@ fn series(
     )?
     .sort(["_sid", "_bucket"], SortMultipleOptions::default())?;
     let mut out: Vec<Series> = Vec::new();
-    for row in rows(&df) {
-        let (phase, stage) = (get_str(&row, "phase").to_string(), get_str(&row, "stage").to_string());
-        let w = get_f64(&row, "_w").unwrap_or(1.0);
-        let bucket = get_f64(&row, "_bucket").unwrap_or(0.0);
-        let mut point = Row::new();
-        point.insert("t_ms".into(), num(get_f64(&row, "_t0").unwrap_or(0.0) + bucket * w));
-        for k in ["count", "failed", "latency_p50", "latency_p95", "bytes_mean"] {
-            point.insert(k.into(), row.get(k).cloned().unwrap_or_default());
-        }
-        point.insert("rate".into(), num(get_f64(&row, "count").unwrap_or(0.0) / (w / 1000.0)));
+    let c = Cells::new(&df);
+    for i in 0..df.height() {
+        let phase = c.str("phase", i).unwrap_or_default();
+        let stage = c.str("stage", i).unwrap_or_default();
+        let w = c.f64("_w", i).unwrap_or(1.0);
+        let bucket = c.f64("_bucket", i).unwrap_or(0.0);
+        let count = c.u64("count", i).unwrap_or(0);
+        let point = Point {
+            t_ms: c.f64("_t0", i).unwrap_or(0.0) + bucket * w,
+            count,
+            failed: c.u64("failed", i).unwrap_or(0),
+            latency_p50: c.f64("latency_p50", i),
+            latency_p95: c.f64("latency_p95", i),
+            bytes_mean: c.f64("bytes_mean", i),
+            rate: count as f64 / (w / 1000.0),
+        };
         match out.last_mut() {
             Some(s) if s.phase == phase && s.stage == stage => s.points.push(point),
             _ => out.push(Series { phase, stage, window_ms: w, points: vec![point] }),

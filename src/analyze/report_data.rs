@@ -5,10 +5,9 @@ use serde::Serialize;
 
 use super::baseline::Baseline;
 use super::findings::Finding;
-use super::frame::Row;
 use super::metrics::Metrics;
 use super::sql::Table;
-use crate::rundir::Host;
+use crate::rundir::{Host, RunStatus, StageStatus};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -24,7 +23,7 @@ pub struct Report {
     pub baseline: Option<Baseline>,
     pub tables: Vec<Table>,
     /// With `--all`: one row per run analyzed.
-    pub comparison: Vec<Row>,
+    pub comparison: Vec<ComparisonRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,7 +31,7 @@ pub struct RunInfo {
     pub dir: String,
     pub plan: String,
     pub description: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     pub profile: Option<String>,
     pub seed: u64,
     pub time_scale: f64,
@@ -58,11 +57,15 @@ pub struct SourceInfo {
 #[derive(Debug, Serialize)]
 pub struct Verdict {
     pub pass: bool,
-    /// PASS, FAIL or INCOMPLETE.
-    pub label: String,
+    pub label: Label,
+    /// Why it is not a pass, in a few words (null on a pass): e.g. `stage load/probe failed; 1
+    /// criterion failed`. The verdict line shows it beside the label.
+    pub cause: Option<String>,
     /// Why it is not a pass, one line each.
     pub reasons: Vec<String>,
-    /// Weighted share of criteria passing (0–1).
+    /// Weighted share of criteria passing (0–1); the share of stages that did what they were for
+    /// when the plan has no criteria. Shown against `threshold`; it does not decide the verdict
+    /// (a pass needs every criterion and every stage to pass).
     pub confidence: f64,
     pub threshold: f64,
     pub confidence_pass: bool,
@@ -70,6 +73,8 @@ pub struct Verdict {
     pub criteria_passed: usize,
     pub criteria_failed: usize,
     pub criteria_no_data: usize,
+    /// Optional criteria without data: neither pass nor fail.
+    pub criteria_skipped: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -77,9 +82,8 @@ pub struct CriterionResult {
     pub check: String,
     /// `plan`, a phase name, or `phase/stage`.
     pub scope: String,
-    pub level: String,
-    /// `pass`, `fail`, `no_data` (fails) or `skipped` (optional, no data).
-    pub status: String,
+    pub level: Level,
+    pub status: CriterionStatus,
     pub pass: bool,
     pub observed: Option<f64>,
     pub observed_text: String,
@@ -96,17 +100,96 @@ pub struct CriterionResult {
     pub message: Option<String>,
 }
 
+/// A criterion's outcome, written as `pass`, `fail`, `no_data` or `skipped`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CriterionStatus {
+    Pass,
+    Fail,
+    /// No matching events in scope: a failure, unless the criterion is optional.
+    NoData,
+    /// An optional criterion without data: neither passes nor fails, and weighs nothing.
+    Skipped,
+}
+
+/// Where a criterion is declared: `plan`, `phase` or `stage`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Plan,
+    Phase,
+    Stage,
+}
+
+/// The run's verdict: `PASS`, `FAIL` or `INCOMPLETE` (the run did not finish).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Label {
+    Pass,
+    Fail,
+    Incomplete,
+}
+
+impl Label {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::Pass => "PASS",
+            Label::Fail => "FAIL",
+            Label::Incomplete => "INCOMPLETE",
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a stage counts, from its status: it did its job (`passed`: passed, budget_exceeded),
+/// the system under test failed it (`failed`: failed, aborted), planrun could not carry it out
+/// (`error`: error, timed_out, interrupted), or it never ran (`skipped`: skipped after an
+/// earlier failure, or pending). JUnit writes these as no element, `<failure>`, `<error>` and
+/// `<skipped/>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageOutcome {
+    Passed,
+    Failed,
+    Error,
+    Skipped,
+}
+
 #[derive(Debug, Serialize)]
 pub struct StageResult {
     pub phase: String,
     pub stage: String,
     pub driver: String,
-    pub status: String,
+    pub status: StageStatus,
     /// The stage did what it was for (passed, or stopped at its budget).
     pub ok: bool,
+    /// How the stage counts in JUnit and the verdict line.
+    pub outcome: StageOutcome,
     pub message: Option<String>,
     pub duration_ms: Option<f64>,
     pub events: u64,
     /// Weighted share of this stage's criteria passing; null without criteria.
     pub confidence: Option<f64>,
+}
+
+/// One run in the comparison `analyze --all` writes: its verdict and plan-level figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct ComparisonRow {
+    pub dir: String,
+    pub plan: String,
+    pub started_at: String,
+    pub verdict: Label,
+    pub confidence: f64,
+    pub count: u64,
+    pub success_rate: Option<f64>,
+    pub throughput: Option<f64>,
+    pub latency_p50: Option<f64>,
+    pub latency_p95: Option<f64>,
+    pub latency_p99: Option<f64>,
+    pub cost_usd: Option<f64>,
 }

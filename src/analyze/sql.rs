@@ -10,7 +10,9 @@ use polars::prelude::*;
 use polars::sql::SQLContext;
 use serde::Serialize;
 
+use super::error::AnalyzeError;
 use super::frame::{Row, rows};
+use crate::rundir::Manifest;
 
 /// Shipped queries: (name, SQL).
 pub const SHIPPED: &[(&str, &str)] = &[
@@ -20,6 +22,15 @@ pub const SHIPPED: &[(&str, &str)] = &[
 ];
 
 const MAX_ROWS: usize = 50;
+
+/// One SQL query: the table's name, where the query came from, and its text.
+#[derive(Clone, Debug)]
+pub struct Query {
+    pub name: String,
+    /// The file, or `analysis/NAME.sql (built in)`.
+    pub source: String,
+    pub sql: String,
+}
 
 #[derive(Debug, Serialize)]
 pub struct Table {
@@ -31,10 +42,39 @@ pub struct Table {
     pub error: Option<String>,
 }
 
+/// The SQL queries of a run: the shipped ones, then those in `dirs` (`--analysis`) and the plan's
+/// `files` (a later query of the same name replaces an earlier one).
+pub fn queries(dirs: &[PathBuf], files: &[String]) -> Result<Vec<Query>, AnalyzeError> {
+    let mut queries: Vec<Query> = SHIPPED
+        .iter()
+        .map(|(n, s)| Query { name: n.to_string(), source: format!("analysis/{n}.sql (built in)"), sql: s.to_string() })
+        .collect();
+    let mut extra_files = Vec::new();
+    for d in dirs {
+        extra_files.extend(from_dir(d)?);
+    }
+    for q in files {
+        let p = PathBuf::from(q);
+        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("query").to_string();
+        extra_files.push((name, p));
+    }
+    for (name, path) in extra_files {
+        let source = path.display().to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(sql) => {
+                queries.retain(|q| q.name != name);
+                queries.push(Query { name, source, sql });
+            }
+            Err(e) => queries.push(Query { name, source, sql: format!("-- unreadable: {e}") }),
+        }
+    }
+    Ok(queries)
+}
+
 /// Query files from a directory, sorted by name.
-pub fn from_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+pub fn from_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, AnalyzeError> {
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot read analysis dir {}: {e}", dir.display()))?;
+    let rd = std::fs::read_dir(dir).map_err(|source| AnalyzeError::AnalysisDir { path: dir.to_path_buf(), source })?;
     for e in rd.flatten() {
         let p = e.path();
         if p.extension().and_then(|x| x.to_str()) == Some("sql") {
@@ -48,9 +88,9 @@ pub fn from_dir(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
 
 /// The event columns that SQL queries may read: every column whose name appears in a query as a
 /// word, or all of them when a query selects `*` (other than in `COUNT(*)`).
-pub fn columns(queries: &[(String, String, String)], schema: &[String]) -> Vec<String> {
+pub fn columns(queries: &[Query], schema: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for (_, _, sql) in queries {
+    for Query { sql, .. } in queries {
         let star = sql.split_whitespace().collect::<String>().replace("(*)", "").contains('*');
         let words: Vec<&str> = sql.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
         for c in schema {
@@ -62,13 +102,26 @@ pub fn columns(queries: &[(String, String, String)], schema: &[String]) -> Vec<S
     out
 }
 
-pub fn run_all(events: &LazyFrame, stages: &DataFrame, queries: &[(String, String, String)]) -> Vec<Table> {
+/// The `stages` table queries see: one row per stage the manifest records.
+pub fn stages_table(m: &Manifest) -> PolarsResult<DataFrame> {
+    df!(
+        "phase" => m.stages.iter().map(|s| s.phase.as_str()).collect::<Vec<_>>(),
+        "stage" => m.stages.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(),
+        "driver" => m.stages.iter().map(|s| s.driver.as_str()).collect::<Vec<_>>(),
+        "status" => m.stages.iter().map(|s| s.status.as_str()).collect::<Vec<_>>(),
+        "t_start_ms" => m.stages.iter().map(|s| s.t_start_ms).collect::<Vec<_>>(),
+        "t_end_ms" => m.stages.iter().map(|s| s.t_end_ms).collect::<Vec<_>>(),
+        "events" => m.stages.iter().map(|s| s.events).collect::<Vec<_>>(),
+    )
+}
+
+pub fn run_all(events: &LazyFrame, stages: &DataFrame, queries: &[Query]) -> Vec<Table> {
     let mut ctx = SQLContext::new();
     ctx.register("events", events.clone());
     ctx.register("stages", stages.clone().lazy());
     queries
         .iter()
-        .map(|(name, source, sql)| {
+        .map(|Query { name, source, sql }| {
             match ctx.execute(sql).and_then(|lf| super::frame::stream(lf.limit(MAX_ROWS as u32 + 1))) {
                 Ok(df) => {
                     let truncated = df.height() > MAX_ROWS;

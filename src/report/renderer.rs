@@ -1,0 +1,116 @@
+//! The template environment: the built-in templates (compiled into the binary) with any
+//! `--templates DIR` file of the same name in their place, the filters registered, rendering one
+//! format (with the JSON check on `report.json`) and writing the files atomically.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, Value};
+
+use super::error::ReportError;
+use super::filters::{cell, md, ms, num, pct, signed_pct};
+use super::format::Format;
+use crate::analyze::report_data::Report;
+
+const BUILT_IN: &[(&str, &str)] = &[
+    ("report.md.j2", include_str!("../../templates/report.md.j2")),
+    ("report.json.j2", include_str!("../../templates/report.json.j2")),
+    ("junit.xml.j2", include_str!("../../templates/junit.xml.j2")),
+    ("report.html.j2", include_str!("../../templates/report.html.j2")),
+];
+
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Renderer {
+    /// Built-in templates, with any file of the same name in `overrides` taking their place.
+    pub fn new(overrides: Option<&Path>) -> Result<Renderer, ReportError> {
+        let mut env = Environment::new();
+        // Templates trim whitespace explicitly with `{%-`; only keep their final newline.
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .map_err(ReportError::Syntax)?;
+        env.set_syntax(syntax);
+        for (name, text) in BUILT_IN {
+            let custom = overrides.map(|d| d.join(name)).filter(|p| p.exists());
+            let source = match &custom {
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|source| ReportError::ReadTemplate { path: p.clone(), source })?,
+                None => text.to_string(),
+            };
+            env.add_template_owned(name.to_string(), source).map_err(|source| {
+                let origin =
+                    custom.as_ref().map_or_else(|| format!("templates/{name} (built in)"), |p| p.display().to_string());
+                ReportError::Template { origin, source }
+            })?;
+        }
+        env.add_filter("num", num);
+        env.add_filter("pct", pct);
+        env.add_filter("signed_pct", signed_pct);
+        env.add_filter("ms", ms);
+        env.add_filter("md", md);
+        env.add_filter("cell", cell);
+        Ok(Renderer { env })
+    }
+
+    pub fn render(&self, format: Format, report: &Report) -> Result<String, ReportError> {
+        let template = format.template();
+        let data = Value::from(minijinja::value::Serde(report));
+        let tmpl = self.env.get_template(template).map_err(|source| ReportError::Render { template, source })?;
+        // The JSON template also gets the whole tree as `report`.
+        let ctx = minijinja::context! { report => data.clone(), ..data };
+        let out = tmpl.render(ctx).map_err(|source| ReportError::Render { template, source })?;
+        if format == Format::Json {
+            serde_json::from_str::<serde_json::Value>(&out)
+                .map_err(|source| ReportError::InvalidJson { template, source })?;
+        }
+        Ok(out)
+    }
+
+    /// Render each format into `dir`; returns the files written.
+    pub fn write_all(&self, report: &Report, formats: &[Format], dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir { path: dir.to_path_buf(), source })?;
+        let mut written = Vec::new();
+        for f in formats {
+            let text = self.render(*f, report)?;
+            let path = dir.join(f.output());
+            write_atomically(&path, &text).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// Write `text` to `path` through a temporary file beside it, renamed into place: a reader
+/// never sees half a report, and a failed write (a full disk) leaves no temporary file behind.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let result = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_atomically;
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("report.md");
+        write_atomically(&ok, "# ok\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&ok).unwrap(), "# ok\n");
+        // A directory where the report should go: the rename fails after the temp file was written.
+        let blocked = dir.path().join("report.json");
+        std::fs::create_dir(&blocked).unwrap();
+        assert!(write_atomically(&blocked, "{}").is_err());
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    }
+}
