@@ -322,6 +322,34 @@ impl ReportArgs {
     }
 }
 
+/// Why an analysis produced no verdict, with the exit code that says whose fault it is: the
+/// input (no such run, an unreadable log: 2) or planrun's own work (writing reports: 3).
+struct Failed {
+    exit: Exit,
+    message: String,
+}
+
+impl From<analyze::AnalyzeError> for Failed {
+    fn from(e: analyze::AnalyzeError) -> Failed {
+        let exit = match e {
+            analyze::AnalyzeError::Polars(_) => Exit::Runtime,
+            _ => Exit::Usage,
+        };
+        Failed { exit, message: e.to_string() }
+    }
+}
+
+impl From<crate::report::ReportError> for Failed {
+    fn from(e: crate::report::ReportError) -> Failed {
+        use crate::report::ReportError as R;
+        let exit = match e {
+            R::Write { .. } | R::CreateDir { .. } => Exit::Runtime,
+            _ => Exit::Usage,
+        };
+        Failed { exit, message: e.to_string() }
+    }
+}
+
 /// Analyze one run directory and write its reports; returns the verdict's exit code.
 fn analyze_dir(
     dir: &std::path::Path,
@@ -329,14 +357,15 @@ fn analyze_dir(
     r: &ReportArgs,
     opts: &AnalyzeOptions,
     quiet: bool,
-) -> Result<(Exit, Report), String> {
-    let run = analyze::load_run(dir).map_err(|e| e.to_string())?;
+) -> Result<(Exit, Report), Failed> {
+    let run = analyze::load_run(dir)?;
     if let Some(note) = &run.source.note {
         eprintln!("note: {}: {note}", dir.display());
     }
-    let report = analyze::analyze(&run, opts).map_err(|e| e.to_string())?;
-    let renderer = Renderer::new(r.templates.as_deref()).map_err(|e| e.to_string())?;
-    let written = renderer.write_all(&report, &formats(r)?, out).map_err(|e| e.to_string())?;
+    let report = analyze::analyze(&run, opts)?;
+    let renderer = Renderer::new(r.templates.as_deref())?;
+    let formats = formats(r).map_err(|message| Failed { exit: Exit::Usage, message })?;
+    let written = renderer.write_all(&report, &formats, out)?;
     if !quiet {
         let v = &report.verdict;
         // One line that cannot read as a contradiction: the label with its cause, then the
@@ -392,7 +421,10 @@ fn analyze_cmd(args: AnalyzeArgs) -> Exit {
                 }
                 reports.push(report);
             }
-            Err(e) => return usage(e),
+            Err(f) => {
+                eprint!("{}", Diag::new(f.message).render(color()));
+                return f.exit;
+            }
         }
     }
     if args.all && reports.len() > 1 {
@@ -423,8 +455,8 @@ fn finish(result: Result<run::RunResult, RunError>, quiet: bool, report: Option<
             let verdict = match report {
                 Some(args) => match analyze_dir(&r.dir, &r.dir, args, &AnalyzeOptions::default(), quiet) {
                     Ok((exit, _)) => Some(exit),
-                    Err(e) => {
-                        eprintln!("analysis failed: {e}");
+                    Err(f) => {
+                        eprintln!("analysis failed: {}", f.message);
                         return Exit::Runtime;
                     }
                 },

@@ -30,7 +30,11 @@ fn demo_plan_runs_and_writes_the_run_directory() {
     assert_eq!(m["status"], "completed");
     assert_eq!(m["profile"], "quick");
     // Which build ran is recorded (the tests run the build they were compiled with).
-    assert_eq!(m["build"], if cfg!(debug_assertions) { "debug" } else { "release" });
+    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    assert_eq!(m["build"], build);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["run"]["build"], build, "the report says which build ran");
     assert_eq!(m["vars"]["probes"], 2);
     assert!(m["host"]["cpus"].as_u64().unwrap() >= 1);
     assert_eq!(m["plan"]["sha256"].as_str().unwrap().len(), 64);
@@ -357,6 +361,10 @@ fn a_full_disk_is_a_runtime_error_that_keeps_what_was_written() {
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Analysing it in place on the still-full disk is planrun's failure to write, not bad input.
+    let a = sb.run(&["analyze", dir.to_str().unwrap()]);
+    assert_eq!(a.code, 3, "{}", a.stderr);
+    assert!(a.stderr.contains("No space left on device"), "{}", a.stderr);
     // Every complete line written is a valid event, numbered from 0.
     let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
     let whole: Vec<&str> = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).collect();

@@ -94,6 +94,7 @@ fn run_info(run: &Run) -> RunInfo {
         seed: m.seed,
         time_scale: m.time_scale,
         clock: m.clock.to_string(),
+        build: m.build,
         started_at: m.started_at.clone(),
         ended_at: m.ended_at.clone(),
         duration_s,

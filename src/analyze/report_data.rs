@@ -7,7 +7,7 @@ use super::baseline::Baseline;
 use super::findings::Finding;
 use super::metrics::Metrics;
 use super::sql::Table;
-use crate::rundir::{Host, RunStatus, StageStatus};
+use crate::rundir::{Build, Host, RunStatus, StageStatus};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -36,6 +36,8 @@ pub struct RunInfo {
     pub seed: u64,
     pub time_scale: f64,
     pub clock: String,
+    /// Which build of planrun ran it (`debug` or `release`).
+    pub build: Build,
     pub started_at: String,
     pub ended_at: Option<String>,
     pub duration_s: Option<f64>,
