@@ -187,6 +187,13 @@ fn flags() -> Vec<Expr> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_columns_named_here_are_schema_columns() {
+        for name in METRIC_COLUMNS.iter().chain(&KEYS).chain(&CATEGORICAL) {
+            assert!(crate::events::schema::column(name).is_some(), "`{name}` is not an event column");
+        }
+    }
+
     fn frame(pack_bits: u32) -> Frame {
         let df = df!(
             "phase" => ["p", "p", "p", "q", "p", "p"],

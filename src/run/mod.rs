@@ -14,6 +14,8 @@ pub mod resume;
 pub mod runner;
 pub mod schedule;
 pub mod start;
+#[cfg(test)]
+mod tests;
 
 pub use resume::resume;
 pub use start::{DEFAULT_SEED, RunError, RunOptions, RunResult, real_world_stages, resolved_toml, start};
