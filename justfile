@@ -2,10 +2,11 @@
 
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/planrun-target")
 
-# Two builds. `dev` compiles in a few minutes and runs simulated plans (the KSI campaign) as fast
-# as it matters; `release` takes ~20 minutes once and is what measurements need: benchmarks,
-# the fleet and HTTP load plans, big analyses. planrun records which one ran in manifest.json
-# and the report, and warns when a debug build drives real processes.
+# Two builds. `dev` compiles in a few minutes; `release` takes ~20 minutes once and is what
+# measurements need. `just run` picks for the plan: the debug build when every stage is
+# simulated (the KSI campaign: its results do not depend on planrun's speed), the release build
+# when a stage drives real processes or the network (fleets, load tests), and says which. planrun
+# records the build it ran in manifest.json and the report.
 dev := CARGO_TARGET_DIR + "/debug/planrun"
 release := CARGO_TARGET_DIR + "/release/planrun"
 
@@ -13,9 +14,18 @@ release := CARGO_TARGET_DIR + "/release/planrun"
 build PROFILE="dev":
     cargo build --bins --locked --profile {{PROFILE}}
 
-# Run a plan on the quick-to-build debug binary (e.g. `just run plans/demo.toml --profile quick`)
+# Run a plan on the build it needs (e.g. `just run plans/demo.toml --profile quick`)
 run PLAN *ARGS: (build "dev")
-    {{dev}} run {{PLAN}} {{ARGS}}
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # A plan that does not load gets its diagnostics from the debug build below.
+    if [ "$({{dev}} plan build {{PLAN}} 2>/dev/null || echo debug)" = release ]; then
+        echo "just: {{PLAN}} drives real processes, so it runs on the release build (built once, then incremental)" >&2
+        cargo build --bins --locked --release
+        exec {{release}} run {{PLAN}} {{ARGS}}
+    fi
+    echo "just: every stage of {{PLAN}} is simulated, so the quick-to-build debug build runs it" >&2
+    exec {{dev}} run {{PLAN}} {{ARGS}}
 
 # Run a plan on the release binary (load tests, fleets, anything whose timing matters)
 run-release PLAN *ARGS: (build "release")

@@ -107,6 +107,16 @@ pub struct AnalyzeArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum PlanCmd {
+    /// Print which build of planrun the plan wants: `debug` when every stage is simulated (its
+    /// results do not depend on planrun's own speed), `release` when a stage drives real
+    /// processes or the network. `just run` uses it to pick the build.
+    Build {
+        /// The plan file (.toml or .kdl).
+        #[arg(value_hint = ValueHint::FilePath)]
+        plan: PathBuf,
+        #[command(flatten)]
+        vars: VarArgs,
+    },
     /// Print the resolved plan: phases, stages, durations after scaling.
     Show {
         /// The plan file (.toml or .kdl).
@@ -258,6 +268,13 @@ pub fn dispatch(cli: Cli) -> Exit {
         Cmd::Plan { cmd: PlanCmd::Show { plan, vars, time_scale } } => match load_checked(&plan, &vars) {
             Ok((p, _)) => {
                 print!("{}", schedule::schedule(&p, time_scale));
+                Exit::Passed
+            }
+            Err(d) => report_diags(&d),
+        },
+        Cmd::Plan { cmd: PlanCmd::Build { plan, vars } } => match load_checked(&plan, &vars) {
+            Ok((p, _)) => {
+                println!("{}", if run::real_world_stages(&p).is_empty() { "debug" } else { "release" });
                 Exit::Passed
             }
             Err(d) => report_diags(&d),

@@ -90,3 +90,14 @@ fn completions_offer_the_plans_profiles_stages_and_formats() {
     assert_eq!(script.code, 0);
     assert!(script.stdout.contains("COMPLETE"), "{}", script.stdout);
 }
+
+#[test]
+fn plan_build_says_which_build_a_plan_needs() {
+    // `just run` picks the build with it: simulated plans need no release build.
+    let sb = Sandbox::new();
+    for (plan, want) in [("ksi-10-day", "debug"), ("fleet-1000", "release"), ("demo", "release")] {
+        let path = repo().join(format!("plans/{plan}.toml"));
+        let r = sb.run(&["plan", "build", path.to_str().unwrap()]);
+        assert_eq!((r.code, r.stdout.trim()), (0, want), "{plan}: {}", r.stderr);
+    }
+}

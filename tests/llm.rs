@@ -377,7 +377,11 @@ fn openai_503_keeps_its_http_status_and_its_retry_after() {
     assert_eq!((&calls[0]["status"], &calls[0]["error"]), (&Value::from(503), &Value::from("unavailable")));
     let retries = of_kind(&evs, "retry");
     assert_eq!(retries.len(), 1);
-    assert_eq!(retries[0]["value"], 3000.0, "Retry-After: 3 on a 503 honoured");
+    // Retry-After is the server's real time: 3 s whatever the time scale (0.01 here), which is
+    // 300 s of plan time in the event.
+    assert_eq!(retries[0]["value"], 300_000.0, "Retry-After: 3 on a 503 honoured");
+    let gap = calls[1]["t_ms"].as_f64().unwrap() - calls[0]["t_ms"].as_f64().unwrap();
+    assert!(gap >= 3000.0, "waited {gap} ms of real time, not the server's 3 s");
 }
 
 #[test]
@@ -401,7 +405,7 @@ fn retry_after_garbage_is_ignored_and_an_http_date_honoured() {
     let waits: Vec<f64> = of_kind(&evs, "retry").iter().map(|r| r["value"].as_f64().unwrap()).collect();
     assert_eq!(waits.len(), 5, "{waits:?}");
     assert!(waits[..4].iter().all(|w| *w <= 20.0), "garbage Retry-After must fall back to backoff: {waits:?}");
-    assert_eq!(waits[4], 3000.0, "{waits:?}");
+    assert_eq!(waits[4], 300_000.0, "3 s of real time at time scale 0.01: {waits:?}");
 }
 
 #[test]

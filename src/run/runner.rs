@@ -114,6 +114,7 @@ impl Runner {
         let already: u64 = all[..start.min(all.len())].iter().map(|s| s.len() as u64).sum();
         self.progress.skip(already);
         let mut failed = false;
+        let mut errored = false;
         for (i, step) in all.iter().enumerate().skip(start) {
             if self.cancel.is_cancelled() {
                 return RunStatus::Interrupted;
@@ -153,8 +154,9 @@ impl Runner {
             // A step where planrun itself could not do a stage's work (`error`: a command that
             // cannot start, a directory it cannot create) is not passed: the checkpoint stays
             // before it, so `resume` redoes it once the cause is fixed.
-            let errored = outcomes.iter().any(|o| o.status == StageStatus::Error);
+            errored |= outcomes.iter().any(|o| o.status == StageStatus::Error);
             match self.sink.flush() {
+                // Steps after it (under `continue_on_failure`) do not move it on either.
                 Ok(_) if errored => {}
                 Ok(position) => {
                     self.manifest().checkpoint = Checkpoint {

@@ -181,3 +181,17 @@ fn an_errored_step_keeps_the_checkpoint_before_it() {
     assert_eq!(statuses(&m), ["a:passed", "b:error", "c:skipped"]);
     assert_eq!(m.checkpoint.next_step, 1, "resume redoes b");
 }
+
+#[test]
+fn steps_after_an_errored_one_do_not_move_the_checkpoint_past_it() {
+    let plan = format!(
+        "{PHASE}{}{}{}",
+        stage("a", "outcomes = [\"passed\"]"),
+        stage("b", "outcomes = [\"error\"]\ncontinue_on_failure = true"),
+        stage("c", "outcomes = [\"passed\"]")
+    );
+    let (status, m, _d) = run(&plan);
+    assert_eq!(status, RunStatus::Error);
+    assert_eq!(statuses(&m), ["a:passed", "b:error", "c:passed"]);
+    assert_eq!(m.checkpoint.next_step, 1, "resume redoes b (and c after it)");
+}

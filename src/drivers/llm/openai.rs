@@ -65,12 +65,15 @@ impl OpenAi {
     }
 }
 
-/// The response's Retry-After, if it carries a valid one.
+/// The response's Retry-After, if it carries a valid one, in plan time. The server's delay is
+/// real time whatever `--time-scale` says: waiting it as plan time would come back early (or
+/// late), so it is divided by the scale the clock will multiply it by.
 fn retry_after_of(headers: &HeaderMap, clock: &Clock) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
     let date = headers.get(DATE).and_then(|d| d.to_str().ok());
     let now = chrono::DateTime::from_timestamp_micros(clock.wall_us()).unwrap_or_default();
-    retry_after::parse(value, date, now)
+    let real = retry_after::parse(value, date, now)?;
+    Some(if clock.scale() > 0.0 { real.div_f64(clock.scale()) } else { real })
 }
 
 impl Provider for OpenAi {
