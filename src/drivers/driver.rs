@@ -1,7 +1,6 @@
 //! The `Driver` contract every stage's work implements, and what one iteration returns
 //! (`Outcome`, `Status`).
 
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -9,11 +8,12 @@ use serde::Serialize;
 
 use super::context::StageContext;
 use crate::plan::StageDriver;
-use crate::plan::model::{FieldError, StageCommon};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The contract every driver implements.
+/// The contract every driver implements: what the plan needs to know of it (`StageDriver`:
+/// its config as data, a one-line description, whether it is simulated, its field checks) and
+/// one iteration of its work.
 ///
 /// * `run` performs one iteration of the stage and returns how it went. It must return promptly
 ///   once `ctx.cancel` fires (Ctrl-C, stage timeout), cleaning up what it started: the runner
@@ -21,45 +21,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// * All waiting goes through `ctx.clock` (never `std::time` or bare `tokio::time`), so
 ///   `--time-scale` and the virtual clock apply.
 /// * Everything observable goes out as events through `ctx.events`.
-pub trait Driver: Send + Sync + fmt::Debug {
-    /// The driver's own fields, as plain data (for `plan.resolved.toml` and model equality).
-    fn config(&self) -> serde_json::Value;
-
-    /// One line for `plan show` and `--dry-run`.
-    fn describe(&self) -> String;
-
-    /// True when the driver touches nothing real (no processes, files or network), so it may
-    /// run under the virtual clock.
-    fn simulated(&self) -> bool {
-        false
-    }
-
-    /// Checks that need the stage's common fields (e.g. a required `duration`).
-    fn check(&self, _stage: &StageCommon) -> Result<(), FieldError> {
-        Ok(())
-    }
-
+pub trait Driver: StageDriver {
     fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Outcome>;
 }
 
 /// A stage whose driver is known: what the runner runs.
 pub type Bound = std::sync::Arc<dyn Driver>;
-
-/// The plan sees a driver through its own, smaller trait.
-impl StageDriver for dyn Driver {
-    fn config(&self) -> serde_json::Value {
-        Driver::config(self)
-    }
-    fn describe(&self) -> String {
-        Driver::describe(self)
-    }
-    fn simulated(&self) -> bool {
-        Driver::simulated(self)
-    }
-    fn check(&self, stage: &StageCommon) -> Result<(), FieldError> {
-        Driver::check(self, stage)
-    }
-}
 
 /// How one iteration of a stage ended. (The runner adds what only it can decide — a stage
 /// timeout, an abort criterion — and the lifecycle states, in `rundir::StageStatus`.)

@@ -13,7 +13,7 @@ use crate::drivers::{BoxFuture, Driver, Outcome, StageContext, Status};
 use crate::plan::de::{DeError, from_node};
 use crate::plan::load::{Catalog, Syntax, load_str};
 use crate::plan::node::Node;
-use crate::plan::{ClockKind, Dur};
+use crate::plan::{ClockKind, Dur, StageDriver};
 use crate::rundir::{Manifest, RunDir, RunStatus};
 
 #[derive(Debug, Deserialize)]
@@ -26,16 +26,21 @@ struct Script {
     calls: AtomicUsize,
 }
 
-impl Driver for Script {
+impl StageDriver for Script {
     fn config(&self) -> serde_json::Value {
         serde_json::json!({ "outcomes": self.outcomes })
     }
+
     fn describe(&self) -> String {
         "script".into()
     }
+
     fn simulated(&self) -> bool {
         true
     }
+}
+
+impl Driver for Script {
     fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
@@ -62,6 +67,7 @@ impl Catalog for Scripts {
     fn names(&self) -> Vec<&'static str> {
         vec!["script"]
     }
+
     fn parse(&self, name: &str, fields: &Node) -> Option<Result<Arc<dyn Driver>, DeError>> {
         (name == "script").then(|| from_node::<Script>(fields).map(|s| Arc::new(s) as Arc<dyn Driver>))
     }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::drivers::{BoxFuture, Driver, Outcome, StageContext, config_of};
 use crate::plan::Dur;
-use crate::plan::model::{FieldError, StageCommon};
+use crate::plan::model::StageCommon;
+use crate::plan::{FieldError, StageDriver};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,7 +68,7 @@ impl Exec {
     }
 }
 
-impl Driver for Exec {
+impl StageDriver for Exec {
     fn config(&self) -> serde_json::Value {
         config_of(self)
     }
@@ -89,7 +90,9 @@ impl Driver for Exec {
             _ => Ok(()),
         }
     }
+}
 
+impl Driver for Exec {
     fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Outcome> {
         Box::pin(self.execute(ctx))
     }

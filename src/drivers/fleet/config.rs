@@ -11,7 +11,8 @@ use super::coordinator::Coordinator;
 use super::process::Signal;
 use crate::drivers::{BoxFuture, Driver, Outcome, StageContext, config_of};
 use crate::plan::Dur;
-use crate::plan::model::{FieldError, StageCommon};
+use crate::plan::model::StageCommon;
+use crate::plan::{FieldError, StageDriver};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -158,7 +159,7 @@ impl Fleet {
     }
 }
 
-impl Driver for Fleet {
+impl StageDriver for Fleet {
     fn config(&self) -> serde_json::Value {
         config_of(self)
     }
@@ -200,7 +201,9 @@ impl Driver for Fleet {
         }
         Ok(())
     }
+}
 
+impl Driver for Fleet {
     fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Outcome> {
         Box::pin(Coordinator::run_stage(self, ctx))
     }

@@ -5,7 +5,8 @@
 use super::config::LlmCfg;
 use super::orchestration::Orchestration;
 use crate::drivers::{BoxFuture, Driver, Outcome, StageContext, config_of};
-use crate::plan::model::{FieldError, StageCommon};
+use crate::plan::model::StageCommon;
+use crate::plan::{FieldError, StageDriver};
 
 /// A template that does not compile, as a located error.
 fn check_template(source: &str, at: &[&str]) -> Result<(), FieldError> {
@@ -13,7 +14,7 @@ fn check_template(source: &str, at: &[&str]) -> Result<(), FieldError> {
     env.template_from_str(source).map(|_| ()).map_err(|e| FieldError::new(format!("prompt template: {e}")).at(at))
 }
 
-impl Driver for LlmCfg {
+impl StageDriver for LlmCfg {
     fn config(&self) -> serde_json::Value {
         config_of(self)
     }
@@ -71,7 +72,9 @@ impl Driver for LlmCfg {
         }
         Ok(())
     }
+}
 
+impl Driver for LlmCfg {
     fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Outcome> {
         Box::pin(Orchestration::new(self, ctx).run())
     }

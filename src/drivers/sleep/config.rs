@@ -4,13 +4,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::drivers::{BoxFuture, Driver, Outcome, StageContext, Status, config_of};
-use crate::plan::model::{FieldError, StageCommon};
+use crate::plan::model::StageCommon;
+use crate::plan::{FieldError, StageDriver};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Sleep {}
 
-impl Driver for Sleep {
+impl StageDriver for Sleep {
     fn config(&self) -> serde_json::Value {
         config_of(self)
     }
@@ -29,7 +30,9 @@ impl Driver for Sleep {
             None => Err("a sleep stage needs a `duration`".into()),
         }
     }
+}
 
+impl Driver for Sleep {
     fn run<'a>(&'a self, ctx: &'a StageContext) -> BoxFuture<'a, Outcome> {
         Box::pin(async move {
             let want = ctx.duration.unwrap_or_default();
