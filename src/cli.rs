@@ -13,7 +13,7 @@ use crate::diag::{Diag, Diags};
 use crate::drivers::Registry;
 use crate::exit::{EXIT_CODES_HELP, Exit};
 use crate::plan::{ClockKind, LoadOptions, Selector, load_file_with};
-use crate::report::{Format, Renderer};
+use crate::report::{DEFAULT_FORMATS, Format, Renderer};
 use crate::run::progress::Mode;
 use crate::run::{self, RunError, RunOptions, schedule};
 
@@ -74,8 +74,8 @@ pub enum Cmd {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ReportArgs {
     /// Report formats to write.
-    #[arg(long, value_delimiter = ',', default_value = "md,json,junit", value_parser = ["md", "json", "junit", "html"])]
-    pub format: Vec<String>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = DEFAULT_FORMATS.to_vec())]
+    pub format: Vec<Format>,
     /// Directory whose report.md.j2 / report.json.j2 / junit.xml.j2 / report.html.j2 replace the built-in ones.
     #[arg(long)]
     pub templates: Option<PathBuf>,
@@ -231,13 +231,6 @@ fn load_checked(path: &std::path::Path, v: &VarArgs) -> Result<(run::Plan, crate
     if problems.is_empty() { Ok((plan, src)) } else { Err(Diags(problems)) }
 }
 
-fn formats(r: &ReportArgs) -> Result<Vec<Format>, String> {
-    r.format
-        .iter()
-        .map(|f| Format::parse(f).ok_or_else(|| format!("unknown report format `{f}` (md, json, junit, html)")))
-        .collect()
-}
-
 /// Entry point: parse arguments, run, return the process exit code.
 pub fn main() -> i32 {
     // Shell completion requests (`COMPLETE=bash planrun …`) are answered here and exit.
@@ -325,17 +318,13 @@ fn run_cmd(args: RunArgs) -> Exit {
         args: std::env::args().collect(),
         suspend_after: args.suspend_after,
     };
-    if let Err(e) = formats(&args.report) {
-        eprint!("{}", Diag::new(e).render(color()));
-        return Exit::Usage;
-    }
     let report = (!args.no_analyze).then_some(&args.report);
     finish(run::start(plan, &args.plan, &src.text, &options), args.quiet, report)
 }
 
 impl ReportArgs {
     fn default_formats() -> ReportArgs {
-        ReportArgs { format: vec!["md".into(), "json".into(), "junit".into()], templates: None, analysis: vec![] }
+        ReportArgs { format: DEFAULT_FORMATS.to_vec(), templates: None, analysis: vec![] }
     }
 }
 
@@ -381,8 +370,7 @@ fn analyze_dir(
     }
     let report = analyze::analyze(&run, opts)?;
     let renderer = Renderer::new(r.templates.as_deref())?;
-    let formats = formats(r).map_err(|message| Failed { exit: Exit::Usage, message })?;
-    let written = renderer.write_all(&report, &formats, out)?;
+    let written = renderer.write_all(&report, &r.format, out)?;
     if !quiet {
         let v = &report.verdict;
         // One line that cannot read as a contradiction: the label with its cause, then the
@@ -446,10 +434,7 @@ fn analyze_cmd(args: AnalyzeArgs) -> Exit {
     }
     if args.all && reports.len() > 1 {
         let rows: Vec<_> = reports.iter().map(analyze::comparison_row).collect();
-        let mut last = match reports.pop() {
-            Some(r) => r,
-            None => return worst,
-        };
+        let Some(mut last) = reports.pop() else { return worst };
         last.comparison = rows;
         let out = args.out.clone().unwrap_or_else(|| args.path.clone());
         let r = Renderer::new(args.report.templates.as_deref())

@@ -1,6 +1,8 @@
 //! `planrun analyze`: metrics and criteria checked against answers computed by hand on
 //! hand-made events, the seed criteria evaluated as written, no-data semantics, the JSONL
 //! fallback, baseline regressions, SQL tables, report formats and exit codes.
+//!
+//! Over 600 lines on purpose: the scenarios share the hand-made event helpers at the top.
 
 use std::path::{Path, PathBuf};
 

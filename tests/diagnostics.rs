@@ -128,13 +128,20 @@ fn infinite_and_nan_floats_are_refused_where_written() {
     assert!(got.contains("inf.kdl:2:13"), "{got}");
     let got = plain("nan.kdl", &kdl.replace("#inf", "#nan"));
     assert!(got.contains("is not a finite number"), "{got}");
+    let got = plain("nan.toml", &toml.replace("rate = inf\n", ""));
+    assert!(got.contains("`nan` is not a finite number"), "{got}");
+    assert!(got.contains("nan.toml:13:9"), "{got}");
 }
 
 #[test]
-fn a_drivers_complaint_points_at_the_offending_value() {
-    let toml = format!("{STAGE_TOML}driver = \"exec\"\nrun = \"true\"\ncmd = \"ls\"\n");
-    let got = plain("both.toml", &toml);
-    assert!(got.contains("give either `run`"), "{got}");
-    // The caret lands on `cmd`'s value (line 11), not on the whole stage.
-    assert!(got.contains("both.toml:11:7"), "{got}");
+fn a_wrong_provider_name_is_pointed_at_not_the_whole_stage() {
+    // The KSI plan with one agent's provider misspelt: the caret lands on that value.
+    let text = std::fs::read_to_string(super::support::repo().join("plans/ksi-10-day.toml")).unwrap();
+    let at = text.find("provider = \"claude\"").expect("the plan names provider claude") + "provider = ".len();
+    let text = format!("{}\"claudee\"{}", &text[..at], &text[at + "\"claude\"".len()..]);
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+    let got = plain("ksi.toml", &text);
+    assert!(got.contains("uses unknown provider `claudee`"), "{got}");
+    assert!(got.contains(&format!("ksi.toml:{line}:{col}")), "want ksi.toml:{line}:{col} in\n{got}");
 }

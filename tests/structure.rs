@@ -55,11 +55,23 @@ fn crate_refs(text: &str) -> Vec<(usize, String)> {
         let mut rest = code;
         while let Some(at) = rest.find("crate::") {
             let after = &rest[at + "crate::".len()..];
-            let name: String = after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            // `$crate::` in macros and `planrun::` from outside are not this crate's imports.
+            // `$crate::` in macros is not this crate's import.
             let prefixed = at > 0 && rest.as_bytes()[at - 1] == b'$';
-            if !name.is_empty() && !prefixed {
-                out.push((i + 1, name));
+            if !prefixed {
+                // `crate::{a, b::c}` names several modules at once.
+                let names: Vec<String> = match after.strip_prefix('{') {
+                    Some(group) => group
+                        .split(['}', ';'])
+                        .next()
+                        .unwrap_or("")
+                        .split(',')
+                        .map(|p| p.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
+                        .collect(),
+                    None => {
+                        vec![after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()]
+                    }
+                };
+                out.extend(names.into_iter().filter(|n| !n.is_empty() && n != "self").map(|n| (i + 1, n)));
             }
             rest = after;
         }
@@ -106,8 +118,10 @@ fn imports_follow_the_layers() {
 #[test]
 fn the_scan_sees_an_upward_import() {
     // The check above must be able to fail: a driver reaching into the runner is seen.
-    let refs = crate_refs("use crate::run::clock::Clock; // crate::analyze in a comment\nlet x = $crate::y;");
-    assert_eq!(refs, vec![(1, "run".to_string())]);
+    let refs = crate_refs(
+        "use crate::run::clock::Clock; // crate::analyze in a comment\nlet x = $crate::y;\nuse crate::{drivers, plan::Plan};",
+    );
+    assert_eq!(refs, vec![(1, "run".to_string()), (3, "drivers".to_string()), (3, "plan".to_string())]);
 }
 
 #[test]

@@ -25,7 +25,7 @@ fn any_to_json(v: AnyValue<'_>) -> Value {
         AnyValue::Int64(n) => n.into(),
         AnyValue::Float32(f) => num(f as f64),
         AnyValue::Float64(f) => num(f),
-        AnyValue::Datetime(us, _, _) => Value::String(crate::events::event::ts_format::format(us)),
+        AnyValue::Datetime(us, _, _) => Value::String(crate::events::ts_format::format(us)),
         other => Value::String(other.to_string()),
     }
 }

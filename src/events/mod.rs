@@ -9,6 +9,7 @@ pub mod parquet;
 pub mod schema;
 pub mod sink;
 
+pub use event::ts_format;
 pub use event::{COLUMNS, Emitter, Event, Observer};
 pub use schema::{Cell, Column, Kind};
-pub use sink::{EventSink, SinkError, SinkStats};
+pub use sink::{EventSink, Position, SinkError, SinkStats};

@@ -1,7 +1,7 @@
 //! The event schema, declared once. `event_schema!` takes the `Event` struct as written (its
 //! fields, their Rust types and serde attributes, each tagged with a column kind) and emits the
 //! struct plus everything that must agree with it: `COLUMNS` (name, kind, nullability, in file
-//! order), the Parquet data type of each kind, and `Event::cell`/`cell_at` to read any column
+//! order), the Parquet data type of each kind, and `Event::cell`/`Event::reader` to read any column
 //! by name or position. The JSONL form is the struct's serde form; the Parquet schema and
 //! frames (`parquet`), the criteria's column names (`crate::criteria`) and the live abort
 //! aggregates (`crate::run::abort`) all read `COLUMNS` and `cell`. Adding a column is one line

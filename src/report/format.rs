@@ -1,6 +1,7 @@
 //! The report formats: their names on the command line, template files and output files.
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A report format; its command-line name is the lowercase variant (`--format md,json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Md,
     Json,
@@ -9,16 +10,6 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(s: &str) -> Option<Format> {
-        Some(match s.trim() {
-            "md" | "markdown" => Format::Md,
-            "json" => Format::Json,
-            "junit" | "xml" => Format::Junit,
-            "html" => Format::Html,
-            _ => return None,
-        })
-    }
-
     pub fn template(self) -> &'static str {
         match self {
             Format::Md => "report.md.j2",

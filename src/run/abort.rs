@@ -4,8 +4,8 @@
 //! growth can leave its warm-up out as the analysis does), and the runner checks them about
 //! every 2 s of stage clock time, stopping the stage with a `Violation` when one does not hold.
 //! The final verdict still comes from the full analysis (`analyze::compile`); these are running
-//! approximations of the same semantics (percentiles to 3 significant digits). Reading an event's
-//! columns by name (`field`) is here too, until it is generated from the event schema.
+//! approximations of the same semantics (percentiles to 3 significant digits). Events' columns
+//! are read by name through the event schema (`Event::cell`).
 
 use std::sync::Mutex;
 
@@ -259,11 +259,6 @@ impl AbortWatch {
         self.expected_end_ms = planned_ms.filter(|ms| *ms > 0.0).map(|ms| self.stage_start_ms + ms);
         self
     }
-
-    /// The first violated criterion, with what was observed, as of `now_ms`.
-    pub fn violated(&self, now_ms: f64) -> Option<Violation> {
-        self.check(now_ms)
-    }
 }
 
 /// An abort criterion that does not hold: the stage's abort reason.
@@ -332,7 +327,8 @@ impl Observer for AbortWatch {
 }
 
 impl AbortWatch {
-    fn check(&self, now_ms: f64) -> Option<Violation> {
+    /// The first violated criterion, with what was observed, as of `now_ms`.
+    pub fn violated(&self, now_ms: f64) -> Option<Violation> {
         let checks = self.checks.lock().ok()?;
         let window_s = ((now_ms - self.stage_start_ms) / 1000.0).max(1e-3);
         for w in checks.iter() {

@@ -15,7 +15,7 @@ use super::start::{RunError, RunResult};
 use crate::clock::Clock;
 use crate::drivers::Ledger;
 use crate::events::EventSink;
-use crate::events::sink::Position;
+use crate::events::Position;
 use crate::plan::ClockKind;
 use crate::rundir::{Build, Manifest, RunDir, RunStatus, now_rfc3339};
 

@@ -110,7 +110,14 @@ impl RunDir {
         let tmp = self.path.join(format!("{MANIFEST}.tmp"));
         let write = |source| RunDirError::Write { path: target.display().to_string(), source };
         let text = serde_json::to_string_pretty(m).map_err(|e| write(io::Error::other(e)))?;
-        let result = std::fs::write(&tmp, text + "\n").and_then(|()| std::fs::rename(&tmp, &target));
+        let result = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &target)
+        })();
         if result.is_err() {
             // A full disk leaves no empty temp file behind.
             let _ = std::fs::remove_file(&tmp);

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::status::{RunStatus, StageStatus};
-use crate::events::sink::Position;
+use crate::events::Position;
 use crate::plan::ClockKind;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
