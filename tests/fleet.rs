@@ -418,3 +418,20 @@ fn a_directory_someone_else_made_is_refused_not_removed() {
     assert!(m["stages"][0]["message"].as_str().unwrap().contains("planrun did not make it"), "{m}");
     assert_eq!(std::fs::read_to_string(coord.join("precious.txt")).unwrap(), "keep me");
 }
+
+#[test]
+fn a_timed_out_fleet_stage_still_gives_its_agents_their_grace() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    let text = fleet_plan(&coord, "agents = 3\ncycles = 100\ninterval = \"200ms\"\ntimeout = \"2s\"");
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(super::support::manifest(&dir)["stages"][0]["status"], "timed_out");
+    let evs = events(&dir);
+    let teardown = of_kind(&evs, "teardown");
+    assert_eq!(teardown.len(), 1);
+    let attrs: Value = serde_json::from_str(teardown[0]["attrs"].as_str().unwrap()).unwrap();
+    assert_eq!(attrs["killed_after_grace"], 0, "agents were sent TERM and given time: {attrs}");
+    assert_eq!(attrs["orphans"], 0, "{attrs}");
+    assert_eq!(teardown[0]["ok"], true, "{attrs}");
+}

@@ -190,19 +190,31 @@ impl<'a> Coordinator<'a> {
 
     /// Wait (bounded by `deadline_ms` of clock time, and by cancellation) until `done` holds.
     async fn wait_until(&self, deadline_ms: f64, done: impl Fn(&Book) -> bool) -> bool {
+        self.wait(deadline_ms, done, true).await
+    }
+
+    /// Wait until `done` holds or `deadline_ms` passes; `cancellable` lets cancellation end the
+    /// wait early (teardown, which runs because the stage was cancelled, must not let it).
+    async fn wait(&self, deadline_ms: f64, done: impl Fn(&Book) -> bool, cancellable: bool) -> bool {
         loop {
             let changed = self.roster.changed();
             if done(&self.roster.book()) {
                 return true;
             }
             let left = deadline_ms - self.now();
-            if left <= 0.0 || self.ctx.cancel.is_cancelled() {
+            let cancelled = async {
+                match cancellable {
+                    true => self.ctx.cancel.cancelled().await,
+                    false => std::future::pending().await,
+                }
+            };
+            if left <= 0.0 || (cancellable && self.ctx.cancel.is_cancelled()) {
                 return false;
             }
             tokio::select! {
                 _ = changed => {}
                 _ = self.ctx.clock.sleep_unscaled(Duration::from_secs_f64(left / 1000.0)) => {}
-                _ = self.ctx.cancel.cancelled() => return false,
+                _ = cancelled => return false,
             }
         }
     }
@@ -443,14 +455,15 @@ impl<'a> Coordinator<'a> {
             Signal::Cont.send(*pid); // a paused agent cannot act on TERM
             Signal::Term.send(*pid);
         }
-        let stopped = self.wait_until(self.now() + TERM_GRACE.as_secs_f64() * 1000.0, Book::none_alive).await;
+        // A cancelled stage (timeout, abort, Ctrl-C) still gives its agents their grace.
+        let stopped = self.wait(self.now() + TERM_GRACE.as_secs_f64() * 1000.0, Book::none_alive, false).await;
         let mut killed = 0;
         if !stopped {
             for (_, pid) in self.roster.alive_pids() {
                 Signal::Kill.send(pid);
                 killed += 1;
             }
-            self.wait_until(self.now() + KILL_WAIT.as_secs_f64() * 1000.0, Book::none_alive).await;
+            self.wait(self.now() + KILL_WAIT.as_secs_f64() * 1000.0, Book::none_alive, false).await;
         }
         let orphans = pids.iter().filter(|p| pid_alive(**p)).count();
         let left = self.transport.close(self.cfg.keep).await;
