@@ -4,6 +4,8 @@
 
 pub mod de;
 pub mod duration;
+pub mod kdl_scan;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod node;
