@@ -9,6 +9,7 @@ pub mod limits;
 pub mod load;
 pub mod model;
 pub mod node;
+pub mod read;
 pub mod select;
 pub mod spanned;
 pub mod template;
