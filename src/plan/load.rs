@@ -168,7 +168,7 @@ pub fn load_source<C: Catalog>(
     // Load-time templates see the final vars.
     let var_map: serde_json::Map<String, serde_json::Value> =
         vars.iter().map(|(n, v)| (n.clone(), v.value.clone())).collect();
-    let resolver = Resolver::new(&var_map);
+    let mut resolver = Resolver::new(&var_map);
     let mut resolved = Table::default();
     for e in &top.entries {
         let mut e = e.clone();
