@@ -212,7 +212,8 @@ impl Snippet {
                 col: col - 1,
             };
         }
-        // Window every shown line to the same columns, around the span's start on its line.
+        // Window the span's line around the span's start (and any other long line shown to the
+        // same columns).
         let line_chars = text[line_start..line_end].chars().count();
         let from_col = (col - 1).saturating_sub(SHOWN_COLUMNS / 4).min(line_chars.saturating_sub(SHOWN_COLUMNS));
         let mut out = String::new();
@@ -222,7 +223,9 @@ impl Snippet {
             if i > 0 {
                 out.push('\n');
             }
-            let shown = Cut::new(l, from_col, SHOWN_COLUMNS);
+            // The span's line from the window's start; a short line around it whole.
+            let from = if at == line_start || l.chars().count() > SHOWN_COLUMNS { from_col } else { 0 };
+            let shown = Cut::new(l, from, SHOWN_COLUMNS);
             if at == line_start {
                 let base = out.len() + shown.marker;
                 let s = (start - line_start).clamp(shown.from, shown.to);
@@ -392,6 +395,10 @@ impl std::error::Error for Diags {}
 
 /// The closest candidate to `word`, for "did you mean" hints.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // No name in a plan is this long, and comparing a huge word to every candidate costs time.
+    if word.len() > 100 {
+        return None;
+    }
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))
@@ -416,5 +423,52 @@ mod tests {
     fn suggests_close_names_only() {
         assert_eq!(did_you_mean("duraton", ["duration", "timeout"]), Some("duration"));
         assert_eq!(did_you_mean("zzz", ["duration", "timeout"]), None);
+        assert_eq!(did_you_mean(&"duration".repeat(100), ["duration"]), None);
+    }
+
+    #[test]
+    fn a_long_line_renders_as_a_window_with_the_true_location() {
+        let line = format!("{}é{}", "a".repeat(70_000), "b".repeat(10));
+        let src = Source::new("x", format!("first\n{line}\nlast\n"));
+        let at = 6 + 70_000; // the é
+        let out = Diag::new("m").at(&src, at..at + 2).render(false);
+        assert!(out.contains("[x:2:70001]"), "{out}");
+        assert!(out.contains("│ …aaaa") && out.contains("aébbbbbbbbbb\n"), "{out}");
+        assert!(out.contains("│ first\n") && out.contains("│ last\n"), "{out}");
+        assert!(out.lines().all(|l| l.chars().count() < SHOWN_COLUMNS + 20), "{out}");
+    }
+
+    #[test]
+    fn the_header_counts_characters_and_crlf_lines() {
+        let src = Source::new("x", "a = 1\r\nbé = \"z\"\r\nc = 2\r\n");
+        let at = src.text.find('"').unwrap();
+        let d = Diag::new("m").at(&src, at..at + 3);
+        assert_eq!(d.location().as_deref(), Some("x:2:6"));
+        let out = d.render(false);
+        assert!(out.contains("[x:2:6]") && out.contains(" 2 │ bé = \"z\""), "{out}");
+    }
+
+    #[test]
+    fn a_problem_with_the_whole_file_names_it() {
+        let d = Diag::new("m").in_source(&Source::new("x.toml", "a = 1"));
+        assert_eq!(d.location().as_deref(), Some("x.toml"));
+        assert!(d.render(false).contains("x.toml: m"));
+    }
+
+    #[test]
+    fn a_span_over_many_lines_shows_its_first() {
+        let text: String = (1..=30).map(|i| format!("line{i}\n")).collect();
+        let src = Source::new("x", text.as_str());
+        let out = Diag::new("m").at(&src, 6..text.len()).render(false);
+        assert!(out.contains("[x:2:1]") && out.contains("line2") && !out.contains("line30"), "{out}");
+    }
+
+    #[test]
+    fn at_most_fifty_problems_are_shown() {
+        let src = Source::new("x", "a\n");
+        let many = Diags((0..60).map(|i| Diag::new(format!("p{i}")).at(&src, 0..1)).collect());
+        let out = many.render(false);
+        assert!(out.contains("p49") && !out.contains("p50") && out.contains("… and 10 more"), "{out}");
+        assert!(out.ends_with("60 problems found\n"), "{out}");
     }
 }
