@@ -2,7 +2,8 @@
 //! expression's *typed* value (`"{{ vars.rounds }}"` becomes the integer), any other string with
 //! template syntax is rendered to a string. Undefined names are errors at the string's span.
 //! Keys holding run-time templates (`prompt`, `template`, `*_template`) are left for their
-//! driver, which renders them with per-round context.
+//! driver, which renders them with per-round context. All of a plan's templates share one
+//! budget of instructions and output (`limits`), so none can run without end or fill memory.
 
 use std::io;
 
@@ -141,15 +142,19 @@ impl Resolver<'_> {
                 format!("`{inner}` is undefined"),
             )));
         }
-        // A typed value is held to the same size limit as rendered text.
-        let json = serde_json::to_value(&v)
-            .map_err(|e| Failure::Template(minijinja::Error::new(ErrorKind::BadSerialization, e.to_string())))?;
-        let size = serde_json::to_vec(&json).map_or(usize::MAX, |b| b.len());
-        if size > limit {
+        // A typed value is held to the same size limit as rendered text, measured by writing
+        // it out (which stops at the limit) before it is converted.
+        let bad =
+            |e: serde_json::Error| Failure::Template(minijinja::Error::new(ErrorKind::BadSerialization, e.to_string()));
+        if v.as_str().is_some_and(|s| s.len() > limit) {
             return Err(Failure::TooLong(limit));
         }
-        self.output = self.output.saturating_sub(size);
-        Ok(json)
+        let mut sized = Capped { buf: Vec::new(), limit, over: false };
+        if let Err(e) = serde_json::to_writer(&mut sized, &v) {
+            return Err(if sized.over { Failure::TooLong(limit) } else { bad(e) });
+        }
+        self.output = self.output.saturating_sub(sized.buf.len());
+        serde_json::to_value(&v).map_err(bad)
     }
 }
 
@@ -205,5 +210,44 @@ mod tests {
         r.resolve(&mut n, &src, &mut diags);
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].span, Some(4..21)); // the quoted string
+    }
+
+    fn resolve_all(texts: &[&str]) -> Vec<Diag> {
+        let mut r = Resolver::new(json!({}).as_object().unwrap());
+        let toml: String = texts.iter().enumerate().map(|(i, t)| format!("k{i} = \"{t}\"\n")).collect();
+        let src = Source::new("t.toml", toml);
+        let mut n = from_toml(&src).unwrap();
+        let mut diags = vec![];
+        r.resolve(&mut n, &src, &mut diags);
+        diags
+    }
+
+    #[test]
+    fn a_runaway_loop_runs_out_of_fuel_at_its_string() {
+        let d = resolve_all(&["{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"]);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].message.starts_with("template takes too long"), "{}", d[0].message);
+        assert_eq!(d[0].span, Some(5..88));
+    }
+
+    #[test]
+    fn output_is_capped_for_text_and_typed_values() {
+        for t in
+            ["{{ 'x' * 2000000 }}", "x{{ 'x' * 2000000 }}", "{% for i in range(3000) %}{{ 'x' * 1000 }}{% endfor %}"]
+        {
+            let d = resolve_all(&[t]);
+            assert_eq!(d.len(), 1, "{t}");
+            assert_eq!(d[0].message, "template renders more than 1 MiB", "{t}");
+        }
+        assert!(resolve_all(&["{{ 'x' * 1000000 }}"]).is_empty());
+    }
+
+    #[test]
+    fn the_fuel_is_one_budget_for_the_whole_plan() {
+        // Each string alone is well within the budget; together they are not.
+        let one = "{% for i in range(50000) %}{% endfor %}";
+        assert!(resolve_all(&[one]).is_empty());
+        let d = resolve_all(&[one; 40]);
+        assert!(!d.is_empty() && d.iter().all(|d| d.message.starts_with("template takes too long")), "{d:?}");
     }
 }
