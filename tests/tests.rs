@@ -4,6 +4,7 @@ mod analyze;
 mod cli;
 mod diagnostics;
 mod fleet;
+mod fuzz;
 mod llm;
 mod plans;
 mod resume;
