@@ -93,7 +93,7 @@ pub struct AnalyzeArgs {
     #[arg(long)]
     pub baseline: Option<PathBuf>,
     /// Relative change that counts as a regression (default 0.10, or the plan's).
-    #[arg(long)]
+    #[arg(long, value_parser = tolerance)]
     pub tolerance: Option<f64>,
     /// Where to write the reports (default: the run directory).
     #[arg(long)]
@@ -125,7 +125,7 @@ pub enum PlanCmd {
         #[command(flatten)]
         vars: VarArgs,
         /// Multiply every plan duration by this factor.
-        #[arg(long, default_value_t = 1.0, value_parser = positive)]
+        #[arg(long, default_value_t = 1.0, value_parser = time_scale)]
         time_scale: f64,
     },
 }
@@ -151,7 +151,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub vars: VarArgs,
     /// Multiply every plan duration and interval by this factor (0.001 turns 8h into 28.8s).
-    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    #[arg(long, default_value_t = 1.0, value_parser = time_scale)]
     pub time_scale: f64,
     /// Seed for every random choice (overrides the plan's).
     #[arg(long)]
@@ -195,10 +195,21 @@ fn duration(s: &str) -> Result<std::time::Duration, String> {
     crate::plan::Dur::parse(s).map(|d| d.0)
 }
 
-fn positive(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(f) if f > 0.0 && f.is_finite() => Ok(f),
-        _ => Err(format!("expected a positive number, got \"{s}\"")),
+/// `--time-scale`: above 0 and at most `MAX_TIME_SCALE`, so every plan duration (under 100
+/// years) times the scale still fits a `Duration`.
+fn time_scale(s: &str) -> Result<f64, String> {
+    let max = crate::plan::limits::MAX_TIME_SCALE;
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= max => Ok(f),
+        _ => Err(format!("expected a number above 0 and at most {max} ({max:e}), got \"{s}\"")),
+    }
+}
+
+/// `--tolerance`: a relative change, from 0 to 10 (1000%).
+fn tolerance(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (0.0..=10.0).contains(&f) => Ok(f),
+        _ => Err(format!("expected a relative change from 0 to 10 (0.1 is 10%), got \"{s}\"")),
     }
 }
 

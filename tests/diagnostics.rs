@@ -145,3 +145,195 @@ fn a_wrong_provider_name_is_pointed_at_not_the_whole_stage() {
     assert!(got.contains("uses unknown provider `claudee`"), "{got}");
     assert!(got.contains(&format!("ksi.toml:{line}:{col}")), "want ksi.toml:{line}:{col} in\n{got}");
 }
+
+// Hardening: no plan input makes planrun panic, abort or hang; every failure is an error at a
+// place (file:line:col, or the file) with exit code 2. Each test below failed before its fix.
+
+/// Run planrun, failing — not hanging the suite — if it is still running after `secs`.
+fn run_within(sb: &super::support::Sandbox, args: &[&str], secs: u64) -> super::support::Ran {
+    use std::process::Stdio;
+    let mut child = sb.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn planrun");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().expect("wait for planrun").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("planrun {args:?} was still running after {secs}s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("planrun output");
+    super::support::Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+const SLEEP_STAGE_TOML: &str =
+    "\n[[phase]]\nname = \"p\"\n\n[[phase.stage]]\nname = \"s\"\ndriver = \"sleep\"\nduration = \"1s\"\n";
+
+#[test]
+fn kdl_nested_1300_deep_is_a_located_error_not_an_abort() {
+    let sb = super::support::Sandbox::new();
+    sb.write("deep.kdl", &format!("plan name=\"x\"\n{}{}\n", "a {".repeat(1300), "}".repeat(1300)));
+    let r = run_within(&sb, &["validate", "deep.kdl"], 60);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("nested more than 64 levels deep"), "{}", r.stderr);
+    // The 65th `{`: each `a {` is three columns.
+    assert!(r.stderr.contains("deep.kdl:2:195"), "{}", r.stderr);
+    // A block comment is whitespace however many `*` it holds (the parser recursed per token).
+    let plan = "plan name=\"x\"\nphase \"p\" { stage \"s\" driver=\"sleep\" duration=\"1s\"; }\n";
+    sb.write("stars.kdl", &format!("/*{}*/\n{plan}", "*".repeat(100_000)));
+    let r = run_within(&sb, &["validate", "stars.kdl"], 60);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn nesting_limit_is_64_levels_in_both_syntaxes() {
+    let deep = |n: usize| {
+        let kdl = plain("deep.kdl", &format!("plan name=\"x\"\ndeep {}{}\n", "{ a ".repeat(n), "}".repeat(n)));
+        let toml = plain("deep.toml", &format!("deep = {}{}\n[plan]\nname = \"x\"\n", "[".repeat(n), "]".repeat(n)));
+        (kdl, toml)
+    };
+    for out in <[String; 2]>::from(deep(64)) {
+        assert!(out.contains("unknown top-level key `deep`") && !out.contains("nested"), "{out}");
+    }
+    let (kdl, toml) = deep(65);
+    assert!(kdl.contains("nested more than 64 levels deep") && kdl.contains("deep.kdl:2:262"), "{kdl}");
+    assert!(toml.contains("nested more than 64 levels deep") && toml.contains("deep.toml:1:72"), "{toml}");
+}
+
+#[test]
+fn an_error_past_column_65535_shows_a_window_of_its_line() {
+    let long = "x".repeat(70_000);
+    insta::assert_snapshot!(plain("long.toml", &format!("[plan]\nname = \"x\"\ndescription = \"{long}\" oops\n")));
+}
+
+#[test]
+fn huge_durations_and_their_sums_are_located_errors() {
+    let sb = super::support::Sandbox::new();
+    // The two inputs that overflowed (exit 101).
+    sb.write(
+        "pause.toml",
+        &format!("{STAGE_TOML}driver = \"sleep\"\nduration = \"1s\"\npause = \"300000000000y\"\nrepeat = 3\n"),
+    );
+    let r = run_within(&sb, &["validate", "pause.toml"], 30);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("pause.toml:11:9") && r.stderr.contains("is too long"), "{}", r.stderr);
+    let stage =
+        |name: &str, d: &str| format!("\n[[phase.stage]]\nname = \"{name}\"\ndriver = \"sleep\"\nduration = \"{d}\"\n");
+    let two = format!(
+        "[plan]\nname = \"x\"\n\n[[phase]]\nname = \"p\"\n{}{}",
+        stage("a", "500000000000y"),
+        stage("b", "500000000000y")
+    );
+    sb.write("two.toml", &two);
+    let r = run_within(&sb, &["validate", "two.toml"], 30);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("two.toml:10:12"), "{}", r.stderr);
+    // Each duration in range, but repeats and pauses add up past what a Duration holds.
+    let got = plain(
+        "repeat.toml",
+        &format!("{STAGE_TOML}driver = \"sleep\"\nduration = \"99y\"\npause = \"99y\"\nrepeat = 4294967295\n"),
+    );
+    assert!(got.contains("stage `s` takes more than can be counted") && got.contains("repeat.toml:12:10"), "{got}");
+    // Stages each under 100 years, the plan over.
+    let got = plain(
+        "sum.toml",
+        &format!("[plan]\nname = \"x\"\n\n[[phase]]\nname = \"p\"\n{}{}", stage("a", "60y"), stage("b", "60y")),
+    );
+    assert!(got.contains("the plan's stages take 120years in all") && got.contains("sum.toml:4:3"), "{got}");
+}
+
+#[test]
+fn runaway_templates_stop_with_a_located_error() {
+    let sb = super::support::Sandbox::new();
+    let loops = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    sb.write("loops.toml", &format!("[plan]\nname = \"x\"\ndescription = \"{loops}\"\n{SLEEP_STAGE_TOML}"));
+    let r = run_within(&sb, &["validate", "loops.toml"], 60);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("loops.toml:3:15") && r.stderr.contains("template takes too long"), "{}", r.stderr);
+    // 100 MB from a few bytes of template, in a criterion.
+    sb.write(
+        "big.toml",
+        &format!("[plan]\nname = \"x\"\ncriteria = [\"{{{{ 'x' * 100000000 }}}}\"]\n{SLEEP_STAGE_TOML}"),
+    );
+    let r = run_within(&sb, &["validate", "big.toml"], 60);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("big.toml:3:13") && r.stderr.contains("template renders more than 1 MiB"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_plan_over_10_mib_is_refused_naming_its_size() {
+    let sb = super::support::Sandbox::new();
+    let plan = "plan name=\"x\"\nphase \"p\" { stage \"s\" driver=\"sleep\" duration=\"1s\"; }\n";
+    sb.write("big.kdl", &format!("{plan}// {}\n", "x".repeat(10 * 1024 * 1024)));
+    let r = run_within(&sb, &["validate", "big.kdl"], 60);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("big.kdl: plan is 10 MiB (10485832 bytes), over the limit of 10 MiB"), "{}", r.stderr);
+}
+
+#[test]
+fn a_plan_that_is_not_utf8_points_at_the_first_bad_byte() {
+    let sb = super::support::Sandbox::new();
+    std::fs::write(sb.path().join("bad.toml"), b"[plan]\nname = \"x\xffy\"\n").expect("write");
+    let r = run_within(&sb, &["validate", "bad.toml"], 30);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("bad.toml:2:10") && r.stderr.contains("byte 0xFF is not valid UTF-8"), "{}", r.stderr);
+}
+
+#[test]
+fn a_plan_without_phases_points_at_its_plan_table() {
+    let got = plain("none.toml", "[plan]\nname = \"x\"\n");
+    assert!(got.contains("plan `x` has no phases") && got.contains("none.toml:1:2"), "{got}");
+    let got = plain("none.kdl", "plan name=\"x\"\n");
+    assert!(got.contains("plan `x` has no phases") && got.contains("none.kdl:1:1"), "{got}");
+}
+
+#[test]
+fn validate_refuses_what_is_not_a_regular_file() {
+    let sb = super::support::Sandbox::new();
+    let fifo = std::ffi::CString::new(sb.path().join("fifo.toml").into_os_string().into_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path and a mode; mkfifo touches nothing else.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    std::fs::create_dir(sb.path().join("dir.toml")).expect("mkdir");
+    std::os::unix::fs::symlink("/dev/zero", sb.path().join("zero.kdl")).expect("symlink");
+    for (file, what) in [("fifo.toml", "a FIFO (named pipe)"), ("dir.toml", "a directory"), ("zero.kdl", "a device")] {
+        let r = run_within(&sb, &["validate", file], 30);
+        assert_eq!(r.code, 2, "{file}: {}", r.stderr);
+        assert!(r.stderr.contains(&format!("{file} is {what}, not a plan file")), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn out_of_range_numeric_options_are_usage_errors_before_anything_is_created() {
+    let sb = super::support::Sandbox::new();
+    std::fs::copy(super::support::repo().join("plans/demo.toml"), sb.path().join("demo.toml")).expect("copy plan");
+    let usage = |args: &[&str], option: &str| {
+        let r = run_within(&sb, args, 60);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(option), "{args:?}: {}", r.stderr);
+    };
+    for scale in ["1e300", "1000001", "0", "-1", "nan", "inf"] {
+        usage(&["run", "--quiet", &format!("--time-scale={scale}"), "demo.toml"], "--time-scale");
+    }
+    usage(&["plan", "show", "--time-scale", "1e15", "demo.toml"], "--time-scale");
+    assert!(!sb.path().join("results").exists(), "a refused run created its run directory");
+    for tolerance in ["11", "-0.5", "nan"] {
+        usage(&["analyze", &format!("--tolerance={tolerance}"), "."], "--tolerance");
+    }
+    usage(&["run", "--seed=-1", "demo.toml"], "--seed");
+    usage(&["run", "--suspend-after", "300000000000y", "demo.toml"], "--suspend-after");
+    // The edges are fine.
+    let r = run_within(
+        &sb,
+        &["run", "--dry-run", "--time-scale", "1e6", "--seed", "18446744073709551615", "demo.toml"],
+        60,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

@@ -5,6 +5,7 @@ mod cli;
 mod criteria;
 mod diagnostics;
 mod fleet;
+mod fuzz;
 mod llm;
 mod plans;
 mod resume;

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::limits::{MAX_DURATION, MAX_DURATION_TEXT};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dur(pub Duration);
 
@@ -18,9 +20,13 @@ impl Dur {
         if t.chars().all(|c| c.is_ascii_digit()) {
             return Err(format!("duration \"{t}\" has no unit: write e.g. \"{t}s\" or \"{t}ms\""));
         }
-        humantime::parse_duration(t)
-            .map(Dur)
-            .map_err(|e| format!("bad duration \"{t}\": {e} (examples: \"250ms\", \"90s\", \"5m\", \"8h\", \"10d\")"))
+        let d = humantime::parse_duration(t).map_err(|e| {
+            format!("bad duration \"{t}\": {e} (examples: \"250ms\", \"90s\", \"5m\", \"8h\", \"10d\")")
+        })?;
+        if d >= MAX_DURATION {
+            return Err(format!("duration \"{t}\" is too long: durations are under {MAX_DURATION_TEXT}"));
+        }
+        Ok(Dur(d))
     }
 
     /// True for strings that read as a duration with a unit, e.g. `"8h"`; used to infer var types.
@@ -77,6 +83,8 @@ mod tests {
         assert_eq!(Dur::parse("10d").unwrap().0, Duration::from_secs(10 * 86400));
         assert!(Dur::parse("90").unwrap_err().contains("no unit"));
         assert!(Dur::parse("5 parsecs").is_err());
+        assert!(Dur::parse("99y").is_ok());
+        assert!(Dur::parse("300000000000y").unwrap_err().contains("too long"));
     }
 
     #[test]

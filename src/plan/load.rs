@@ -3,13 +3,17 @@
 //! driver config → cross-checks (duplicate names). Problems are collected, not stopped at, so
 //! `planrun validate` shows every one it can find at once.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use super::de::{DeError, from_node};
+use super::duration::Dur;
+use super::limits::{MAX_DURATION, MAX_DURATION_TEXT};
 use super::model::{
     AnalysisConfig, FieldError, Meta, Phase, Plan, RawDriver, STAGE_COMMON_KEYS, Stage, StageCommon, StageDriver,
 };
 use super::node::{self, Entry, Node, NodeKind, Table};
+use super::read;
 use super::template::Resolver;
 use super::vars;
 use crate::diag::{Diag, Diags, Source, did_you_mean};
@@ -82,10 +86,7 @@ pub fn load_file_with<C: Catalog>(
     let name = path.display().to_string();
     let syntax = Syntax::from_path(path)
         .ok_or_else(|| Diag::new(format!("{name}: unknown plan syntax")).help("plan files end in .toml or .kdl"))?;
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diag::new(format!("cannot read plan {name}: {e}")).help("check the path and that the file is readable UTF-8")
-    })?;
-    let src = Source::new(name, text);
+    let src = read::read_plan(path)?;
     let plan = load_source(&src, syntax, opts, catalog)?;
     Ok((plan, src))
 }
@@ -110,6 +111,7 @@ pub fn load_source<C: Catalog>(
     opts: &LoadOptions,
     catalog: &C,
 ) -> Result<Plan<C::Driver>, Diags> {
+    read::too_big(&src.name, src.text.len() as u64).map_err(|d| d.in_source(src))?;
     let root = match syntax {
         Syntax::Toml => node::from_toml(src)?,
         Syntax::Kdl => node::from_kdl(src)?,
@@ -166,7 +168,7 @@ pub fn load_source<C: Catalog>(
     // Load-time templates see the final vars.
     let var_map: serde_json::Map<String, serde_json::Value> =
         vars.iter().map(|(n, v)| (n.clone(), v.value.clone())).collect();
-    let resolver = Resolver::new(&var_map);
+    let mut resolver = Resolver::new(&var_map);
     let mut resolved = Table::default();
     for e in &top.entries {
         let mut e = e.clone();
@@ -211,8 +213,10 @@ pub fn load_source<C: Catalog>(
     };
     if let Some(meta) = &meta {
         if phases.is_empty() && diags.is_empty() {
+            let at = resolved.get("plan").map_or(0..0, |e| e.key_span.clone());
             diags.push(
                 Diag::new(format!("plan `{}` has no phases", meta.name))
+                    .at(src, at)
                     .help("add at least one `[[phase]]` with a `[[phase.stage]]`"),
             );
         }
@@ -221,7 +225,16 @@ pub fn load_source<C: Catalog>(
 
     match meta {
         Some(meta) if diags.is_empty() => {
-            Ok(Plan { meta, vars, profiles: profile_names, profile: opts.profile.clone(), phases, analysis })
+            let plan = Plan { meta, vars, profiles: profile_names, profile: opts.profile.clone(), phases, analysis };
+            let total = plan.expected_duration();
+            if total >= MAX_DURATION {
+                let at = resolved.get("phase").map_or(0..0, |e| e.key_span.clone());
+                return Err(Diag::new(format!("the plan's stages take {} in all", Dur(total)))
+                    .at(src, at)
+                    .help(format!("a plan runs for less than {MAX_DURATION_TEXT}"))
+                    .into());
+            }
+            Ok(plan)
         }
         _ => Err(Diags(diags)),
     }
@@ -284,14 +297,21 @@ fn phase<C: Catalog>(
 /// keys win), anything else the stage sets replaces the default.
 fn merge_defaults(base: &Table, over: Table) -> Table {
     let mut out = base.clone();
+    // Indexed, so a stage and a default with many keys merge in linear time.
+    let mut index: HashMap<String, usize> = out.entries.iter().enumerate().map(|(i, e)| (e.key.clone(), i)).collect();
     for e in over.entries {
-        match (out.get_mut(&e.key), &e.value.kind) {
-            (Some(existing), NodeKind::Table(t)) if existing.value.as_table().is_some() => {
-                let merged = merge_defaults(existing.value.as_table().unwrap_or(&Table::default()), t.clone());
+        let Some(&at) = index.get(&e.key) else {
+            index.insert(e.key.clone(), out.entries.len());
+            out.entries.push(e);
+            continue;
+        };
+        let existing = &mut out.entries[at];
+        match (&existing.value.kind, &e.value.kind) {
+            (NodeKind::Table(base), NodeKind::Table(t)) => {
+                let merged = merge_defaults(base, t.clone());
                 existing.value = Node::new(e.value.span.clone(), NodeKind::Table(merged));
             }
-            (Some(existing), _) => *existing = e,
-            (None, _) => out.entries.push(e),
+            _ => *existing = e,
         }
     }
     out
@@ -333,6 +353,10 @@ fn stage<C: Catalog>(
         diags.push(d);
         return None;
     };
+    if let Err(d) = check_stage_time(&common, t, src) {
+        diags.push(d);
+        return None;
+    }
     match parsed {
         Ok(driver) => match driver.check(&common) {
             Ok(()) => Some(Stage { common, driver }),
@@ -348,6 +372,23 @@ fn stage<C: Catalog>(
             None
         }
     }
+}
+
+/// A stage's duration times its repeats, plus its pauses, must stay under [`MAX_DURATION`]
+/// (each duration already does): checked, so a huge `repeat` is an error, not an overflow.
+fn check_stage_time(common: &StageCommon, t: &Table, src: &Source) -> Result<(), Diag> {
+    let one = common.duration.map(|d| d.0).unwrap_or_default();
+    let pause = common.pause.map(|d| d.0).unwrap_or_default();
+    let n = common.repeat.max(1);
+    let total = one.checked_mul(n).zip(pause.checked_mul(n - 1)).and_then(|(a, b)| a.checked_add(b));
+    if total.is_some_and(|t| t < MAX_DURATION) {
+        return Ok(());
+    }
+    let at = ["repeat", "duration", "pause"].iter().find_map(|k| t.get(k)).map_or(0..0, |e| e.value.span.clone());
+    let took = total.map_or_else(|| "more than can be counted".to_string(), |t| Dur(t).to_string());
+    Err(Diag::new(format!("stage `{}` takes {took} with its repeats and pauses", common.name))
+        .at(src, at)
+        .help(format!("a stage runs for less than {MAX_DURATION_TEXT}")))
 }
 
 /// A driver's complaint about one of its fields, pointing at the value under the error's key

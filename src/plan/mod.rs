@@ -4,9 +4,12 @@
 
 pub mod de;
 pub mod duration;
+pub mod kdl_scan;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod node;
+pub mod read;
 pub mod select;
 pub mod spanned;
 pub mod template;

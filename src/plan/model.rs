@@ -396,10 +396,10 @@ impl<D: StageDriver> Plan<D> {
                         let e = groups.entry(g.as_str()).or_default();
                         *e = (*e).max(d);
                     }
-                    None => total += d,
+                    None => total = total.saturating_add(d),
                 }
             }
-            total += groups.values().copied().sum::<std::time::Duration>();
+            total = groups.values().fold(total, |t, d| t.saturating_add(*d));
         }
         total
     }
@@ -411,7 +411,8 @@ impl<D: StageDriver> Stage<D> {
         let one = self.common.duration.map(|d| d.0).unwrap_or_default();
         let pause = self.common.pause.map(|d| d.0).unwrap_or_default();
         let n = self.common.repeat.max(1);
-        one * n + pause * (n - 1)
+        // Saturating: the loader refuses a stage this long, but a plan built in code may not be checked.
+        one.saturating_mul(n).saturating_add(pause.saturating_mul(n - 1))
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::kdl_scan;
+use super::limits::MAX_DEPTH;
 use crate::diag::{Diag, Source, Span};
 
 #[derive(Clone, Debug)]
@@ -145,10 +147,18 @@ fn finite(f: f64, text: &str, span: &Span, src: &Source) -> Result<NodeKind, Dia
 pub fn from_toml(src: &Source) -> Result<Node, Diag> {
     use toml::de::{DeTable, DeValue};
     let doc = DeTable::parse(&src.text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        Diag::new(format!("TOML syntax error: {}", e.message().trim())).at(src, span).label("here")
+        let msg = e.message().trim();
+        let diag = match e.span() {
+            Some(span) => Diag::new(format!("TOML syntax error: {msg}")).at(src, span).label("here"),
+            None => Diag::new(format!("TOML syntax error: {msg}")).in_source(src),
+        };
+        // The toml parser's own depth limit (80) is past ours; say it the same way.
+        if msg.contains("recursion") || msg.contains("recurse") {
+            return diag.help(format!("plans nest at most {MAX_DEPTH} levels; flatten the deepest key or value"));
+        }
+        diag
     })?;
-    fn value(v: &toml::Spanned<DeValue<'_>>, src: &Source) -> Result<Node, Diag> {
+    fn value(v: &toml::Spanned<DeValue<'_>>, depth: usize, src: &Source) -> Result<Node, Diag> {
         let span = v.span();
         let kind = match v.get_ref() {
             DeValue::String(s) => NodeKind::Str(s.to_string()),
@@ -165,20 +175,35 @@ pub fn from_toml(src: &Source) -> Result<Node, Diag> {
             }
             DeValue::Boolean(b) => NodeKind::Bool(*b),
             DeValue::Datetime(d) => NodeKind::Str(d.to_string()),
-            DeValue::Array(a) => NodeKind::List(a.iter().map(|x| value(x, src)).collect::<Result<_, _>>()?),
-            DeValue::Table(t) => NodeKind::Table(table(t, src)?),
+            DeValue::Array(a) => {
+                nested(depth, &span, src)?;
+                NodeKind::List(a.iter().map(|x| value(x, depth + 1, src)).collect::<Result<_, _>>()?)
+            }
+            DeValue::Table(t) => {
+                nested(depth, &span, src)?;
+                NodeKind::Table(table(t, depth + 1, src)?)
+            }
         };
         Ok(Node::new(span, kind))
     }
-    fn table(t: &DeTable<'_>, src: &Source) -> Result<Table, Diag> {
+    fn table(t: &DeTable<'_>, depth: usize, src: &Source) -> Result<Table, Diag> {
         let mut out = Table::default();
         for (k, v) in t.iter() {
-            out.entries.push(Entry { key: k.get_ref().to_string(), key_span: k.span(), value: value(v, src)? });
+            out.entries.push(Entry { key: k.get_ref().to_string(), key_span: k.span(), value: value(v, depth, src)? });
         }
         Ok(out)
     }
     let span = doc.span();
-    Ok(Node::new(span, NodeKind::Table(table(doc.get_ref(), src)?)))
+    Ok(Node::new(span, NodeKind::Table(table(doc.get_ref(), 0, src)?)))
+}
+
+/// A table or list opened at `depth` (the top-level table's entries are at depth 0).
+fn nested(depth: usize, span: &Span, src: &Source) -> Result<(), Diag> {
+    if depth >= MAX_DEPTH {
+        // Point at the opening character, not the whole (possibly huge) value.
+        return Err(kdl_scan::too_deep(src, span.start..span.start + 1));
+    }
+    Ok(())
 }
 
 /// Lower a KDL v2 document. The rules, in short (full text in docs/plan-language.md):
@@ -186,7 +211,8 @@ pub fn from_toml(src: &Source) -> Result<Node, Diag> {
 /// children is a table, and its single argument, if any, becomes the table's `name`; a node name
 /// repeated in one block makes a list; a block whose children are all `-` is a list.
 pub fn from_kdl(src: &Source) -> Result<Node, Diag> {
-    let doc = kdl::KdlDocument::parse_v2(&src.text).map_err(|e| {
+    let text = kdl_scan::prepare(src)?;
+    let doc = parse_kdl(&text, src)?.map_err(|e| {
         let first = e.diagnostics.first();
         let span = first.map(|d| d.span.offset()..d.span.offset() + d.span.len()).unwrap_or(0..0);
         let msg = first.and_then(|d| d.message.clone()).unwrap_or_else(|| "invalid document".into());
@@ -200,7 +226,29 @@ pub fn from_kdl(src: &Source) -> Result<Node, Diag> {
         diag
     })?;
     let span = 0..src.text.len();
-    Ok(Node::new(span, kdl_block(&doc, src)?))
+    Ok(Node::new(span, kdl_block(&doc, 0, src)?))
+}
+
+/// Stack for the KDL parser's thread. Its frames are large (tens of kilobytes a level in a
+/// debug build), so it runs on a stack of known size rather than the caller's: test threads
+/// and tokio workers have 2 MiB. With nesting capped at `MAX_DEPTH`, this is ample.
+const KDL_PARSER_STACK: usize = 16 * 1024 * 1024;
+
+/// Run the `kdl` parser on its own thread (see `KDL_PARSER_STACK`). A panic inside the parser
+/// becomes an error about the file instead of taking planrun down.
+fn parse_kdl(text: &str, src: &Source) -> Result<Result<kdl::KdlDocument, kdl::KdlError>, Diag> {
+    std::thread::scope(|scope| {
+        let parser = std::thread::Builder::new()
+            .name("kdl-parser".into())
+            .stack_size(KDL_PARSER_STACK)
+            .spawn_scoped(scope, || kdl::KdlDocument::parse_v2(text))
+            .map_err(|e| Diag::new(format!("cannot start the KDL parser: {e}")).in_source(src))?;
+        parser.join().map_err(|_| {
+            Diag::new("the KDL parser failed on this file (a bug in planrun's KDL library)")
+                .in_source(src)
+                .help("please report it with the file; the TOML form of the plan may load meanwhile")
+        })
+    })
 }
 
 fn sspan(s: miette::SourceSpan) -> Span {
@@ -221,33 +269,38 @@ fn kdl_value(v: &kdl::KdlValue, span: Span, src: &Source) -> Result<Node, Diag> 
     Ok(Node::new(span, kind))
 }
 
-fn kdl_block(doc: &kdl::KdlDocument, src: &Source) -> Result<NodeKind, Diag> {
+/// A block's nodes; `depth` counts the blocks around it (the document is at 0).
+fn kdl_block(doc: &kdl::KdlDocument, depth: usize, src: &Source) -> Result<NodeKind, Diag> {
     let nodes = doc.nodes();
     if !nodes.is_empty() && nodes.iter().all(|n| n.name().value() == "-") {
-        let items = nodes.iter().map(|n| kdl_node(n, src)).collect::<Result<_, _>>()?;
+        let items = nodes.iter().map(|n| kdl_node(n, depth, src)).collect::<Result<_, _>>()?;
         return Ok(NodeKind::List(items));
     }
     let mut table = TableBuilder::default();
     for n in nodes {
-        table.push(n.name().value().to_string(), sspan(n.name().span()), kdl_node(n, src)?);
+        table.push(n.name().value().to_string(), sspan(n.name().span()), kdl_node(n, depth, src)?);
     }
     Ok(NodeKind::Table(table.table))
 }
 
 /// Builds a table where a repeated key collects its values into a list, in source order.
+/// Keys are indexed so a block of many nodes builds in linear time.
 #[derive(Default)]
 struct TableBuilder {
     table: Table,
+    index: std::collections::HashMap<String, usize>,
     collected: std::collections::HashSet<String>,
 }
 
 impl TableBuilder {
     fn push(&mut self, key: String, key_span: Span, value: Node) {
         let collected = self.collected.contains(&key);
-        let Some(existing) = self.table.get_mut(&key) else {
+        let Some(&at) = self.index.get(&key) else {
+            self.index.insert(key.clone(), self.table.entries.len());
             self.table.entries.push(Entry { key, key_span, value });
             return;
         };
+        let existing = &mut self.table.entries[at];
         if collected {
             if let NodeKind::List(items) = &mut existing.value.kind {
                 items.push(value);
@@ -261,7 +314,7 @@ impl TableBuilder {
     }
 }
 
-fn kdl_node(n: &kdl::KdlNode, src: &Source) -> Result<Node, Diag> {
+fn kdl_node(n: &kdl::KdlNode, depth: usize, src: &Source) -> Result<Node, Diag> {
     let span = sspan(n.span());
     let mut args = Vec::new();
     let mut props = Vec::new();
@@ -301,7 +354,8 @@ fn kdl_node(n: &kdl::KdlNode, src: &Source) -> Result<Node, Diag> {
         table.push(p.key, p.key_span, p.value);
     }
     if let Some(doc) = children {
-        match kdl_block(doc, src)? {
+        nested(depth, &span, src)?;
+        match kdl_block(doc, depth + 1, src)? {
             NodeKind::Table(t) => {
                 for e in t.entries {
                     table.push(e.key, e.key_span, e.value);

@@ -236,12 +236,21 @@ pub fn profiles(node: &Node, src: &Source, diags: &mut Vec<Diag>) -> Vec<(String
 
 /// Apply one profile's overrides.
 pub fn apply_profile(vars: &mut [(String, Var)], overlay: &Table, src: &Source, diags: &mut Vec<Diag>) {
+    // Indexed, so a profile over many vars applies in linear time.
+    let index: std::collections::HashMap<String, usize> =
+        vars.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
     for e in &overlay.entries {
-        let Some((_, var)) = vars.iter_mut().find(|(n, _)| *n == e.key) else {
+        let Some(&at) = index.get(&e.key) else {
+            if diags.len() >= crate::diag::SHOWN_DIAGS {
+                // Past what is shown: do not spend a suggestion search on each of thousands.
+                diags.push(Diag::new(format!("profile sets unknown var `{}`", e.key)).at(src, e.key_span.clone()));
+                continue;
+            }
             let (msg, help) = unknown_var(&e.key, vars);
             diags.push(Diag::new(format!("profile sets {msg}")).at(src, e.key_span.clone()).help(help));
             continue;
         };
+        let var = &mut vars[at].1;
         match coerce(var.ty, &e.value) {
             Ok(v) => var.value = v,
             Err(msg) => diags.push(Diag::new(format!("var `{}`: {msg}", e.key)).at(src, e.value.span.clone())),
