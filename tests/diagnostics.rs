@@ -269,13 +269,13 @@ fn runaway_templates_stop_with_a_located_error() {
 }
 
 #[test]
-fn a_plan_over_10_mib_is_refused_naming_its_size() {
+fn a_plan_over_1_mib_is_refused_naming_its_size() {
     let sb = super::support::Sandbox::new();
     let plan = "plan name=\"x\"\nphase \"p\" { stage \"s\" driver=\"sleep\" duration=\"1s\"; }\n";
-    sb.write("big.kdl", &format!("{plan}// {}\n", "x".repeat(10 * 1024 * 1024)));
+    sb.write("big.kdl", &format!("{plan}// {}\n", "x".repeat(1024 * 1024)));
     let r = run_within(&sb, &["validate", "big.kdl"], 60);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("big.kdl: plan is 10 MiB (10485832 bytes), over the limit of 10 MiB"), "{}", r.stderr);
+    assert!(r.stderr.contains("big.kdl: plan is 1 MiB (1048648 bytes), over the limit of 1 MiB"), "{}", r.stderr);
 }
 
 #[test]

@@ -66,7 +66,7 @@ pub fn too_big(name: &str, len: u64) -> Result<(), Diag> {
         human_bytes(usize::try_from(len).unwrap_or(usize::MAX)),
         human_bytes(MAX_PLAN_BYTES)
     ))
-    .help("a plan describes what to run; keep data (prompts, payloads) in files it points to"))
+    .help("plans are a few kilobytes: is this the right file?"))
 }
 
 fn not_a_file(name: &str, meta: &std::fs::Metadata) -> Diag {
@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn a_plan_over_the_limit_is_refused_naming_its_size() {
         let e = source_from_bytes("big.kdl", vec![b' '; MAX_PLAN_BYTES + 1]).unwrap_err();
-        assert_eq!(e.message, "big.kdl: plan is 10 MiB (10485761 bytes), over the limit of 10 MiB");
+        assert_eq!(e.message, "big.kdl: plan is 1 MiB (1048577 bytes), over the limit of 1 MiB");
         assert!(source_from_bytes("ok.kdl", vec![b' '; MAX_PLAN_BYTES]).is_ok());
     }
 
