@@ -172,6 +172,10 @@ const TEMPLATES: &[&str] = &[
     "{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}",
     "{{ 1 / 0 }}",
     "{{ 9223372036854775807 + 1 }}",
+    "{{ 'a'|indent(9999999999) }}",
+    "{{ vars|tojson(indent=9999999999) }}",
+    "{{ [1]|slice(9999999999999)|length }}",
+    "{{ '%999999999999s'|format(1) }}",
 ];
 
 fn pick_mutation(rng: &mut Rng) -> Mutation {

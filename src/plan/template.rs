@@ -49,6 +49,7 @@ impl Resolver<'_> {
     pub fn new(vars: &serde_json::Map<String, serde_json::Value>) -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        guard_sized_filters(&mut env);
         let ctx = Value::from(minijinja::value::Serde(serde_json::json!({ "vars": vars })));
         let names = vars.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
         Resolver { env, ctx, names, fuel: TEMPLATE_FUEL, output: MAX_TEMPLATES_OUTPUT, errors: 0 }
@@ -158,6 +159,62 @@ impl Resolver<'_> {
     }
 }
 
+/// The largest size a load-time template may ask of `indent`, `tojson(indent=…)` and a
+/// `format` width. These filters allocate what they are told to, so a few extra digits
+/// (`indent(9999999999)`) would abort planrun on a failed allocation instead of being an error.
+const MAX_FILTER_SIZE: usize = 9999;
+
+/// The most slices `slice` may make: as many items as minijinja's `range` gives.
+const MAX_SLICES: usize = 100_000;
+
+fn too_big(filter: &str, limit: usize) -> minijinja::Error {
+    minijinja::Error::new(ErrorKind::InvalidOperation, format!("{filter}: sizes above {limit} are refused in a plan"))
+}
+
+/// Replace the builtin filters that take a size with ones that check it first.
+fn guard_sized_filters(env: &mut Environment<'_>) {
+    use minijinja::filters;
+    use minijinja::value::{Kwargs, Rest, StringInput, ValueOrKwargs};
+    env.add_filter(
+        "indent",
+        |v: StringInput<'_>, width: Option<usize>, first: Option<bool>, blank: Option<bool>, kwargs: Kwargs| {
+            let w = match width {
+                Some(w) => Some(w),
+                None => kwargs.get::<Option<usize>>("width")?,
+            };
+            if w.is_some_and(|w| w > MAX_FILTER_SIZE) {
+                return Err(too_big("indent", MAX_FILTER_SIZE));
+            }
+            filters::indent(v, width, first, blank, kwargs)
+        },
+    );
+    env.add_filter("tojson", |v: &Value, indent: Option<Value>, kwargs: Kwargs| {
+        let i = match &indent {
+            Some(i) => Some(i.clone()),
+            None => kwargs.get::<Option<Value>>("indent")?,
+        };
+        if i.and_then(|i| i.as_usize()).is_some_and(|i| i > MAX_FILTER_SIZE) {
+            return Err(too_big("tojson", MAX_FILTER_SIZE));
+        }
+        filters::tojson(v, indent, kwargs)
+    });
+    env.add_filter("slice", |state: &minijinja::State<'_, '_>, v: Value, count: usize, fill: Option<Value>| {
+        if count > MAX_SLICES {
+            return Err(too_big("slice", MAX_SLICES));
+        }
+        filters::slice(state, v, count, fill)
+    });
+    env.add_filter("format", |state: &mut minijinja::State<'_, '_>, f: &Value, args: Rest<ValueOrKwargs>| {
+        // A width or precision is a run of digits in the format string; five or more digits
+        // is past the limit (literal text rarely has such numbers, and can be an argument).
+        let longest = f.as_str().map_or(0, |s| s.split(|c: char| !c.is_ascii_digit()).map(str::len).max().unwrap_or(0));
+        if longest > MAX_FILTER_SIZE.to_string().len() {
+            return Err(too_big("format", MAX_FILTER_SIZE));
+        }
+        filters::format(state, f, args)
+    });
+}
+
 /// A sink that refuses to grow past `limit` bytes: rendering stops at the first write over it.
 struct Capped {
     buf: Vec<u8>,
@@ -249,5 +306,28 @@ mod tests {
         assert!(resolve_all(&[one]).is_empty());
         let d = resolve_all(&[one; 40]);
         assert!(!d.is_empty() && d.iter().all(|d| d.message.starts_with("template takes too long")), "{d:?}");
+    }
+
+    #[test]
+    fn filters_that_allocate_a_given_size_refuse_huge_ones() {
+        for t in [
+            "{{ 'a'|indent(9999999999) }}",
+            "{{ 'a'|indent(width=9999999999) }}",
+            "{{ [1]|tojson(indent=9999999999) }}",
+            "{{ [1]|slice(9999999999999)|length }}",
+            "{{ '%999999999999s'|format(1) }}",
+        ] {
+            let d = resolve_all(&[t]);
+            assert_eq!(d.len(), 1, "{t}");
+            assert!(d[0].message.contains("are refused in a plan"), "{t}: {}", d[0].message);
+        }
+        for t in [
+            "{{ 'a\\nb'|indent(2) }}",
+            "{{ [1]|tojson(indent=2) }}",
+            "{{ [1, 2]|slice(2)|list }}",
+            "{{ '%5s'|format(1) }}",
+        ] {
+            assert!(resolve_all(&[t]).is_empty(), "{t}");
+        }
     }
 }
