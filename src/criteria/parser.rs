@@ -12,14 +12,24 @@ use super::lexer::{Spanned, Tok, lex};
 /// Parse one criterion.
 pub fn parse(src: &str) -> Result<Check, ParseError> {
     let toks = lex(src)?;
-    Parser { toks, pos: 0 }.check()
+    Parser { toks, pos: 0, depth: 0, terms: 0 }.check()
 }
 
 struct Parser {
     /// Always ends with `Tok::End`, which `next` never moves past.
     toks: Vec<Spanned>,
     pos: usize,
+    /// How deep in `not` and parentheses the filter is now, and how many comparisons it has:
+    /// both bounded, so parsing and every later walk of the filter (the analysis, the live abort
+    /// checks) recurse a bounded number of times.
+    depth: usize,
+    terms: usize,
 }
+
+/// Deepest nesting of `not` and parentheses a filter may have.
+const MAX_DEPTH: usize = 32;
+/// Most comparisons one filter may join with `and`/`or`.
+const MAX_TERMS: usize = 256;
 
 fn suggest(word: &str, list: &[&'static str]) -> Option<String> {
     crate::diag::did_you_mean(word, list.iter().copied()).map(|s| format!("did you mean `{s}`?"))
@@ -274,15 +284,27 @@ impl Parser {
     }
 
     fn not(&mut self) -> Result<Filter, ParseError> {
-        if self.peek_word("not") {
-            self.next();
-            return Ok(Filter::Not(Box::new(self.not()?)));
+        let nested = self.peek_word("not") || *self.peek() == Tok::LParen;
+        if nested {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                let at = self.toks[self.pos].1.clone();
+                return Err(ParseError::new(format!("filter nested more than {MAX_DEPTH} deep"), at));
+            }
+            let f = if self.peek_word("not") {
+                self.next();
+                self.not().map(|f| Filter::Not(Box::new(f)))
+            } else {
+                self.next();
+                self.or().and_then(|f| self.expect(Tok::RParen, "`)`").map(|_| f))
+            };
+            self.depth -= 1;
+            return f;
         }
-        if *self.peek() == Tok::LParen {
-            self.next();
-            let f = self.or()?;
-            self.expect(Tok::RParen, "`)`")?;
-            return Ok(f);
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            let at = self.toks[self.pos].1.clone();
+            return Err(ParseError::new(format!("a filter may join at most {MAX_TERMS} comparisons"), at));
         }
         let (field, field_at) = self.field()?;
         let kind = field_kind(&field).unwrap_or(FieldKind::Str);
@@ -359,6 +381,21 @@ fn check_lit(field: &str, kind: FieldKind, lit: &Lit, at: &Range<usize>) -> Resu
 mod tests {
     use super::*;
     use crate::criteria::ast::DEFAULT_WARMUP;
+
+    #[test]
+    fn deep_or_long_filters_are_errors_not_stack_overflows() {
+        // 3,000 parentheses or `not`s overflowed the stack (the process aborted).
+        let deep = format!("count(where {}ok{}) == 0", "(".repeat(3000), ")".repeat(3000));
+        let e = parse(&deep).unwrap_err();
+        assert!(e.to_string().contains("nested more than 32 deep"), "{e}");
+        let nots = format!("count(where {}ok) == 0", "not ".repeat(3000));
+        assert!(parse(&nots).unwrap_err().to_string().contains("nested more than 32 deep"));
+        let long = format!("count(where {}) == 0", vec!["ok"; 3000].join(" and "));
+        assert!(parse(&long).unwrap_err().to_string().contains("at most 256 comparisons"));
+        // Reasonable filters still parse.
+        let fine = format!("count(where {}ok{}) == 0", "(".repeat(30), ")".repeat(30));
+        assert!(parse(&fine).is_ok());
+    }
 
     #[test]
     fn seed_criteria_parse() {
