@@ -71,10 +71,13 @@ fn memory_that_steps_up_while_warming_up_and_then_stays_flat_is_not_growth() {
     let (code, dir, err) = soak(&sb, "", &format!("{{ check = '{GROWTH}', abort = true }}"));
     let rss = rss_series(&dir);
     let rep = report(&dir);
-    assert_eq!(rss.len(), 20, "{}\n{err}", rep["stages"][0]);
+    // 20 cycles are planned in a 2 s stage (time scale 0.01); on a loaded machine the last one
+    // can fall past the stage's end, so the figures use the samples there are.
+    let n = rss.len();
+    assert!((16..=20).contains(&n), "{n} samples: {}\n{err}", rep["stages"][0]);
     // The series is what the test is about: up by more than the 10% limit in the first quarter
     // (the second memory_test round, cycle 6, leaves each agent's allocator holding its block)...
-    let (first, last) = (rss[0], rss[19]);
+    let (first, last) = (rss[0], rss[n - 1]);
     assert!(last / first - 1.0 > 0.10, "no warm-up step to leave out: {rss:?}");
     // ...and flat over the last three quarters.
     let steady = &rss[5..];
@@ -97,14 +100,15 @@ fn a_leak_after_the_warm_up_is_growth_at_its_rate_over_the_whole_run() {
     let (code, dir, err) = soak(&sb, "misbehave = { leak_bytes = 262144 }", &format!("'{GROWTH}'"));
     assert_eq!(code, 1, "{err}");
     let rss = rss_series(&dir);
-    assert_eq!(rss.len(), 20, "{err}");
+    let n = rss.len();
+    assert!((16..=20).contains(&n), "{n} samples\n{err}");
     let rep = report(&dir);
     let g = criterion(&rep, GROWTH);
     assert_eq!(g["status"], "fail", "{g}");
-    // The honest figure: the leak's 256 KiB a cycle over the 19 intervals, relative to where
+    // The honest figure: the leak's 256 KiB a cycle over the n - 1 intervals, relative to where
     // that line starts (the last sample less the leak), the warm-up step not counted.
-    let leaked = LEAK * 19.0;
-    let expected = leaked / (rss[19] - leaked);
+    let leaked = LEAK * (n - 1) as f64;
+    let expected = leaked / (rss[n - 1] - leaked);
     let observed = g["observed"].as_f64().unwrap();
     assert!((observed / expected - 1.0).abs() < 0.2, "observed {observed}, expected ~{expected}; series {rss:?}");
 }
