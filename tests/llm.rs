@@ -3,11 +3,10 @@
 
 mod server;
 
-use std::path::Path;
 
 use serde_json::Value;
 
-use super::support::{Sandbox, events, manifest};
+use super::support::{Sandbox, events, events_without_ts, manifest};
 use server::{Reply, Server};
 
 fn attrs(e: &Value) -> Value {
@@ -54,27 +53,17 @@ agent = [{ name = "p", role = "player", provider = "sim", count = 4 }]
 providers.sim = { kind = "simulated", latency = { dist = "lognormal", median = "5s", p99 = "20s" }, failure_rate = 0.2, tokens_in = { min = 100, max = 900 }, tokens_out = { min = 50, max = 400 }, price_in = 3.0, price_out = 15.0 }
 "#;
 
-fn without_ts(dir: &Path) -> Vec<Value> {
-    events(dir)
-        .into_iter()
-        .map(|mut e| {
-            e.as_object_mut().unwrap().remove("ts");
-            e
-        })
-        .collect()
-}
-
 #[test]
 fn same_seed_same_events_in_virtual_time() {
     let sb = Sandbox::new();
     let (a, dir_a, err) = run(&sb, &plan(GAME), &[]);
     assert_eq!(a, 0, "{err}");
     let (_, dir_b, _) = run(&sb, &plan(GAME), &[]);
-    let (ea, eb) = (without_ts(&dir_a), without_ts(&dir_b));
+    let (ea, eb) = (events_without_ts(&dir_a), events_without_ts(&dir_b));
     assert!(ea.len() > 40);
     assert_eq!(ea, eb, "same seed, different events");
     let (_, dir_c, _) = run(&sb, &plan(GAME), &["--seed", "8"]);
-    assert_ne!(ea, without_ts(&dir_c), "a different seed changed nothing");
+    assert_ne!(ea, events_without_ts(&dir_c), "a different seed changed nothing");
     // Virtual time: minutes of plan time passed.
     let last = ea.last().unwrap()["t_ms"].as_f64().unwrap();
     assert!(last > 60_000.0, "{last}");

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::support::{Sandbox, events, manifest};
+use super::support::{Sandbox, events, events_without_ts, manifest};
 
 const PLAN: &str = r#"
 [plan]
@@ -135,17 +135,6 @@ fn finished_runs_are_not_resumable() {
     assert!(r.stderr.contains("already finished (completed)"), "{}", r.stderr);
 }
 
-/// Events as an uninterrupted run would have them: everything but the wall-clock `ts`.
-fn comparable(dir: &Path) -> Vec<serde_json::Value> {
-    events(dir)
-        .into_iter()
-        .map(|mut e| {
-            e.as_object_mut().unwrap().remove("ts");
-            e
-        })
-        .collect()
-}
-
 #[test]
 fn a_suspended_and_resumed_campaign_matches_an_uninterrupted_one() {
     // The KSI campaign runs in virtual time, so the same seed must give the same events and the
@@ -156,7 +145,7 @@ fn a_suspended_and_resumed_campaign_matches_an_uninterrupted_one() {
     let sb = Sandbox::new();
     let whole = sb.run(&["run", plan, "--quiet", "--out", "whole"]);
     assert_eq!(whole.code, 0, "{}", whole.stderr);
-    let want = comparable(&sb.path().join(whole.run_dir()));
+    let want = events_without_ts(&sb.path().join(whole.run_dir()));
     assert!(want.iter().filter(|e| e["kind"] == "checkpoint").count() >= 5);
     for at in ["10m", "33m", "40m", "50m"] {
         let out = format!("cut-{at}");
@@ -172,7 +161,7 @@ fn a_suspended_and_resumed_campaign_matches_an_uninterrupted_one() {
         }
         assert_eq!(code, 0, "resumed after {at}");
         assert_eq!(manifest(&dir)["status"], "completed");
-        let got = comparable(&dir);
+        let got = events_without_ts(&dir);
         let first_diff = want.iter().zip(&got).position(|(a, b)| a != b);
         assert!(
             got.len() == want.len() && first_diff.is_none(),

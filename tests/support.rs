@@ -72,3 +72,16 @@ pub fn events(dir: &Path) -> Vec<serde_json::Value> {
 pub fn manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("manifest")).expect("manifest json")
 }
+
+/// Events as a rerun of the same seed must reproduce them: everything but the wall-clock `ts`.
+pub fn events_without_ts(dir: &Path) -> Vec<serde_json::Value> {
+    events(dir)
+        .into_iter()
+        .map(|mut e| {
+            if let Some(o) = e.as_object_mut() {
+                o.remove("ts");
+            }
+            e
+        })
+        .collect()
+}
