@@ -3,7 +3,6 @@
 
 mod server;
 
-
 use serde_json::Value;
 
 use super::support::{Sandbox, events, events_without_ts, manifest};
