@@ -66,6 +66,9 @@ pub enum Cmd {
     Analyze(AnalyzeArgs),
     /// Run the built-in fleet agent (the fleet driver starts these; see docs/agent-protocol.md).
     Agent(crate::drivers::fleet::agent::AgentArgs),
+    /// Serve a stand-in for an agent fleet over HTTP (the target of plans/fleet-http and
+    /// plans/multimodal-stress; endpoints in docs/drivers/http.md).
+    ServeDemo(crate::demo::DemoArgs),
     /// Print a shell completion script (it completes profile, phase and stage names from the
     /// plan on the command line, and report formats): `source <(planrun completions bash)`.
     Completions { shell: clap_complete::Shell },
@@ -165,6 +168,12 @@ pub struct RunArgs {
     /// Leave these phases or stages out (repeatable, or comma-separated).
     #[arg(long, value_name = "PHASE[/STAGE]", value_delimiter = ',', add = ArgValueCompleter::new(complete::stages))]
     pub skip: Vec<Selector>,
+    /// Run only the http tasks carrying one of these tags (comma-separated; Locust's --tags).
+    #[arg(long, value_name = "TAG", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Never run the http tasks carrying one of these tags.
+    #[arg(long, value_name = "TAG", value_delimiter = ',')]
+    pub exclude_tags: Vec<String>,
     /// Print the resolved schedule and run nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -290,6 +299,13 @@ pub fn dispatch(cli: Cli) -> Exit {
             Some(&ReportArgs::default_formats()),
         ),
         Cmd::Analyze(args) => analyze_cmd(args),
+        Cmd::ServeDemo(args) => match crate::demo::serve(&args) {
+            Ok(()) => Exit::Passed,
+            Err(e) => {
+                eprintln!("planrun serve-demo: {e}");
+                Exit::Runtime
+            }
+        },
         Cmd::Agent(args) => match crate::drivers::fleet::agent::run(args) {
             0 => Exit::Passed,
             _ => Exit::Runtime,
@@ -328,6 +344,7 @@ fn run_cmd(args: RunArgs) -> Exit {
         progress: Mode::detect(args.quiet, args.verbose),
         args: std::env::args().collect(),
         suspend_after: args.suspend_after,
+        tags: crate::drivers::TagFilter::new(args.tags.clone(), args.exclude_tags.clone()),
     };
     let report = (!args.no_analyze).then_some(&args.report);
     finish(run::start(plan, &args.plan, &src.text, &options), args.quiet, report)
@@ -379,7 +396,8 @@ fn analyze_dir(
     if let Some(note) = &run.source.note {
         eprintln!("note: {}: {note}", dir.display());
     }
-    let report = analyze::analyze(&run, opts)?;
+    let opts = AnalyzeOptions { locust: r.format.contains(&Format::LocustCsv), ..opts.clone() };
+    let report = analyze::analyze(&run, &opts)?;
     let renderer = Renderer::new(r.templates.as_deref())?;
     let written = renderer.write_all(&report, &r.format, out)?;
     if !quiet {
@@ -419,6 +437,7 @@ fn analyze_cmd(args: AnalyzeArgs) -> Exit {
         baseline: args.baseline.clone(),
         analysis_dirs: args.report.analysis.clone(),
         tolerance: args.tolerance,
+        locust: false,
     };
     let chosen: Vec<PathBuf> = if args.all { runs } else { runs.last().cloned().into_iter().collect() };
     let mut worst = Exit::Passed;

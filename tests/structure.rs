@@ -15,6 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("exit", &[]),
     ("diag", &[]),
     ("clock", &[]),
+    ("demo", &[]),
     ("events", &["clock"]),
     ("plan", &["diag"]),
     ("criteria", &["diag", "events", "plan"]),
@@ -23,7 +24,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("run", &["clock", "criteria", "diag", "drivers", "events", "exit", "plan", "rundir"]),
     ("analyze", &["criteria", "diag", "events", "plan", "rundir"]),
     ("report", &["analyze", "rundir"]),
-    ("cli", &["analyze", "clock", "criteria", "diag", "drivers", "events", "exit", "plan", "report", "run", "rundir"]),
+    (
+        "cli",
+        &[
+            "analyze", "clock", "criteria", "demo", "diag", "drivers", "events", "exit", "plan", "report", "run",
+            "rundir",
+        ],
+    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

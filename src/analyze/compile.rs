@@ -90,7 +90,7 @@ fn line(y: Expr, mask: &Expr) -> (Expr, impl Fn(Expr) -> Expr) {
 /// rows at or after `t_first + warmup * (t_last - t_first)`, and the figure is that line's change
 /// over the whole span relative to the magnitude of its value at `t_first`. `run::abort` computes
 /// the same figure from running sums.
-fn growth(y: Expr, mask: &Expr, warmup: f64) -> Expr {
+fn growth(y: Expr, mask: &Expr, warmup: f64, relative: bool) -> Expr {
     let t = col("t_ms").cast(DataType::Float64);
     let x = t.clone().filter(mask.clone());
     let (first, last) = (x.clone().min(), x.max());
@@ -101,7 +101,8 @@ fn growth(y: Expr, mask: &Expr, warmup: f64) -> Expr {
         mask.clone()
     };
     let (slope, at) = line(y, &steady);
-    slope * (last - first.clone()) / at(first).abs()
+    let change = slope * (last - first.clone());
+    if relative { change / at(first).abs() } else { change }
 }
 
 /// The event columns a criterion's expressions read (besides the ones metrics always load).
@@ -178,7 +179,9 @@ pub fn compile(check: &Check, sm: Expr) -> (Expr, Expr) {
                 }
                 Agg::Cov { .. } => (y().std(1) / y().mean(), matched),
                 Agg::Quantile(q) => (y().quantile(lit(*q), QuantileMethod::Linear), matched),
-                Agg::Growth { warmup } => (growth(col(field.as_deref().unwrap_or("value")), &mask, *warmup), matched),
+                Agg::Growth { warmup, relative } => {
+                    (growth(col(field.as_deref().unwrap_or("value")), &mask, *warmup, *relative), matched)
+                }
                 Agg::Slope => {
                     let (slope, _) = line(col(field.as_deref().unwrap_or("value")), &mask);
                     (slope * lit(1000.0), matched)

@@ -19,6 +19,8 @@ pub struct AnalyzeOptions {
     pub baseline: Option<PathBuf>,
     pub analysis_dirs: Vec<PathBuf>,
     pub tolerance: Option<f64>,
+    /// Also compute Locust's CSV tables (`--format locust-csv`).
+    pub locust: bool,
 }
 
 /// The whole analysis of one run.
@@ -60,6 +62,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
     timer.lap("findings");
     let tables = sql::run_all(&frame.events(), &sql::stages_table(m)?, &queries);
     timer.lap("sql");
+    let locust = if opts.locust { Some(super::locust::compute(&run.events)?) } else { None };
 
     Ok(Report {
         planrun_version: env!("CARGO_PKG_VERSION").into(),
@@ -74,6 +77,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         baseline,
         tables,
         comparison: Vec::new(),
+        locust,
     })
 }
 

@@ -24,6 +24,8 @@ pub struct Report {
     pub tables: Vec<Table>,
     /// With `--all`: one row per run analyzed.
     pub comparison: Vec<ComparisonRow>,
+    /// Locust's CSV tables, when `--format locust-csv` asked for them.
+    pub locust: Option<super::locust::Locust>,
 }
 
 #[derive(Debug, Serialize)]

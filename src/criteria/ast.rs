@@ -57,10 +57,12 @@ pub enum Agg {
     /// Quantile in 0..=1.
     Quantile(f64),
     Rate,
-    /// Relative change over the window of the line fitted after the first `warmup` share
-    /// (0..1) of the series' time span.
+    /// Change over the window of the line fitted after the first `warmup` share (0..1) of the
+    /// series' time span: relative to the line's value at the start (`growth`), or in the
+    /// field's own unit (`change`, e.g. bytes of memory).
     Growth {
         warmup: f64,
+        relative: bool,
     },
     Slope,
 }
@@ -69,13 +71,15 @@ impl Agg {
     /// `cov` without a noise floor.
     pub const COV: Agg = Agg::Cov { floor: 0.0 };
     /// `growth` with the default warm-up.
-    pub const GROWTH: Agg = Agg::Growth { warmup: DEFAULT_WARMUP };
+    pub const GROWTH: Agg = Agg::Growth { warmup: DEFAULT_WARMUP, relative: true };
+    /// `change` with the default warm-up.
+    pub const CHANGE: Agg = Agg::Growth { warmup: DEFAULT_WARMUP, relative: false };
 }
 
 /// Aggregate names, for help texts.
 pub const AGGS: &[&str] = &[
     "count", "sum", "mean", "min", "max", "stddev", "cov", "p50", "p75", "p90", "p95", "p99", "p999", "p", "rate",
-    "growth", "slope",
+    "growth", "change", "slope",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

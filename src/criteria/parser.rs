@@ -47,6 +47,7 @@ fn aggregate(word: &str) -> Option<Option<Agg>> {
         "cov" => Agg::COV,
         "rate" => Agg::Rate,
         "growth" => Agg::GROWTH,
+        "change" => Agg::CHANGE,
         "slope" => Agg::Slope,
         "p50" => Agg::Quantile(0.50),
         "p75" => Agg::Quantile(0.75),
@@ -202,7 +203,7 @@ impl Parser {
         };
         if !allowed.contains(&name.as_str()) {
             let help = match allowed {
-                [] => "options: `warmup` (growth), `floor` (cov)".to_string(),
+                [] => "options: `warmup` (growth, change), `floor` (cov)".to_string(),
                 _ => suggest(&name, allowed).unwrap_or_else(|| format!("`{word}` takes: {}", allowed.join(", "))),
             };
             let message = match allowed {
@@ -221,7 +222,7 @@ impl Parser {
             self.next();
         }
         match (agg, t) {
-            (Agg::Growth { warmup }, Tok::Num(n)) => {
+            (Agg::Growth { warmup, .. }, Tok::Num(n)) => {
                 let share = if percent { n / 100.0 } else { n };
                 if !(0.0..1.0).contains(&share) {
                     return Err(ParseError::new(
@@ -437,9 +438,13 @@ mod tests {
 
     #[test]
     fn options_set_warmup_and_floor() {
-        assert_eq!(agg("growth(value) < 0.1"), Agg::Growth { warmup: DEFAULT_WARMUP });
-        assert_eq!(agg(r#"growth(value where name == "x", warmup = 40%) < 0.1"#), Agg::Growth { warmup: 0.4 });
-        assert_eq!(agg("growth(value, warmup = 0) < 0.1"), Agg::Growth { warmup: 0.0 });
+        assert_eq!(agg("growth(value) < 0.1"), Agg::GROWTH);
+        assert_eq!(
+            agg(r#"growth(value where name == "x", warmup = 40%) < 0.1"#),
+            Agg::Growth { warmup: 0.4, relative: true }
+        );
+        assert_eq!(agg("growth(value, warmup = 0) < 0.1"), Agg::Growth { warmup: 0.0, relative: true });
+        assert_eq!(agg("change(value, warmup = 10%) < 1e8"), Agg::Growth { warmup: 0.1, relative: false });
         assert_eq!(agg(r#"cov(latency_ms where kind == "cycle", floor = 250ms) < 0.2"#), Agg::Cov { floor: 250.0 });
         assert_eq!(agg("cov(value, floor = 3) < 0.2"), Agg::Cov { floor: 3.0 });
         assert_eq!(agg("cov(value) < 0.2"), Agg::Cov { floor: 0.0 });

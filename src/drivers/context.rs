@@ -34,6 +34,8 @@ pub struct StageContext {
     pub ledger: Arc<Ledger>,
     /// Mid-stage checkpoints: state to resume from, saving, and suspend requests.
     pub checkpoint: StageCheckpoint,
+    /// Which tagged tasks run (`--tags`, `--exclude-tags`).
+    pub tags: Arc<TagFilter>,
 }
 
 impl StageContext {
@@ -100,5 +102,43 @@ impl StageCheckpoint {
     /// True once `--suspend-after` has passed: stop at this checkpoint.
     pub fn suspend_requested(&self) -> bool {
         self.suspend.load(Ordering::SeqCst)
+    }
+}
+
+/// `planrun run --tags a,b --exclude-tags c`: which tagged pieces of work (an `http` stage's
+/// tasks) run. Locust's rule: with `include` set, only work carrying one of those tags runs;
+/// work carrying an `exclude` tag never does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TagFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+impl TagFilter {
+    pub fn new(include: Vec<String>, exclude: Vec<String>) -> TagFilter {
+        TagFilter { include, exclude }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+
+    pub fn admits(&self, tags: &[String]) -> bool {
+        (self.include.is_empty() || tags.iter().any(|t| self.include.contains(t)))
+            && !tags.iter().any(|t| self.exclude.contains(t))
+    }
+
+    /// The selection as it was asked for (`--tags a,b --exclude-tags c`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.include.is_empty() {
+            parts.push(format!("--tags {}", self.include.join(",")));
+        }
+        if !self.exclude.is_empty() {
+            parts.push(format!("--exclude-tags {}", self.exclude.join(",")));
+        }
+        if parts.is_empty() { "the plan".into() } else { parts.join(" ") }
     }
 }

@@ -7,14 +7,16 @@
 pub mod context;
 pub mod driver;
 pub mod ledger;
+pub mod monitor;
 pub mod registry;
 
 pub mod exec;
 pub mod fleet;
+pub mod http;
 pub mod llm;
 pub mod sleep;
 
-pub use context::{CheckpointError, CheckpointStore, StageCheckpoint, StageContext, derive_seed};
+pub use context::{CheckpointError, CheckpointStore, StageCheckpoint, StageContext, TagFilter, derive_seed};
 pub use driver::{Bound, BoxFuture, Driver, Outcome, Status};
 pub use ledger::Ledger;
 pub use registry::{DRIVERS, DriverSpec, Registry, config_of, find, parse_as};

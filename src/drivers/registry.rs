@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Driver;
-use super::{exec, fleet, llm, sleep};
+use super::{exec, fleet, http, llm, sleep};
 use crate::plan::Catalog;
 use crate::plan::de::{DeError, from_node};
 use crate::plan::node::Node;
@@ -31,6 +31,7 @@ pub fn config_of<T: Serialize>(cfg: &T) -> serde_json::Value {
 pub static DRIVERS: &[DriverSpec] = &[
     DriverSpec { name: "exec", parse: parse_as::<exec::Exec> },
     DriverSpec { name: "fleet", parse: parse_as::<fleet::Fleet> },
+    DriverSpec { name: "http", parse: parse_as::<http::Http> },
     DriverSpec { name: "llm", parse: parse_as::<llm::Llm> },
     DriverSpec { name: "sleep", parse: parse_as::<sleep::Sleep> },
 ];

@@ -54,6 +54,16 @@ event_schema! {
         pub cost_usd: Option<f64> => F64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub status: Option<i64> => I64,
+        /// The request method (HTTP).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub method: Option<Cow<'static, str>> => Str,
+        /// What sort of failure, as a fixed word a criterion can compare (`connect`, `timeout`, …).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error_kind: Option<Cow<'static, str>> => Str,
+        /// Time from the actual send to the response, where `latency_ms` counts from the
+        /// intended send time (open-model load: the coordinated-omission-free figure's partner).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub service_ms: Option<f64> => F64,
         /// Anything else, as JSON text.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub attrs: Option<String> => Str,

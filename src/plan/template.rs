@@ -1,8 +1,9 @@
 //! Load-time minijinja over vars: a string that is exactly one `{{ expr }}` takes the
 //! expression's *typed* value (`"{{ vars.rounds }}"` becomes the integer), any other string with
 //! template syntax is rendered to a string. Undefined names are errors at the string's span.
-//! Keys holding run-time templates (`prompt`, `template`, `*_template`) are left for their
-//! driver, which renders them with per-round context. All of a plan's templates share one
+//! Keys holding run-time templates (`prompt`, `template`, `*_template`), and strings that read
+//! a run-time name (`user`, `session`, `iteration`: `RUNTIME_NAMES`), are left for their
+//! driver, which renders them with per-round or per-request context. All of a plan's templates share one
 //! budget of instructions and output (`limits`), so none can run without end or fill memory.
 
 use std::io;
@@ -38,6 +39,17 @@ pub fn is_runtime_template_key(key: &str) -> bool {
     key == "prompt" || key == "template" || key.ends_with("_template")
 }
 
+/// Names only a driver knows, at run time (an `http` user, its session, its iteration): a
+/// string whose template reads one of them is left for its driver, which renders it per
+/// request with `vars` as well.
+pub const RUNTIME_NAMES: &[&str] = &["user", "session", "iteration"];
+
+fn uses_runtime_names(env: &Environment<'_>, s: &str) -> bool {
+    env.template_from_str(s)
+        .map(|t| t.undeclared_variables(false).iter().any(|n| RUNTIME_NAMES.contains(&n.as_str())))
+        .unwrap_or(false)
+}
+
 /// Why one template failed.
 enum Failure {
     Template(minijinja::Error),
@@ -58,7 +70,7 @@ impl Resolver<'_> {
     pub fn resolve(&mut self, node: &mut Node, src: &Source, diags: &mut Vec<Diag>) {
         match &mut node.kind {
             NodeKind::Str(s) if s.contains("{{") || s.contains("{%") => {
-                if self.errors >= MAX_TEMPLATE_ERRORS {
+                if self.errors >= MAX_TEMPLATE_ERRORS || uses_runtime_names(&self.env, s) {
                     return;
                 }
                 match self.eval(s) {

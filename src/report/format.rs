@@ -7,24 +7,23 @@ pub enum Format {
     Json,
     Junit,
     Html,
+    /// Locust's `stats.csv`, `stats_history.csv` and `failures.csv`, for the `http` rows.
+    LocustCsv,
 }
 
 impl Format {
-    pub fn template(self) -> &'static str {
+    /// (template, output file) pairs this format writes.
+    pub fn files(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Format::Md => "report.md.j2",
-            Format::Json => "report.json.j2",
-            Format::Junit => "junit.xml.j2",
-            Format::Html => "report.html.j2",
-        }
-    }
-
-    pub fn output(self) -> &'static str {
-        match self {
-            Format::Md => "report.md",
-            Format::Json => "report.json",
-            Format::Junit => "junit.xml",
-            Format::Html => "report.html",
+            Format::Md => &[("report.md.j2", "report.md")],
+            Format::Json => &[("report.json.j2", "report.json")],
+            Format::Junit => &[("junit.xml.j2", "junit.xml")],
+            Format::Html => &[("report.html.j2", "report.html")],
+            Format::LocustCsv => &[
+                ("locust_stats.csv.j2", "stats.csv"),
+                ("locust_stats_history.csv.j2", "stats_history.csv"),
+                ("locust_failures.csv.j2", "failures.csv"),
+            ],
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{Environment, Value};
 
 use super::error::ReportError;
-use super::filters::{cell, md, ms, num, pct, signed_pct};
+use super::filters::{cell, csv, md, ms, num, pct, signed_pct};
 use super::format::Format;
 use crate::analyze::report_data::Report;
 
@@ -16,6 +16,9 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("report.json.j2", include_str!("../../templates/report.json.j2")),
     ("junit.xml.j2", include_str!("../../templates/junit.xml.j2")),
     ("report.html.j2", include_str!("../../templates/report.html.j2")),
+    ("locust_stats.csv.j2", include_str!("../../templates/locust_stats.csv.j2")),
+    ("locust_stats_history.csv.j2", include_str!("../../templates/locust_stats_history.csv.j2")),
+    ("locust_failures.csv.j2", include_str!("../../templates/locust_failures.csv.j2")),
 ];
 
 pub struct Renderer {
@@ -51,17 +54,17 @@ impl Renderer {
         env.add_filter("ms", ms);
         env.add_filter("md", md);
         env.add_filter("cell", cell);
+        env.add_filter("csv", csv);
         Ok(Renderer { env })
     }
 
-    pub fn render(&self, format: Format, report: &Report) -> Result<String, ReportError> {
-        let template = format.template();
+    pub fn render(&self, template: &'static str, report: &Report) -> Result<String, ReportError> {
         let data = Value::from(minijinja::value::Serde(report));
         let tmpl = self.env.get_template(template).map_err(|source| ReportError::Render { template, source })?;
         // The JSON template also gets the whole tree as `report`.
         let ctx = minijinja::context! { report => data.clone(), ..data };
         let out = tmpl.render(ctx).map_err(|source| ReportError::Render { template, source })?;
-        if format == Format::Json {
+        if template == "report.json.j2" {
             serde_json::from_str::<serde_json::Value>(&out)
                 .map_err(|source| ReportError::InvalidJson { template, source })?;
         }
@@ -73,10 +76,12 @@ impl Renderer {
         std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir { path: dir.to_path_buf(), source })?;
         let mut written = Vec::new();
         for f in formats {
-            let text = self.render(*f, report)?;
-            let path = dir.join(f.output());
-            write_atomically(&path, &text).map_err(|source| ReportError::Write { path: path.clone(), source })?;
-            written.push(path);
+            for (template, output) in f.files() {
+                let text = self.render(template, report)?;
+                let path = dir.join(output);
+                write_atomically(&path, &text).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+                written.push(path);
+            }
         }
         Ok(written)
     }

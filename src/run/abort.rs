@@ -157,14 +157,18 @@ impl Series {
     /// share of reaches at least to `expected_end` (when the stage has a planned length): the
     /// series' final span is not known yet, and a quarter of the span seen so far would take a
     /// warm-up still in view for growth.
-    fn growth(&self, warmup: f64, expected_end: Option<f64>) -> Option<f64> {
+    fn growth(&self, warmup: f64, relative: bool, expected_end: Option<f64>) -> Option<f64> {
         let all = self.all().filter(|m| m.n > 2.0)?;
         let end = expected_end.map_or(all.t_max, |e| e.max(all.t_max));
         let cutoff = all.t_min + warmup * (end - all.t_min);
         let steady = self.chunks.iter().filter(|c| c.t_min >= cutoff).copied().reduce(Moments::merge)?;
         let slope = steady.slope()?;
         let start = steady.mean_y + slope * (all.t_min - steady.mean_t);
-        (start != 0.0).then(|| slope * (all.t_max - all.t_min) / start.abs())
+        let change = slope * (all.t_max - all.t_min);
+        if !relative {
+            return Some(change);
+        }
+        (start != 0.0).then(|| change / start.abs())
     }
 }
 
@@ -356,7 +360,9 @@ impl AbortWatch {
                     }
                     Agg::Quantile(q) => l.hist.as_ref().map(|h| h.value_at_quantile(*q) as f64 / 1000.0),
                     Agg::Slope => l.series.as_ref().and_then(Series::slope),
-                    Agg::Growth { warmup } => l.series.as_ref().and_then(|s| s.growth(*warmup, self.expected_end_ms)),
+                    Agg::Growth { warmup, relative } => {
+                        l.series.as_ref().and_then(|s| s.growth(*warmup, *relative, self.expected_end_ms))
+                    }
                     _ => None,
                 },
             };
@@ -455,6 +461,9 @@ mod tests {
             tokens_out: Some(6),
             cost_usd: Some(7.5),
             status: Some(200),
+            method: Some("GET".into()),
+            error_kind: Some("status".into()),
+            service_ms: Some(8.5),
             attrs: Some("{}".into()),
         };
         let read: Vec<String> = fields()
@@ -469,7 +478,8 @@ mod tests {
         assert_eq!(
             read.join(" "),
             "seq=7 t_ms=1.5 phase=ph stage=st driver=dr kind=k name=n agent=a ok=true latency_ms=2.5 value=3.5 \
-             unit=u error=e bytes=4 tokens_in=5 tokens_out=6 cost_usd=7.5 status=200 attrs={}"
+             unit=u error=e bytes=4 tokens_in=5 tokens_out=6 cost_usd=7.5 status=200 method=GET error_kind=status \
+             service_ms=8.5 attrs={}"
         );
         let empty = Event::default();
         for (name, _) in

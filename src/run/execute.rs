@@ -13,7 +13,7 @@ use super::progress::{Mode, Progress};
 use super::runner::Runner;
 use super::start::{RunError, RunResult};
 use crate::clock::Clock;
-use crate::drivers::Ledger;
+use crate::drivers::{Ledger, TagFilter};
 use crate::events::EventSink;
 use crate::events::Position;
 use crate::plan::ClockKind;
@@ -61,6 +61,7 @@ pub(super) fn execute(
     let vars = Arc::new(plan.vars.iter().map(|(n, v)| (n.clone(), v.value.clone())).collect());
     let suspend = Arc::new(AtomicBool::new(false));
     let plan = Arc::new(plan);
+    let tags = (manifest.tags.clone(), manifest.exclude_tags.clone());
 
     let status = runtime.block_on(async {
         let clock = Clock::new(scale, offset_ms, virtual_time);
@@ -94,6 +95,7 @@ pub(super) fn execute(
             progress: Arc::clone(&progress),
             cancel: cancel.clone(),
             seed,
+            tags: Arc::new(TagFilter::new(tags.0, tags.1)),
         };
         let status = runner.run().await;
         if let Some(t) = ticker {

@@ -16,7 +16,7 @@ use super::observe::StageWatch;
 use super::progress::Progress;
 use crate::clock::Clock;
 use crate::criteria;
-use crate::drivers::{Ledger, Outcome, StageCheckpoint, StageContext, Status, derive_seed};
+use crate::drivers::{Ledger, Outcome, StageCheckpoint, StageContext, Status, TagFilter, derive_seed};
 use crate::events::{Emitter, EventSink};
 use crate::plan::StageDriver;
 use crate::rundir::{Checkpoint, Manifest, RunDir, RunStatus, StageRecord, StageStatus, now_rfc3339};
@@ -104,6 +104,8 @@ pub struct Runner {
     pub progress: Arc<Progress>,
     pub cancel: CancellationToken,
     pub seed: u64,
+    /// Which tagged tasks run (`--tags`, `--exclude-tags`).
+    pub tags: Arc<TagFilter>,
 }
 
 impl Runner {
@@ -275,6 +277,7 @@ impl Runner {
                     vars: Arc::clone(&self.vars),
                     ledger: Arc::clone(&self.ledger),
                     checkpoint: checkpoint.clone(),
+                    tags: Arc::clone(&self.tags),
                 };
                 let outcome = stage.driver.run(&ctx).await;
                 match outcome.status {

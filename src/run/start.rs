@@ -10,6 +10,7 @@ use super::Plan;
 use super::execute::execute;
 use super::progress::Mode;
 use crate::diag::Diags;
+use crate::drivers::TagFilter;
 use crate::plan::ClockKind;
 use crate::rundir::{
     Build, Checkpoint, Host, Manifest, PlanInfo, RunDir, RunStatus, StageRecord, StageStatus, now_rfc3339,
@@ -29,6 +30,8 @@ pub struct RunOptions {
     pub args: Vec<String>,
     /// Stop cleanly at the first checkpoint after this much plan time (for a later `resume`).
     pub suspend_after: Option<std::time::Duration>,
+    /// `--tags` / `--exclude-tags`.
+    pub tags: TagFilter,
 }
 
 #[derive(Debug)]
@@ -143,6 +146,8 @@ pub fn start(plan: Plan, plan_path: &Path, plan_text: &str, opts: &RunOptions) -
             .collect(),
         checkpoint: Checkpoint::default(),
         resumes: 0,
+        tags: opts.tags.include.clone(),
+        exclude_tags: opts.tags.exclude.clone(),
     };
     dir.write_manifest(&manifest)?;
     execute(plan, dir, manifest, opts.progress, opts.suspend_after, None)

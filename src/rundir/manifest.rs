@@ -137,6 +137,12 @@ pub struct Manifest {
     /// Number of times this run was resumed.
     #[serde(default)]
     pub resumes: u32,
+    /// `--tags`: only tasks carrying one of these run (a resumed run keeps the selection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// `--exclude-tags`: tasks carrying one of these never run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_tags: Vec<String>,
 }
 
 impl Manifest {

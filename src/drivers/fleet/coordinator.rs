@@ -407,7 +407,10 @@ impl<'a> Coordinator<'a> {
     async fn sample(&self) {
         match self.cfg.sample_interval {
             Some(every) => {
-                process::sample(every.0, &self.ctx.clock, &self.ctx.events, || self.roster.alive_pids()).await
+                crate::drivers::monitor::sample(every.0, &self.ctx.clock, &self.ctx.events, "agent", |_| {
+                    self.roster.alive_pids()
+                })
+                .await
             }
             None => std::future::pending().await,
         }

@@ -6,12 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use super::config::{Fleet, Misbehave};
 use super::protocol::{ENV_AGENT_ID, ENV_HEARTBEAT_MS, ENV_SEED};
 use crate::clock::Clock;
-use crate::events::Emitter;
 
 /// The lean agent executable the driver looks for beside `planrun`.
 pub const LEAN_AGENT: &str = "planrun-agent";
@@ -245,31 +243,6 @@ impl Launcher {
             flag("--impersonate", Some(other.clone()));
         }
         a
-    }
-}
-
-/// Every `every`: system CPU and memory, the runner's RSS, and each of `agents()`'s RSS and CPU
-/// (id and pid). Runs until dropped.
-pub async fn sample(every: Duration, clock: &Clock, events: &Emitter, agents: impl Fn() -> Vec<(String, u32)>) {
-    let Ok(mut sys) = sysinfo::System::new() else { return std::future::pending().await };
-    let me = sysinfo::get_current_pid().ok();
-    loop {
-        sys.refresh_cpu_usage();
-        sys.refresh_memory();
-        sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
-        let e = events;
-        e.emit(e.event("sample").name("system_cpu").value(sys.global_cpu_usage() as f64, "percent"));
-        e.emit(e.event("sample").name("system_memory_used").value(sys.used_memory() as f64, "bytes"));
-        if let Some(p) = me.and_then(|pid| sys.process(pid)) {
-            e.emit(e.event("sample").name("runner_rss_bytes").value(p.memory() as f64, "bytes"));
-        }
-        for (id, pid) in agents() {
-            if let Some(p) = sys.process(sysinfo::Pid::from_u32(pid)) {
-                e.emit(e.event("sample").name("agent_rss_bytes").agent(id.as_str()).value(p.memory() as f64, "bytes"));
-                e.emit(e.event("sample").name("agent_cpu").agent(id.as_str()).value(p.cpu_usage() as f64, "percent"));
-            }
-        }
-        clock.sleep(every).await;
     }
 }
 

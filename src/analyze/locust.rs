@@ -1,0 +1,257 @@
+//! The numbers behind `--format locust-csv`: Locust's `stats.csv` (one row per request type and
+//! name, then `Aggregated`), `stats_history.csv` (one `Aggregated` row per second) and
+//! `failures.csv` (method, name, error, occurrences), computed from the run's `http` rows so a
+//! team's spreadsheets keep working. Response times are `latency_ms` (from the intended send
+//! time in open-model stages), percentiles by the same linear interpolation as every other
+//! planrun percentile (Locust rounds to buckets, so its figures can differ by a bucket), sizes
+//! are `bytes`, rates are per second over the span from the first to the last request. Rows
+//! from stages that recorded only per-second summaries (`record = "summary"`) are not requests
+//! and are not counted here. Rendering is the templates' job (`templates/locust_*.csv.j2`).
+
+use polars::prelude::*;
+use serde::Serialize;
+
+/// The percentiles Locust's CSV files list, as (column title, quantile).
+pub const PERCENTILES: &[(&str, f64)] = &[
+    ("50%", 0.50),
+    ("66%", 0.66),
+    ("75%", 0.75),
+    ("80%", 0.80),
+    ("90%", 0.90),
+    ("95%", 0.95),
+    ("98%", 0.98),
+    ("99%", 0.99),
+    ("99.9%", 0.999),
+    ("99.99%", 0.9999),
+    ("100%", 1.0),
+];
+
+#[derive(Debug, Serialize, Default)]
+pub struct StatRow {
+    pub method: String,
+    pub name: String,
+    pub requests: u64,
+    pub failures: u64,
+    pub median_ms: Option<f64>,
+    pub mean_ms: Option<f64>,
+    pub min_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub mean_bytes: Option<f64>,
+    pub rps: f64,
+    pub fps: f64,
+    pub percentiles: Vec<Option<f64>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryRow {
+    pub timestamp: i64,
+    pub users: Option<f64>,
+    pub rps: f64,
+    pub fps: f64,
+    pub percentiles: Vec<Option<f64>>,
+    pub total_requests: u64,
+    pub total_failures: u64,
+    pub total_mean_ms: Option<f64>,
+    pub total_min_ms: Option<f64>,
+    pub total_max_ms: Option<f64>,
+    pub total_mean_bytes: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailureRow {
+    pub method: String,
+    pub name: String,
+    pub error: String,
+    pub occurrences: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Locust {
+    pub percentile_titles: Vec<&'static str>,
+    pub stats: Vec<StatRow>,
+    pub history: Vec<HistoryRow>,
+    pub failures: Vec<FailureRow>,
+}
+
+fn has(schema: &Schema, c: &str) -> bool {
+    schema.get(c).is_some()
+}
+
+fn stat_exprs() -> Vec<Expr> {
+    let lat = col("latency_ms");
+    let mut e = vec![
+        len().cast(DataType::UInt64).alias("requests"),
+        col("ok").not().sum().cast(DataType::UInt64).alias("failures"),
+        lat.clone().median().alias("median_ms"),
+        lat.clone().mean().alias("mean_ms"),
+        lat.clone().min().alias("min_ms"),
+        lat.clone().max().alias("max_ms"),
+        col("bytes").cast(DataType::Float64).mean().alias("mean_bytes"),
+    ];
+    for (i, (_, q)) in PERCENTILES.iter().enumerate() {
+        e.push(lat.clone().quantile(lit(*q), QuantileMethod::Linear).alias(format!("q{i}")));
+    }
+    e
+}
+
+fn f64s(df: &DataFrame, c: &str) -> PolarsResult<Vec<Option<f64>>> {
+    Ok(df.column(c)?.cast(&DataType::Float64)?.f64()?.iter().collect())
+}
+
+fn u64s(df: &DataFrame, c: &str) -> PolarsResult<Vec<u64>> {
+    Ok(df.column(c)?.cast(&DataType::UInt64)?.u64()?.iter().map(|v| v.unwrap_or(0)).collect())
+}
+
+fn strs(df: &DataFrame, c: &str) -> PolarsResult<Vec<String>> {
+    Ok(df.column(c)?.cast(&DataType::String)?.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect())
+}
+
+fn rows(df: &DataFrame, span_s: f64) -> PolarsResult<Vec<StatRow>> {
+    let n = df.height();
+    let (requests, failures) = (u64s(df, "requests")?, u64s(df, "failures")?);
+    let cols: Vec<Vec<Option<f64>>> = ["median_ms", "mean_ms", "min_ms", "max_ms", "mean_bytes"]
+        .iter()
+        .map(|c| f64s(df, c))
+        .collect::<Result<_, _>>()?;
+    let qs: Vec<Vec<Option<f64>>> =
+        (0..PERCENTILES.len()).map(|i| f64s(df, &format!("q{i}"))).collect::<Result<_, _>>()?;
+    let methods = if df.column("method").is_ok() { strs(df, "method")? } else { vec![String::new(); n] };
+    let names = if df.column("name").is_ok() { strs(df, "name")? } else { vec!["Aggregated".into(); n] };
+    Ok((0..n)
+        .map(|i| StatRow {
+            method: methods[i].clone(),
+            name: names[i].clone(),
+            requests: requests[i],
+            failures: failures[i],
+            median_ms: cols[0][i],
+            mean_ms: cols[1][i],
+            min_ms: cols[2][i],
+            max_ms: cols[3][i],
+            mean_bytes: cols[4][i],
+            rps: requests[i] as f64 / span_s,
+            fps: failures[i] as f64 / span_s,
+            percentiles: qs.iter().map(|q| q[i]).collect(),
+        })
+        .collect())
+}
+
+/// Locust's three tables from the run's events.
+pub fn compute(events: &LazyFrame) -> PolarsResult<Locust> {
+    let schema = events.clone().collect_schema()?;
+    let titles = PERCENTILES.iter().map(|(t, _)| *t).collect();
+    let empty = Locust { percentile_titles: titles, stats: Vec::new(), history: Vec::new(), failures: Vec::new() };
+    if !["kind", "latency_ms", "ok", "t_ms", "ts"].iter().all(|c| has(&schema, c)) {
+        return Ok(empty);
+    }
+    let mut cols = vec![col("t_ms"), col("ts"), col("latency_ms"), col("ok"), col("name")];
+    for (c, dt) in [("method", DataType::String), ("bytes", DataType::Int64), ("error", DataType::String)] {
+        cols.push(if has(&schema, c) { col(c) } else { lit(NULL).cast(dt).alias(c) });
+    }
+    let http = events.clone().filter(col("kind").eq(lit("http"))).select(cols).collect()?;
+    if http.height() == 0 {
+        return Ok(empty);
+    }
+    let t = http.column("t_ms")?.f64()?;
+    let span_s = ((t.max().unwrap_or(0.0) - t.min().unwrap_or(0.0)) / 1000.0).max(1e-3);
+    let lf = http.clone().lazy().with_column(col("method").fill_null(lit("")));
+
+    let by_name = lf
+        .clone()
+        .group_by([col("method"), col("name")])
+        .agg(stat_exprs())
+        .sort(["name", "method"], SortMultipleOptions::default())
+        .collect()?;
+    let mut stats = rows(&by_name, span_s)?;
+    let total = lf.clone().select(stat_exprs()).collect()?;
+    let mut agg = rows(&total, span_s)?;
+    if let Some(a) = agg.first_mut() {
+        a.method = String::new();
+        a.name = "Aggregated".into();
+    }
+    stats.extend(agg);
+
+    // One row per second of wall-clock time, with running totals.
+    let sec = (col("ts").dt().timestamp(TimeUnit::Microseconds) / lit(1_000_000i64)).alias("sec");
+    let mut per_sec = vec![
+        len().cast(DataType::UInt64).alias("n"),
+        col("ok").not().sum().cast(DataType::UInt64).alias("fails"),
+        col("latency_ms").sum().alias("lat_sum"),
+        col("latency_ms").min().alias("lat_min"),
+        col("latency_ms").max().alias("lat_max"),
+        col("bytes").cast(DataType::Float64).sum().alias("bytes_sum"),
+    ];
+    for (i, (_, q)) in PERCENTILES.iter().enumerate() {
+        per_sec.push(col("latency_ms").quantile(lit(*q), QuantileMethod::Linear).alias(format!("q{i}")));
+    }
+    let hist = lf
+        .clone()
+        .with_column(sec)
+        .group_by([col("sec")])
+        .agg(per_sec)
+        .sort(["sec"], SortMultipleOptions::default())
+        .with_columns([
+            col("n").cum_sum(false).alias("total_n"),
+            col("fails").cum_sum(false).alias("total_fails"),
+            col("lat_sum").cum_sum(false).alias("total_lat"),
+            col("lat_min").cum_min(false).alias("total_min"),
+            col("lat_max").cum_max(false).alias("total_max"),
+            col("bytes_sum").fill_null(lit(0.0)).cum_sum(false).alias("total_bytes"),
+        ])
+        .collect()?;
+    let users = users_per_second(events, &schema)?;
+    let secs: Vec<i64> = hist.column("sec")?.cast(&DataType::Int64)?.i64()?.iter().map(|v| v.unwrap_or(0)).collect();
+    let (n, fails) = (u64s(&hist, "n")?, u64s(&hist, "fails")?);
+    let (tn, tf) = (u64s(&hist, "total_n")?, u64s(&hist, "total_fails")?);
+    let (tl, tmin, tmax, tb) =
+        (f64s(&hist, "total_lat")?, f64s(&hist, "total_min")?, f64s(&hist, "total_max")?, f64s(&hist, "total_bytes")?);
+    let qs: Vec<Vec<Option<f64>>> =
+        (0..PERCENTILES.len()).map(|i| f64s(&hist, &format!("q{i}"))).collect::<Result<_, _>>()?;
+    let history = (0..hist.height())
+        .map(|i| HistoryRow {
+            timestamp: secs[i],
+            users: users.iter().rev().find(|(s, _)| *s <= secs[i]).map(|(_, u)| *u),
+            rps: n[i] as f64,
+            fps: fails[i] as f64,
+            percentiles: qs.iter().map(|q| q[i]).collect(),
+            total_requests: tn[i],
+            total_failures: tf[i],
+            total_mean_ms: tl[i].map(|s| s / tn[i].max(1) as f64),
+            total_min_ms: tmin[i],
+            total_max_ms: tmax[i],
+            total_mean_bytes: tb[i].map(|b| b / tn[i].max(1) as f64),
+        })
+        .collect();
+
+    let fail = lf
+        .filter(col("ok").not())
+        .group_by([col("method"), col("name"), col("error")])
+        .agg([len().cast(DataType::UInt64).alias("n")])
+        .sort(["name", "method", "error"], SortMultipleOptions::default())
+        .collect()?;
+    let (fm, fname, ferr, fnum) =
+        (strs(&fail, "method")?, strs(&fail, "name")?, strs(&fail, "error")?, u64s(&fail, "n")?);
+    let failures = (0..fail.height())
+        .map(|i| FailureRow {
+            method: fm[i].clone(),
+            name: fname[i].clone(),
+            error: ferr[i].clone(),
+            occurrences: fnum[i],
+        })
+        .collect();
+    Ok(Locust { percentile_titles: PERCENTILES.iter().map(|(t, _)| *t).collect(), stats, history, failures })
+}
+
+/// (unix second, user count) from the `users` rows, in time order.
+fn users_per_second(events: &LazyFrame, schema: &Schema) -> PolarsResult<Vec<(i64, f64)>> {
+    if !has(schema, "value") {
+        return Ok(Vec::new());
+    }
+    let df = events
+        .clone()
+        .filter(col("kind").eq(lit("users")))
+        .select([(col("ts").dt().timestamp(TimeUnit::Microseconds) / lit(1_000_000i64)).alias("sec"), col("value")])
+        .collect()?;
+    let secs = df.column("sec")?.cast(&DataType::Int64)?;
+    let vals = df.column("value")?.cast(&DataType::Float64)?;
+    Ok(secs.i64()?.iter().zip(vals.f64()?.iter()).filter_map(|(s, v)| Some((s?, v?))).collect())
+}

@@ -1,0 +1,157 @@
+//! One request and its response over a connection a caller owns: build the request from a step
+//! (rendering its templates), send it, read the body up to the cap, and judge it — all within
+//! the step's timeout, so a server that never answers, trickles bytes or sends a gigabyte costs
+//! a counted failure and no more memory than the cap. Whatever happens, the caller gets a
+//! `Done` and learns whether its connection is still usable.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HOST, HeaderValue};
+
+use super::outcome::{Done, ErrorKind, Failure};
+use super::target::{Connector, Sender};
+use super::task::{Book, Step};
+
+/// A user's connection slot for one target: empty until first used or after a failure.
+pub type Slot = Option<Sender>;
+
+/// Values a request is rendered with.
+pub struct Render<'a> {
+    pub book: &'a Book,
+    pub ctx: Option<minijinja::Value>,
+}
+
+/// The parts of a request after rendering.
+struct Built {
+    req: hyper::Request<Full<Bytes>>,
+}
+
+fn build(step: &Step, target: &Connector, r: &Render<'_>) -> Result<Built, Failure> {
+    let render = |t| -> Result<std::borrow::Cow<'_, str>, Failure> {
+        match &r.ctx {
+            Some(ctx) => r.book.templates.render(t, ctx).map_err(|e| Failure::new(ErrorKind::Request, e)),
+            None => r
+                .book
+                .templates
+                .render(t, &minijinja::Value::UNDEFINED)
+                .map_err(|e| Failure::new(ErrorKind::Request, e)),
+        }
+    };
+    let path = render(&step.path)?;
+    let uri = format!("{}{}", target.target.prefix, path);
+    let mut b = hyper::Request::builder().method(step.method.clone()).uri(uri.as_str());
+    let headers = b.headers_mut().expect("a fresh builder has headers");
+    headers.insert(HOST, HeaderValue::from_str(&target.target.authority).map_err(|_| bad_header("host"))?);
+    for (k, v) in &step.headers {
+        let v = render(v)?;
+        headers.insert(k.clone(), HeaderValue::from_str(&v).map_err(|_| bad_header(k.as_str()))?);
+    }
+    let body = match &step.body {
+        Some(t) => Bytes::from(render(t)?.into_owned()),
+        None => Bytes::new(),
+    };
+    let req = b
+        .body(Full::new(body))
+        .map_err(|e| Failure::new(ErrorKind::Request, format!("cannot build the request for {uri}: {e}")))?;
+    Ok(Built { req })
+}
+
+fn bad_header(name: &str) -> Failure {
+    Failure::new(ErrorKind::Request, format!("the value of header {name} is not a valid header value"))
+}
+
+/// What a response's body came to.
+struct Read {
+    status: u16,
+    bytes: u64,
+    body: Vec<u8>,
+}
+
+async fn exchange(
+    slot: &mut Slot,
+    target: &Connector,
+    req: hyper::Request<Full<Bytes>>,
+    keep: bool,
+    cap: u64,
+    bytes_seen: &mut u64,
+    status_seen: &mut Option<u16>,
+) -> Result<Read, Failure> {
+    if !slot.as_ref().is_some_and(Sender::is_open) {
+        *slot = Some(target.connect().await?);
+    }
+    let sender = slot.as_mut().expect("connected above");
+    let resp = sender.send(req).await.map_err(|e| {
+        let kind = if e.is_parse() || e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+            ErrorKind::Protocol
+        } else {
+            ErrorKind::Connect
+        };
+        Failure::new(kind, format!("request failed: {e}"))
+    })?;
+    let status = resp.status().as_u16();
+    *status_seen = Some(status);
+    let mut body = resp.into_body();
+    let mut kept = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Failure::new(ErrorKind::Protocol, format!("response body broke off: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            *bytes_seen += data.len() as u64;
+            if *bytes_seen > cap {
+                return Err(Failure::new(ErrorKind::Body, format!("body longer than max_body_bytes ({cap})")));
+            }
+            if keep {
+                kept.extend_from_slice(data);
+            }
+        }
+    }
+    Ok(Read { status, bytes: *bytes_seen, body: kept })
+}
+
+/// Send `step` over `slot` (connecting first if it is empty or closed). `intended` is when the
+/// request was scheduled to go (open model); latency counts from it.
+pub async fn send(
+    step: &Step,
+    target: &Connector,
+    slot: &mut Slot,
+    render: &Render<'_>,
+    cap: u64,
+    intended: Option<Instant>,
+) -> (Done, Vec<(String, serde_json::Value)>) {
+    let start = Instant::now();
+    let finish = |status: Option<u16>, bytes: u64, failure: Option<Failure>| {
+        let end = Instant::now();
+        let service_ms = end.duration_since(start).as_secs_f64() * 1000.0;
+        let latency_ms = intended.map_or(service_ms, |i| end.duration_since(i).as_secs_f64() * 1000.0);
+        Done { status, bytes, latency_ms, service_ms, failure }
+    };
+    let built = match build(step, target, render) {
+        Ok(b) => b,
+        Err(f) => return (finish(None, 0, Some(f)), Vec::new()),
+    };
+    let mut bytes = 0u64;
+    let mut status = None;
+    let result = tokio::time::timeout(
+        step.timeout,
+        exchange(slot, target, built.req, step.needs_body, cap, &mut bytes, &mut status),
+    )
+    .await;
+    match result {
+        Err(_) => {
+            *slot = None;
+            let f = Failure::new(ErrorKind::Timeout, format!("no complete response within {:?}", step.timeout));
+            (finish(status, bytes, Some(f)), Vec::new())
+        }
+        Ok(Err(f)) => {
+            if !f.kind.keeps_connection() {
+                *slot = None;
+            }
+            (finish(status, bytes, Some(f)), Vec::new())
+        }
+        Ok(Ok(read)) => match step.judge(read.status, &read.body) {
+            Ok(extracted) => (finish(Some(read.status), read.bytes, None), extracted),
+            Err(f) => (finish(Some(read.status), read.bytes, Some(f)), Vec::new()),
+        },
+    }
+}

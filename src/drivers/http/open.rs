@@ -1,0 +1,179 @@
+//! The open model (wrk2's `-R`, k6's arrival-rate executors): requests start on a schedule —
+//! `arrival_rate` per second, or an `arrival` ramp, linear between its points — whatever the
+//! responses do. Each arrival's latency counts from its *intended* send time, so a target that
+//! stalls shows the stall in `latency_ms` for every request it delayed (coordinated omission
+//! corrected); `service_ms` beside it is the uncorrected figure. An arrival that would exceed
+//! `max_in_flight` is dropped, and one sent more than `LATE` after its time is late: both are
+//! counted per second in `http_schedule` rows (k6's `dropped_iterations`). Each arrival runs
+//! one task (all steps of a sequence) with a fresh session; idle connections are pooled per host.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{DEFAULT_MAX_IN_FLIGHT, Http};
+use super::stage::{Load, Progress};
+use super::target::Sender;
+use crate::drivers::derive_seed;
+
+/// A send this far behind its schedule counts as late.
+pub const LATE: Duration = Duration::from_millis(10);
+
+/// Requests per second (plan time) at `t` (plan time into the stage).
+fn rate_at(cfg: &Http, t: Duration) -> f64 {
+    if let Some(r) = cfg.arrival_rate {
+        return r;
+    }
+    let pts = &cfg.arrival;
+    match pts.iter().position(|p| p.at.0 > t) {
+        Some(0) => pts[0].rate,
+        Some(i) => {
+            let (a, b) = (&pts[i - 1], &pts[i]);
+            let span = (b.at.0 - a.at.0).as_secs_f64();
+            if span <= 0.0 {
+                return b.rate;
+            }
+            let f = (t - a.at.0).as_secs_f64() / span;
+            a.rate + (b.rate - a.rate) * f
+        }
+        None => pts.last().map_or(0.0, |p| p.rate),
+    }
+}
+
+type Pool = Arc<Vec<Mutex<Vec<Sender>>>>;
+
+async fn arrival(load: Arc<Load>, pool: Pool, i: u64, intended: Instant, in_flight: Arc<AtomicU64>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(load.seed, &[&i.to_string()]));
+    let task = load.book.pick(&mut rng);
+    let home = load.homes[i as usize % load.homes.len()];
+    let mut session = serde_json::Map::new();
+    for (k, step) in load.book.tasks[task].steps.iter().enumerate() {
+        let host = step.host.unwrap_or(home);
+        let mut slot = pool[host].lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let ctx = step.templated.then(|| {
+            minijinja::context! {
+                vars => load.vars.clone(),
+                user => minijinja::context! { id => i, n => i },
+                iteration => k,
+                session => minijinja::Value::from(minijinja::value::Serde(&session)),
+            }
+        });
+        // Only the first request of an arrival has a schedule; later steps go when it is done.
+        let when = (k == 0).then_some(intended);
+        let (done, extracted) = load.request(step, None, i as usize, host, &mut slot, ctx, when).await;
+        if let Some(s) = slot.filter(Sender::is_open) {
+            pool[host].lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        }
+        if !done.ok() {
+            break;
+        }
+        session.extend(extracted);
+    }
+    in_flight.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Run the open model until `length` (real time) has passed or `cancel` fires.
+pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &CancellationToken) -> bool {
+    let max = cfg.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as u64;
+    let pool: Pool = Arc::new((0..load.connectors.len()).map(|_| Mutex::new(Vec::new())).collect());
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::new(0));
+    let watched = vec![(Arc::<str>::from("open"), Arc::clone(&progress))];
+    let mut tasks = tokio::task::JoinSet::new();
+    let end = load.started + length;
+    let scale = load.clock.scale();
+    let (mut dropped, mut late) = (0u64, 0u64);
+    let mut next_flush = load.started + Duration::from_secs(1);
+    let mut next = load.started;
+    let mut i: u64 = 0;
+    let mut interrupted = false;
+    let mut last_done = load.recorder.finished.load(Ordering::Relaxed);
+    while next < end {
+        if next > Instant::now() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => {}
+                _ = cancel.cancelled() => { interrupted = true; break; }
+            }
+        }
+        let now = Instant::now();
+        while now >= next_flush {
+            load.recorder.flush();
+            if dropped > 0 {
+                load.count_row("dropped", std::mem::take(&mut dropped));
+            }
+            if late > 0 {
+                load.count_row("late", std::mem::take(&mut late));
+            }
+            // The open model as a whole stalls when requests are out and none came back.
+            let done = load.recorder.finished.load(Ordering::Relaxed);
+            if done != last_done {
+                progress.last_ms.store(load.now_ms(), Ordering::Relaxed);
+                last_done = done;
+            }
+            progress.in_request.store(in_flight.load(Ordering::Relaxed) > 0, Ordering::Relaxed);
+            if let Some(after) = cfg.stall_after {
+                load.check_stalls(&watched, after.0);
+            }
+            next_flush += Duration::from_secs(1);
+        }
+        // Reap finished arrivals as we go, so the set holds about what is in flight.
+        for _ in 0..2 {
+            if tasks.try_join_next().is_none() {
+                break;
+            }
+        }
+        if now.duration_since(next) > LATE {
+            late += 1;
+        }
+        if in_flight.load(Ordering::Relaxed) >= max {
+            dropped += 1;
+        } else {
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            tasks.spawn(arrival(Arc::clone(&load), Arc::clone(&pool), i, next, Arc::clone(&in_flight)));
+        }
+        i += 1;
+        // The next arrival: one interval at the rate in force now (plan time), scaled.
+        let plan_t = Duration::from_secs_f64((next - load.started).as_secs_f64() / scale);
+        let rate = rate_at(cfg, plan_t);
+        next += if rate > 0.0 {
+            Duration::from_secs_f64(scale / rate)
+        } else {
+            // Rate 0 until the ramp rises again: look again a little later.
+            load.real(Duration::from_millis(10))
+        };
+    }
+    let cut = tasks.len() as u64;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    load.cut_off.fetch_add(cut, Ordering::Relaxed);
+    load.recorder.flush();
+    if dropped > 0 {
+        load.count_row("dropped", dropped);
+    }
+    if late > 0 {
+        load.count_row("late", late);
+    }
+    interrupted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ramp_is_linear_between_its_points_and_flat_after() {
+        let cfg: Http = serde_json::from_value(serde_json::json!({
+            "host": "http://127.0.0.1:1",
+            "arrival": [{ "at": "0s", "rate": 10.0 }, { "at": "10s", "rate": 110.0 }, { "at": "20s", "rate": 0.0 }],
+            "task": [{ "path": "/" }],
+        }))
+        .unwrap();
+        assert_eq!(rate_at(&cfg, Duration::ZERO), 10.0);
+        assert!((rate_at(&cfg, Duration::from_secs(5)) - 60.0).abs() < 1e-9);
+        assert!((rate_at(&cfg, Duration::from_secs(15)) - 55.0).abs() < 1e-9);
+        assert_eq!(rate_at(&cfg, Duration::from_secs(30)), 0.0);
+    }
+}
