@@ -179,6 +179,7 @@ pub fn compile(check: &Check, sm: Expr) -> (Expr, Expr) {
                 }
                 Agg::Cov { .. } => (y().std(1) / y().mean(), matched),
                 Agg::Quantile(q) => (y().quantile(lit(*q), QuantileMethod::Linear), matched),
+                Agg::Tail(q) => (y().quantile(lit(*q), QuantileMethod::Linear) / y().mean(), matched),
                 Agg::Growth { warmup, relative } => {
                     (growth(col(field.as_deref().unwrap_or("value")), &mask, *warmup, *relative), matched)
                 }

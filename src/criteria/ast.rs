@@ -56,6 +56,9 @@ pub enum Agg {
     },
     /// Quantile in 0..=1.
     Quantile(f64),
+    /// A quantile (0..=1) divided by the mean: `tail(95, latency_ms) < 2` is "p95 under twice
+    /// the average", the fleet suite's tail rule.
+    Tail(f64),
     Rate,
     /// Change over the window of the line fitted after the first `warmup` share (0..1) of the
     /// series' time span: relative to the line's value at the start (`growth`), or in the
@@ -78,8 +81,8 @@ impl Agg {
 
 /// Aggregate names, for help texts.
 pub const AGGS: &[&str] = &[
-    "count", "sum", "mean", "min", "max", "stddev", "cov", "p50", "p75", "p90", "p95", "p99", "p999", "p", "rate",
-    "growth", "change", "slope",
+    "count", "sum", "mean", "min", "max", "stddev", "cov", "p50", "p75", "p90", "p95", "p99", "p999", "p", "tail",
+    "rate", "growth", "change", "slope",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -55,7 +55,7 @@ fn aggregate(word: &str) -> Option<Option<Agg>> {
         "p95" => Agg::Quantile(0.95),
         "p99" => Agg::Quantile(0.99),
         "p999" => Agg::Quantile(0.999),
-        "p" => return Some(None),
+        "p" | "tail" => return Some(None),
         _ => return None,
     }))
 }
@@ -142,6 +142,10 @@ impl Parser {
         self.expect(Tok::LParen, "`(` after the aggregate")?;
         let mut agg = match agg {
             Some(agg) => agg,
+            None if word == "tail" => match self.percentile()? {
+                Agg::Quantile(q) => Agg::Tail(q),
+                other => other,
+            },
             None => self.percentile()?,
         };
         let field = match self.peek() {
@@ -181,7 +185,10 @@ impl Parser {
     fn percentile(&mut self) -> Result<Agg, ParseError> {
         let (t, at) = self.next();
         let Tok::Num(q) = t else {
-            return Err(ParseError::new("p(Q, FIELD) takes a percentile first, e.g. p(99.5, latency_ms)", at));
+            return Err(ParseError::new(
+                "p(Q, FIELD) and tail(Q, FIELD) take a percentile first, e.g. p(99.5, latency_ms)",
+                at,
+            ));
         };
         if !(0.0..=100.0).contains(&q) {
             return Err(ParseError::new(format!("percentile {q} is not between 0 and 100"), at));
@@ -444,6 +451,7 @@ mod tests {
             Agg::Growth { warmup: 0.4, relative: true }
         );
         assert_eq!(agg("growth(value, warmup = 0) < 0.1"), Agg::Growth { warmup: 0.0, relative: true });
+        assert_eq!(agg("tail(95, latency_ms) < 2"), Agg::Tail(0.95));
         assert_eq!(agg("change(value, warmup = 10%) < 1e8"), Agg::Growth { warmup: 0.1, relative: false });
         assert_eq!(agg(r#"cov(latency_ms where kind == "cycle", floor = 250ms) < 0.2"#), Agg::Cov { floor: 250.0 });
         assert_eq!(agg("cov(value, floor = 3) < 0.2"), Agg::Cov { floor: 3.0 });

@@ -31,13 +31,13 @@ impl Class {
     fn latency(self) -> (f64, f64) {
         match self {
             Class::Health => (1.0, 0.3),
-            Class::Event => (3.0, 0.4),
-            Class::Chat => (150.0, 0.5),
-            Class::Creative => (1000.0, 0.4),
-            Class::Agent => (250.0, 0.5),
-            Class::Memory => (20.0, 0.4),
-            Class::Code => (50.0, 0.5),
-            Class::Library => (30.0, 0.4),
+            Class::Event => (3.0, 0.3),
+            Class::Chat => (150.0, 0.35),
+            Class::Creative => (1000.0, 0.3),
+            Class::Agent => (250.0, 0.35),
+            Class::Memory => (20.0, 0.3),
+            Class::Code => (50.0, 0.35),
+            Class::Library => (30.0, 0.3),
             Class::Static => (0.0, 0.0),
         }
     }

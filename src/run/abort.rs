@@ -201,7 +201,7 @@ impl Live {
             mean: 0.0,
             m2: 0.0,
             series: matches!(agg, Some(Agg::Growth { .. } | Agg::Slope)).then(Series::new),
-            hist: matches!(agg, Some(Agg::Quantile(_))).then(|| Histogram::new(3)).and_then(Result::ok),
+            hist: matches!(agg, Some(Agg::Quantile(_) | Agg::Tail(_))).then(|| Histogram::new(3)).and_then(Result::ok),
         }
     }
 
@@ -359,6 +359,9 @@ impl AbortWatch {
                         Some((l.m2 / (l.n - 1.0)).sqrt() / mean)
                     }
                     Agg::Quantile(q) => l.hist.as_ref().map(|h| h.value_at_quantile(*q) as f64 / 1000.0),
+                    Agg::Tail(q) if l.mean != 0.0 => {
+                        l.hist.as_ref().map(|h| h.value_at_quantile(*q) as f64 / 1000.0 / l.mean)
+                    }
                     Agg::Slope => l.series.as_ref().and_then(Series::slope),
                     Agg::Growth { warmup, relative } => {
                         l.series.as_ref().and_then(|s| s.growth(*warmup, *relative, self.expected_end_ms))

@@ -76,6 +76,9 @@ pub struct Http {
     /// What is written per request.
     #[serde(default, skip_serializing_if = "Record::is_all")]
     pub record: Record,
+    /// Start `planrun serve-demo` on the (first) host's address for the stage, and stop it after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo: Option<super::demo::DemoCfg>,
     /// Sample CPU and memory of the target's processes and of the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<MonitorCfg>,
@@ -388,6 +391,12 @@ impl StageDriver for Http {
             && !(f > 0.0 && f <= 1.0)
         {
             return Err(FieldError::new("sample is a share of the requests, above 0 and at most 1").at(&["record"]));
+        }
+        if self.demo.as_ref().is_some_and(|d| d.enabled) {
+            let t = super::target::Target::parse(hosts[0]).map_err(|e| FieldError::new(e).at(&["host"]))?;
+            if t.tls {
+                return Err(FieldError::new("serve-demo speaks plain HTTP: give an http:// host").at(&["demo"]));
+            }
         }
         if let Some(m) = self.min_success
             && !(0.0..=1.0).contains(&m)

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::config::Http;
+use super::demo::Demo;
 use super::stage::Load;
+use super::target::Target;
 use super::{closed, open};
 use crate::drivers::monitor::sample_targets;
 use crate::drivers::{BoxFuture, Driver, Outcome, StageContext, Status};
@@ -25,6 +27,24 @@ impl Driver for Http {
 }
 
 async fn run(cfg: &Http, ctx: &StageContext) -> Outcome {
+    let demo = match &cfg.demo {
+        Some(d) if d.enabled => {
+            let host = Target::parse(cfg.all_hosts()[0]).expect("checked at load");
+            match Demo::start(d, &host, ctx.seed).await {
+                Ok(d) => Some(d),
+                Err(e) => return Outcome::with(Status::Error, e),
+            }
+        }
+        _ => None,
+    };
+    let outcome = load_stage(cfg, ctx, demo.as_ref().map(|d| d.pid)).await;
+    if let Some(d) = demo {
+        d.stop().await;
+    }
+    outcome
+}
+
+async fn load_stage(cfg: &Http, ctx: &StageContext, demo_pid: Option<u32>) -> Outcome {
     let load = match Load::new(cfg, ctx, &ctx.tags).await {
         Ok(l) => Arc::new(l),
         Err(e) => return Outcome::with(Status::Error, e),
@@ -50,7 +70,11 @@ async fn run(cfg: &Http, ctx: &StageContext) -> Outcome {
     };
     let monitor = async {
         match &cfg.monitor {
-            Some(m) => sample_targets(m, &ctx.clock, &ctx.events).await,
+            Some(m) => {
+                let mut m = m.clone();
+                m.pids.extend(demo_pid);
+                sample_targets(&m, &ctx.clock, &ctx.events).await
+            }
             None => std::future::pending().await,
         }
     };

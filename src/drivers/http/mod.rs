@@ -10,10 +10,12 @@
 //! `target` opens connections (TCP, rustls, hyper's HTTP/1.1 and HTTP/2 handshakes);
 //! `exchange` sends one request and reads its response within its limits; `outcome` names
 //! what a request came to; `record` writes events; `stage` is what users share; `closed` and
-//! `open` are the two load models; `driver` runs an iteration and decides its outcome.
+//! `open` are the two load models; `demo` starts `serve-demo` for a stage that asks; `driver`
+//! runs an iteration and decides its outcome.
 
 mod closed;
 pub mod config;
+pub mod demo;
 mod driver;
 mod exchange;
 mod open;
