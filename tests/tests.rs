@@ -6,6 +6,7 @@ mod criteria;
 mod diagnostics;
 mod fleet;
 mod fuzz;
+mod http;
 mod llm;
 mod plans;
 mod resume;

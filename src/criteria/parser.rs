@@ -388,7 +388,6 @@ fn check_lit(field: &str, kind: FieldKind, lit: &Lit, at: &Range<usize>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::criteria::ast::DEFAULT_WARMUP;
 
     #[test]
     fn deep_or_long_filters_are_errors_not_stack_overflows() {

@@ -30,8 +30,8 @@ impl Class {
     /// (median ms, sigma of the log) at latency scale 1.
     fn latency(self) -> (f64, f64) {
         match self {
-            Class::Health => (1.0, 0.3),
-            Class::Event => (3.0, 0.3),
+            Class::Health => (5.0, 0.25),
+            Class::Event => (10.0, 0.25),
             Class::Chat => (150.0, 0.35),
             Class::Creative => (1000.0, 0.3),
             Class::Agent => (250.0, 0.35),

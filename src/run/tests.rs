@@ -88,6 +88,7 @@ fn run(stages: &str) -> (RunStatus, Manifest, tempfile::TempDir) {
         progress: Mode::Quiet,
         args: vec![],
         suspend_after: None,
+        tags: Default::default(),
     };
     let r = start(plan, std::path::Path::new("t.toml"), &text, &opts).unwrap();
     let m = RunDir::at(&r.dir).read_manifest().unwrap();

@@ -51,6 +51,7 @@ fn stage() -> Stage {
         vars: Default::default(),
         ledger: Arc::new(Ledger::new(None)),
         checkpoint: StageCheckpoint::default(),
+        tags: Default::default(),
     };
     Stage { ctx, seen, _sink: handle, _dir: dir }
 }

@@ -87,6 +87,8 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
     let scale = load.clock.scale();
     let (mut dropped, mut late) = (0u64, 0u64);
     let mut next_flush = load.started + Duration::from_secs(1);
+    let stall_every = Duration::from_millis(100);
+    let mut next_stall = load.started + stall_every;
     let mut next = load.started;
     let mut i: u64 = 0;
     let mut interrupted = false;
@@ -107,6 +109,9 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
             if late > 0 {
                 load.count_row("late", std::mem::take(&mut late));
             }
+            next_flush += Duration::from_secs(1);
+        }
+        if now >= next_stall {
             // The open model as a whole stalls when requests are out and none came back.
             let done = load.recorder.finished.load(Ordering::Relaxed);
             if done != last_done {
@@ -117,7 +122,7 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
             if let Some(after) = cfg.stall_after {
                 load.check_stalls(&watched, after.0);
             }
-            next_flush += Duration::from_secs(1);
+            next_stall = now + stall_every;
         }
         // Reap finished arrivals as we go, so the set holds about what is in flight.
         for _ in 0..2 {

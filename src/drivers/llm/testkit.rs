@@ -116,6 +116,7 @@ impl Harness {
             vars: Arc::default(),
             ledger: Arc::new(Ledger::new(run_budget_usd)),
             checkpoint: StageCheckpoint::default(),
+            tags: Default::default(),
         };
         Harness { ctx, seen, _sink: handle, _dir: dir }
     }
