@@ -65,7 +65,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark
-bench: bench-sink bench-analyze bench-llm bench-fleet
+bench: bench-sink bench-analyze bench-llm bench-fleet bench-http
 
 # Event sink: 10M events into events.jsonl, events/s and peak RSS
 bench-sink EVENTS="10000000":
@@ -83,3 +83,7 @@ bench-llm AGENTS="10000" ROUNDS="100":
 # Fleet: 50-agent ping cycle latency, runner CPU between cycles, 1000-agent spawn latency
 bench-fleet AGENTS="1000":
     cargo bench --bench fleet -- {{AGENTS}}
+
+# HTTP load: planrun beside wrk, oha and Locust against one nginx; memory per user; the stall honesty check
+bench-http:
+    bash scripts/bench-http.sh

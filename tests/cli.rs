@@ -85,7 +85,7 @@ fn completions_offer_the_plans_profiles_stages_and_formats() {
     let phases = complete(&["run", plan.to_str().unwrap(), "--only", "s"]);
     assert!(!phases.is_empty() && phases.iter().all(|p| p.starts_with('s')), "{phases:?}");
     let formats = complete(&["analyze", "x", "--format", ""]);
-    assert_eq!(formats, ["md", "json", "junit", "html"]);
+    assert_eq!(formats, ["md", "json", "junit", "html", "locust-csv"]);
     let script = sb.run(&["completions", "bash"]);
     assert_eq!(script.code, 0);
     assert!(script.stdout.contains("COMPLETE"), "{}", script.stdout);

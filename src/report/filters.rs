@@ -79,6 +79,27 @@ pub fn cell(v: Value) -> String {
     md(v, None)
 }
 
+/// `x | csv`: one CSV field (RFC 4180 minimal quoting, as Python's csv module writes): text
+/// quoted only when it holds a comma, quote or line break; numbers in full; `N/A` for missing,
+/// as Locust writes it.
+pub fn csv(v: Value) -> String {
+    if v.is_none() || v.is_undefined() {
+        return "N/A".into();
+    }
+    if let Some(s) = v.as_str() {
+        return if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        };
+    }
+    match as_f64(&v) {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => fixed(f, 0),
+        Some(f) => format!("{}", (f * 1e6).round() / 1e6),
+        None => v.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,26 +120,5 @@ mod tests {
         assert_eq!(cell(v(-0.0)), "0");
         assert_eq!(cell(v(-0.0001)), "0.000");
         assert_eq!(num(Value::from(()), Some(2)), "—");
-    }
-}
-
-/// `x | csv`: one CSV field (RFC 4180 minimal quoting, as Python's csv module writes): text
-/// quoted only when it holds a comma, quote or line break; numbers in full; `N/A` for missing,
-/// as Locust writes it.
-pub fn csv(v: Value) -> String {
-    if v.is_none() || v.is_undefined() {
-        return "N/A".into();
-    }
-    if let Some(s) = v.as_str() {
-        return if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_string()
-        };
-    }
-    match as_f64(&v) {
-        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => fixed(f, 0),
-        Some(f) => format!("{}", (f * 1e6).round() / 1e6),
-        None => v.to_string(),
     }
 }

@@ -89,11 +89,14 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
     let mut next_flush = load.started + Duration::from_secs(1);
     let stall_every = Duration::from_millis(100);
     let mut next_stall = load.started + stall_every;
+    // Arrival times as seconds from the start, so a constant rate lands exactly on its count.
+    let mut offset = 0.0f64;
+    let length_s = length.as_secs_f64();
     let mut next = load.started;
     let mut i: u64 = 0;
     let mut interrupted = false;
     let mut last_done = load.recorder.finished.load(Ordering::Relaxed);
-    while next < end {
+    while offset < length_s - 1e-9 && next < end {
         if next > Instant::now() {
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
@@ -141,14 +144,14 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
         }
         i += 1;
         // The next arrival: one interval at the rate in force now (plan time), scaled.
-        let plan_t = Duration::from_secs_f64((next - load.started).as_secs_f64() / scale);
-        let rate = rate_at(cfg, plan_t);
-        next += if rate > 0.0 {
-            Duration::from_secs_f64(scale / rate)
+        let rate = rate_at(cfg, Duration::from_secs_f64(offset / scale));
+        offset += if rate > 0.0 {
+            scale / rate
         } else {
             // Rate 0 until the ramp rises again: look again a little later.
-            load.real(Duration::from_millis(10))
+            load.real(Duration::from_millis(10)).as_secs_f64()
         };
+        next = load.started + Duration::from_secs_f64(offset);
     }
     let cut = tasks.len() as u64;
     tasks.abort_all();

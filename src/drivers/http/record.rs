@@ -19,6 +19,9 @@ use crate::events::Emitter;
 
 const SHARDS: usize = 16;
 
+/// (task name, method, its window) for the current second.
+type Windows = Vec<(Arc<str>, &'static str, Window)>;
+
 #[derive(Clone)]
 struct Window {
     count: u64,
@@ -43,7 +46,7 @@ pub struct Recorder {
     mode: Record,
     events: Emitter,
     /// Per shard: (task name → window) for the current second.
-    shards: Vec<Mutex<Vec<(Arc<str>, &'static str, Window)>>>,
+    shards: Vec<Mutex<Windows>>,
     sampled: AtomicU64,
     every: u64,
     /// Requests finished and failed (for the stage outcome), whatever the mode.
@@ -120,7 +123,7 @@ impl Recorder {
         if !self.windows() {
             return;
         }
-        let mut merged: Vec<(Arc<str>, &'static str, Window)> = Vec::new();
+        let mut merged: Windows = Vec::new();
         for s in &self.shards {
             let taken = std::mem::take(&mut *s.lock().unwrap_or_else(|p| p.into_inner()));
             for (name, method, w) in taken {
