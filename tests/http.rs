@@ -503,3 +503,66 @@ fn both_plans_quick_profiles_pass_against_the_demo_they_start() {
         );
     }
 }
+
+#[test]
+fn http2_and_tls_are_spoken() {
+    // HTTP/2 with prior knowledge against serve-demo (axum answers h2c).
+    let demo = Demo::start(&["--latency-scale", "0"]);
+    let sb = Sandbox::new();
+    let text = plan(&format!(
+        "host = \"{}\"\nduration = \"500ms\"\nusers = 2\nhttp2 = true\n[[phase.stage.task]]\npath = \"/atlas/health\"\ncheck = {{ json = {{ status = \"healthy\" }} }}\n",
+        demo.url
+    ));
+    let (code, dir, err) = run(&sb, &text, &["--no-analyze"]);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    assert!(of_kind(&evs, "http").len() > 10 && of_kind(&evs, "http").iter().all(|e| e["ok"] == true));
+
+    // TLS against `openssl s_server -www` with a self-signed certificate: refused unless
+    // `insecure = true`, then answered.
+    let cert = sb.path().join("cert.pem");
+    let key = sb.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped the TLS half: the openssl command is not available");
+        return;
+    }
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stage = |insecure: bool| {
+        plan(&format!(
+            "host = \"https://localhost:{port}\"\nduration = \"500ms\"\nusers = 1\nready_timeout = \"5s\"\ninsecure = {insecure}\nwait = {{ constant = \"50ms\" }}\n[[phase.stage.task]]\npath = \"/\"\ncheck = {{ contains = \"s_server\" }}\n"
+        ))
+    };
+    let (code, dir, _) = run(&sb, &stage(false), &["--no-analyze"]);
+    let evs = events(&dir);
+    let verified = of_kind(&evs, "http");
+    let (code2, dir2, err2) = run(&sb, &stage(true), &["--no-analyze"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, 1, "a self-signed certificate is refused");
+    assert!(
+        verified.iter().all(|e| e["error_kind"] == "connect" && e["error"].as_str().unwrap().contains("TLS")),
+        "{verified:?}"
+    );
+    assert_eq!(code2, 0, "{err2}");
+    let ok = of_kind(&events(&dir2), "http").iter().filter(|e| e["ok"] == true).count();
+    assert!(ok >= 3, "{ok} TLS requests answered");
+}
