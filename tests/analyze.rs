@@ -332,6 +332,50 @@ fn findings_flag_timeouts_tails_and_slow_agents() {
 }
 
 #[test]
+fn the_memory_finding_reads_each_process_after_its_warm_up_and_ignores_the_host() {
+    let titles = |leak: bool| -> Vec<(String, String)> {
+        let sb = Sandbox::new();
+        let mut f = Fixture::new(&sb, "run");
+        for i in 0..=20 {
+            let t = 10_000.0 + i as f64 * 500.0;
+            // A target that warms up (100 → 160 MB in its first two seconds) and then is flat,
+            // or one that keeps climbing 1% a sample; the host's memory jumps around meanwhile,
+            // and samples of different sizes mix in the same windows.
+            let target = if leak {
+                100e6 * (1.0 + 0.01 * i as f64)
+            } else if i < 4 {
+                100e6 + 20e6 * i as f64
+            } else {
+                160e6
+            };
+            f.push("soak", t, json!({"kind": "sample", "name": "target_rss_bytes", "agent": "demo:1", "value": target, "unit": "bytes"}));
+            f.push("soak", t, json!({"kind": "sample", "name": "runner_rss_bytes", "value": 30e6, "unit": "bytes"}));
+            let host = if i % 3 == 0 { 8e9 } else { 12e9 };
+            f.push(
+                "soak",
+                t + 1.0,
+                json!({"kind": "sample", "name": "system_memory_used", "value": host, "unit": "bytes"}),
+            );
+        }
+        let dir = f.write("passed").to_path_buf();
+        let r = sb.run(&["analyze", dir.to_str().unwrap()]);
+        assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+        report(&dir)["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["title"].as_str().unwrap().to_string(), f["detail"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let healthy = titles(false);
+    assert!(!healthy.iter().any(|(t, _)| t == "memory growth"), "warm-up read as a leak: {healthy:?}");
+    let leaking = titles(true);
+    let found = leaking.iter().find(|(t, _)| t == "memory growth").unwrap_or_else(|| panic!("{leaking:?}"));
+    // 1% of 100 MB per sample over 20 samples: the fitted line grows 20%.
+    assert!(found.1.starts_with("`target_rss_bytes` of demo:1 grew 20.0%"), "{found:?}");
+}
+
+#[test]
 fn baseline_regressions_beyond_tolerance_are_listed() {
     let sb = Sandbox::new();
     let base = healthy(&sb, "base").write("passed").to_path_buf();

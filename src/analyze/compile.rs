@@ -90,7 +90,7 @@ fn line(y: Expr, mask: &Expr) -> (Expr, impl Fn(Expr) -> Expr) {
 /// rows at or after `t_first + warmup * (t_last - t_first)`, and the figure is that line's change
 /// over the whole span relative to the magnitude of its value at `t_first`. `run::abort` computes
 /// the same figure from running sums.
-fn growth(y: Expr, mask: &Expr, warmup: f64, relative: bool) -> Expr {
+pub fn growth(y: Expr, mask: &Expr, warmup: f64, relative: bool) -> Expr {
     let t = col("t_ms").cast(DataType::Float64);
     let x = t.clone().filter(mask.clone());
     let (first, last) = (x.clone().min(), x.max());

@@ -104,20 +104,32 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
                 });
             }
         }
-        let bytes: Vec<(f64, f64)> = s.points.iter().filter_map(|p| Some((p.t_ms, p.bytes_mean?))).collect();
-        if bytes.len() >= 4 {
-            let (first, last) = (bytes[0].1, bytes[bytes.len() - 1].1);
-            let g = if first > 0.0 { (last - first) / first } else { 0.0 };
-            if g > 0.05 {
-                out.push(Finding {
-                    priority: if g > 0.10 { Priority::High } else { Priority::Medium },
-                    scope,
-                    title: "memory growth".into(),
-                    detail: format!("byte-valued samples grew {:.1}% over the stage", g * 100.0),
-                    recommendation:
-                        "Check for leaks: caches without bounds, retained responses, listeners never removed.".into(),
-                });
-            }
+        // The series of this stage that grew most after its warm-up (docs/criteria.md, growth).
+        let worst = m
+            .memory
+            .iter()
+            .filter(|x| x.phase == s.phase && x.stage == s.stage && x.samples >= 4)
+            .filter_map(|x| Some((x, x.growth?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((x, g)) = worst
+            && g > 0.05
+        {
+            let of = match &x.agent {
+                Some(a) => format!("`{}` of {a}", x.name),
+                None => format!("`{}`", x.name),
+            };
+            out.push(Finding {
+                priority: if g > 0.10 { Priority::High } else { Priority::Medium },
+                scope,
+                title: "memory growth".into(),
+                detail: format!(
+                    "{of} grew {:.1}% over the stage, on a line fitted after its warm-up ({} samples)",
+                    g * 100.0,
+                    x.samples
+                ),
+                recommendation: "Check for leaks: caches without bounds, retained responses, listeners never removed."
+                    .into(),
+            });
         }
     }
     slow_agents(&m.agents, &mut out);

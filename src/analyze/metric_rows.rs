@@ -269,6 +269,20 @@ pub struct Series {
     pub points: Vec<Point>,
 }
 
+/// One memory series (a byte-valued sample of one process, or the fleet's mean) in a stage,
+/// with its growth by `growth`'s rule (docs/criteria.md: a line fitted after a warm-up), so a
+/// process that warms up and levels off is not read as a leak. The host's own
+/// `system_memory_used` is left out: other processes move it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemorySeries {
+    pub phase: String,
+    pub stage: String,
+    pub name: String,
+    pub agent: Option<String>,
+    pub samples: u64,
+    pub growth: Option<f64>,
+}
+
 /// One window of a series.
 #[derive(Clone, Debug, Serialize)]
 pub struct Point {

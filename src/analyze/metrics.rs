@@ -14,7 +14,9 @@ use polars::prelude::*;
 
 use super::data::Frame;
 use super::frame::{Cells, stream};
-use super::metric_rows::{AgentRow, ErrorRow, LevelKey, LevelRow, NameRow, PhaseRow, PlanRow, Point, Series, StageRow};
+use super::metric_rows::{
+    AgentRow, ErrorRow, LevelKey, LevelRow, MemorySeries, NameRow, PhaseRow, PlanRow, Point, Series, StageRow,
+};
 use crate::rundir::Manifest;
 
 /// Every level's rows, typed (`metric_rows`).
@@ -27,6 +29,8 @@ pub struct Metrics {
     pub errors: Vec<ErrorRow>,
     pub agents: Vec<AgentRow>,
     pub series: Vec<Series>,
+    /// Memory series with their growth after warm-up (the memory-growth finding reads these).
+    pub memory: Vec<MemorySeries>,
 }
 
 /// Percentiles every level reports, with their column names.
@@ -377,8 +381,42 @@ pub fn compute(frame: &Frame, m: &Manifest) -> PolarsResult<Metrics> {
     let mut agents = AgentRow::read_all(&agents);
     sort_by_plan(&mut agents, m, |a| (a.phase(), a.stage(), a.agent().to_string()));
     let series = series(&data, &pct, &windows, frame.sid_bits, m)?;
+    let memory = memory(&data)?;
     timer.lap("series");
-    Ok(Metrics { plan: plan_row, phases, stages, names, errors: ErrorRow::read_all(&errors), agents, series })
+    Ok(Metrics { plan: plan_row, phases, stages, names, errors: ErrorRow::read_all(&errors), agents, series, memory })
+}
+
+/// Each memory series of each stage with its growth after warm-up.
+fn memory(data: &LazyFrame) -> PolarsResult<Vec<MemorySeries>> {
+    let s = |c: &str| col(c).cast(DataType::String);
+    let bytes = col("unit").cast(DataType::String).eq(lit("bytes"));
+    let df = stream(
+        data.clone()
+            .filter(bytes.and(col("value").is_not_null()).and(s("name").neq(lit("system_memory_used"))))
+            .group_by([s("phase"), s("stage"), s("name"), s("agent")])
+            .agg([
+                len().cast(DataType::UInt64).alias("samples"),
+                super::compile::growth(
+                    col("value"),
+                    &col("value").is_not_null(),
+                    crate::criteria::DEFAULT_WARMUP,
+                    true,
+                )
+                .alias("growth"),
+            ])
+            .sort(["phase", "stage", "name", "agent"], SortMultipleOptions::default()),
+    )?;
+    let c = Cells::new(&df);
+    Ok((0..df.height())
+        .map(|i| MemorySeries {
+            phase: c.str("phase", i).unwrap_or_default(),
+            stage: c.str("stage", i).unwrap_or_default(),
+            name: c.str("name", i).unwrap_or_default(),
+            agent: c.str("agent", i),
+            samples: c.u64("samples", i).unwrap_or(0),
+            growth: c.f64("growth", i).filter(|g| g.is_finite()),
+        })
+        .collect())
 }
 
 /// Each recorded stage's code with its start and series window (from the manifest).
