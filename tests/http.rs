@@ -472,6 +472,11 @@ fn summary_recording_writes_per_second_windows_whose_counts_add_up() {
         let a: serde_json::Value = serde_json::from_str(w["attrs"].as_str().unwrap()).unwrap();
         assert!(a["p99_ms"].as_f64().unwrap() >= a["p50_ms"].as_f64().unwrap());
     }
+    // The report says what was recorded.
+    let r = sb.run(&["analyze", dir.to_str().unwrap(), "--format", "md"]);
+    assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("**Recording:** p/s recorded one request in 10 as an `http` row"), "{md}");
 }
 
 #[test]

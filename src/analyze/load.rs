@@ -45,7 +45,7 @@ pub fn load_run(dir: &Path) -> Result<Run, AnalyzeError> {
         let lf = LazyFrame::scan_parquet(path, ScanArgsParquet::default()).map_err(unreadable)?;
         let n = lf.clone().select([len()]).collect().map_err(unreadable)?;
         let events = frame::scalar(&n, "len").unwrap_or(0.0) as u64;
-        (lf, SourceInfo { file: EVENTS_PARQUET.into(), events, note: None })
+        (lf, SourceInfo { file: EVENTS_PARQUET.into(), events, note: None, recording: Vec::new() })
     } else if jl.exists() {
         let why = if pq.exists() {
             format!("{EVENTS_PARQUET} is older than {EVENTS_JSONL}")
@@ -57,7 +57,10 @@ pub fn load_run(dir: &Path) -> Result<Run, AnalyzeError> {
         if report.torn_tail_bytes > 0 {
             note.push_str(&format!("; skipped a torn last line of {} bytes", report.torn_tail_bytes));
         }
-        (df.lazy(), SourceInfo { file: EVENTS_JSONL.into(), events: report.events, note: Some(note) })
+        (
+            df.lazy(),
+            SourceInfo { file: EVENTS_JSONL.into(), events: report.events, note: Some(note), recording: Vec::new() },
+        )
     } else {
         return Err(AnalyzeError::NoEvents(dir.to_path_buf()));
     };

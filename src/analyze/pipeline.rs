@@ -68,7 +68,12 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         planrun_version: env!("CARGO_PKG_VERSION").into(),
         generated_at: crate::rundir::now_rfc3339(),
         run: run_info(run),
-        source: SourceInfo { file: run.source.file.clone(), events: run.source.events, note: run.source.note.clone() },
+        source: SourceInfo {
+            file: run.source.file.clone(),
+            events: run.source.events,
+            note: run.source.note.clone(),
+            recording: recording(run),
+        },
         verdict,
         criteria,
         stages,
@@ -79,6 +84,30 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         comparison: Vec::new(),
         locust,
     })
+}
+
+/// What each stage that did not record every request kept instead (from the resolved plan).
+fn recording(run: &Run) -> Vec<String> {
+    run.plan
+        .stages()
+        .filter_map(|(p, s)| {
+            let record = s.driver.fields.get("record")?;
+            let what = match record {
+                serde_json::Value::String(m) if m == "summary" => {
+                    "per-second summaries per task (`http_window` rows) instead of one row per request: figures over `http` rows have no data".to_string()
+                }
+                serde_json::Value::Object(o) => {
+                    let share = o.get("sample")?.as_f64()?;
+                    format!(
+                        "one request in {:.0} as an `http` row (figures over them are a sample), and per-second summaries of all (`http_window` rows)",
+                        (1.0 / share).round()
+                    )
+                }
+                _ => return None,
+            };
+            Some(format!("{}/{} recorded {what}", p.name, s.name()))
+        })
+        .collect()
 }
 
 /// What the run was, from its manifest and plan.

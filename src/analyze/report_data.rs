@@ -56,6 +56,9 @@ pub struct SourceInfo {
     pub file: String,
     pub events: u64,
     pub note: Option<String>,
+    /// Stages that recorded less than one event per unit of work, and what they kept instead
+    /// (`http` stages with `record = "summary"` or a sample).
+    pub recording: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
