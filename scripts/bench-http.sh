@@ -116,15 +116,20 @@ EOF
 locust_rps="$(python3 -c 'import csv,sys; print(round(float([r for r in csv.DictReader(open(sys.argv[1])) if r["Name"]=="Aggregated"][0]["Requests/s"])))' "$work/locust_stats.csv" 2>/dev/null || echo 0)"
 
 echo "== memory: $USERS users at one request a second each" >&2
-rss_of() { # users → planrun's peak RSS in KiB for a 15 s run of that many users
-  planrun_plan "$1" "15s" '"summary"' "$url" 'wait = { constant_pacing = "1s" }
-spawn_rate = 5000' >"$work/mem-$1.toml"
-  /usr/bin/time -f "%M" -o "$work/rss-$1" "$planrun" run "$work/mem-$1.toml" --out "$work/res" -q --no-analyze >/dev/null
+rss_of() { # users → planrun's peak RSS in KiB for a 30 s run of that many users
+  planrun_plan "$1" "30s" '"summary"' "$url" 'wait = { constant_pacing = "1s" }
+spawn_rate = 5000
+monitor = { name = ["nginx"], every = "1s" }
+criteria = ['"'"'growth(value where name == "runner_rss_bytes") < 0.05'"'"']' >"$work/mem-$1.toml"
+  /usr/bin/time -f "%M" -o "$work/rss-$1" "$planrun" run "$work/mem-$1.toml" --out "$work/res-$1" -q --format json >/dev/null || true
   cat "$work/rss-$1"
 }
 rss_small="$(rss_of 100)"
 rss_big="$(rss_of "$USERS")"
 per_user_kib="$(python3 -c "print(round(($rss_big - $rss_small) / ($USERS - 100), 1))")"
+# Does planrun's memory stay flat while 10,000 users run? growth() after its warm-up, from the run's own samples.
+rss_growth="$(python3 -c 'import json,glob,sys; r=json.load(open(glob.glob(sys.argv[1]+"/*/report.json")[0])); print(round(100*r["criteria"][0]["observed"],2))' "$work/res-$USERS" 2>/dev/null || echo "?")"
+mem_requests="$(requests_of "$(ls -d "$work/res-$USERS"/*/)")"
 
 echo "== honesty: a target that freezes 1 s in every 10 s, 30 s runs" >&2
 fport="$(free_port)"
@@ -171,7 +176,8 @@ cat <<EOF
 | requests/s, same | $pr_rps | oha $oha_rps | $(ratio "$pr_rps" "$oha_rps") of oha | ≥ 1x oha |
 | requests/s, same | $pr_rps | Locust (FastHttpUser, 1 process) $locust_rps | $(ratio "$pr_rps" "$locust_rps") of Locust | ≥ 10x Locust |
 | requests/s with one event per request (record = all) | $pr_all_rps | | | |
-| memory per user at $USERS users (peak RSS, minus 100 users) | ${per_user_kib} KiB | | | < 64 KiB |
+| memory per user at $USERS users (peak RSS, minus 100 users), $mem_requests requests in 30 s | ${per_user_kib} KiB | | | < 64 KiB |
+| planrun's RSS growth over those 30 s after warm-up (growth of runner_rss_bytes) | ${rss_growth}% | | | flat |
 | p99 against a 1 s freeze every 10 s: open model, 1000/s, from intended send | ${open_p99} ms | | | shows the freeze |
 | same run, from actual send (uncorrected) | ${open_p99_service} ms | | | |
 | p99, closed model, $CONNS users | ${closed_p99} ms | wrk $wrk_p99 | | hides it |

@@ -106,7 +106,7 @@ fn a_closed_model_stage_records_every_request_and_its_numbers_match_the_events()
         assert_eq!(e["status"], 200);
         assert_eq!(e["ok"], true);
         assert!(e["bytes"].as_i64().unwrap() > 10, "{e}");
-        assert!(f(e, "latency_ms") >= f(e, "service_ms") - 1e-9, "closed model: both from the send: {e}");
+        assert_eq!(f(e, "latency_ms"), f(e, "service_ms"), "closed model: both count from the send: {e}");
     }
     let users: std::collections::BTreeSet<&str> = http.iter().map(|e| e["agent"].as_str().unwrap()).collect();
     assert_eq!(users.len(), 4, "{users:?}");
@@ -125,8 +125,8 @@ fn wait_kinds_pace_each_user_as_locust_does() {
     // pacing 250 ms start to start; throughput 5/s; between 50 and 150 ms (mean 100).
     for (wait, lo, hi) in [
         ("{ constant = \"100ms\" }", 15, 21),
-        ("{ constant_pacing = \"250ms\" }", 7, 9),
-        ("{ constant_throughput = 5.0 }", 9, 11),
+        ("{ constant_pacing = \"250ms\" }", 6, 9),
+        ("{ constant_throughput = 5.0 }", 8, 11),
         ("{ between = [\"50ms\", \"150ms\"] }", 14, 24),
     ] {
         let sb = Sandbox::new();
@@ -168,7 +168,7 @@ fn a_load_shape_moves_the_user_count_at_its_spawn_rate() {
         users.iter().filter(|(t, v)| (900.0..1900.0).contains(&(*t - t0)) && *v > 2.0).map(|(t, _)| *t).collect();
     assert_eq!(ramp.len(), 4, "{users:?}");
     let span = ramp[3] - ramp[0];
-    assert!((120.0..260.0).contains(&span), "ramp of 4 users took {span} ms at 20/s");
+    assert!((100.0..400.0).contains(&span), "ramp of 4 users took {span} ms at 20/s");
     assert_eq!(users.last().unwrap().1, 0.0, "users stop at the end");
 }
 
@@ -206,22 +206,42 @@ fn an_open_model_over_its_in_flight_limit_drops_and_counts_arrivals() {
     let demo = Demo::start(&["--latency-scale", "0"]);
     let sb = Sandbox::new();
     let text = plan(&format!(
-        "host = \"{}\"\nduration = \"2s\"\narrival_rate = 100\nmax_in_flight = 2\nstall_after = \"300ms\"\n[[phase.stage.task]]\npath = \"/\"\n",
+        "host = \"{}\"\nduration = \"4s\"\narrival_rate = 100\nmax_in_flight = 2\nstall_after = \"300ms\"\n[[phase.stage.task]]\npath = \"/\"\n",
         demo.url
     ));
-    // Freeze the target for 1 s, half a second into the stage.
-    let url = demo.url.clone();
-    let freezer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
-        post(&url, "/admin/stall?ms=1000");
-    });
-    let (code, dir, err) = run(&sb, &text, &[]);
-    freezer.join().unwrap();
-    assert_eq!(code, 0, "{err}");
+    let p = sb.write("plan.toml", &text);
+    let out = sb.path().join("res");
+    let mut child = sb
+        .cmd(&["run", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q", "--no-analyze"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Freeze the target for 1 s once its requests are visibly flowing (the log is flushed at
+    // least every second, so that is within the first 1.5 s of the 4 s stage).
+    let started = Instant::now();
+    loop {
+        let seen = std::fs::read_dir(&out)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("events.jsonl")).ok())
+            .is_some_and(|t| t.contains("\"kind\":\"http\""));
+        if seen {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no request seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    post(&demo.url, "/admin/stall?ms=1000");
+    let mut printed = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut printed).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let dir = std::path::PathBuf::from(printed.trim());
     let evs = events(&dir);
     let dropped: f64 =
         of_kind(&evs, "http_schedule").iter().filter(|e| e["name"] == "dropped").map(|e| f(e, "value")).sum();
-    assert!((60.0..=110.0).contains(&dropped), "about a second of 100/s arrivals dropped: {dropped}");
+    assert!((70.0..=130.0).contains(&dropped), "about a second of 100/s arrivals dropped: {dropped}");
     let stalls = of_kind(&evs, "stall");
     assert_eq!(stalls.len(), 1, "one stall reported: {stalls:?}");
     assert!(f(stalls[0], "latency_ms") >= 300.0);
@@ -382,6 +402,15 @@ fn hostile_targets_are_counted_errors_never_a_crash_or_a_hang() {
         assert_eq!(s["status"], "failed", "{stage}: {s}");
         assert!(s["message"].as_str().unwrap().contains("every request failed"), "{s}");
     }
+    // The analysis counts the timeouts as timeouts (timeout_rate, the timeouts column).
+    let r = sb.run(&["analyze", dir.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let stages = report["metrics"]["stages"].as_array().unwrap();
+    let trickle = stages.iter().find(|s| s["stage"] == "trickle").unwrap();
+    let trickle_rows = of_kind(&evs, "http").iter().filter(|e| e["stage"] == "trickle").count() as u64;
+    assert_eq!(trickle["timeouts"].as_u64(), Some(trickle_rows), "{trickle}");
     // The huge body was cut at the cap (reading stops at the first frame past it), never read whole.
     let huge_bytes =
         of_kind(&evs, "http").iter().filter(|e| e["stage"] == "huge").map(|e| e["bytes"].as_i64().unwrap()).max();
@@ -482,7 +511,8 @@ fn summary_recording_writes_per_second_windows_whose_counts_add_up() {
 #[test]
 fn both_plans_quick_profiles_pass_against_the_demo_they_start() {
     let sb = Sandbox::new();
-    for (plan, port) in [("fleet-http", 18_391), ("multimodal-stress", 18_392)] {
+    for plan in ["fleet-http", "multimodal-stress"] {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let path = crate::support::repo().join("plans").join(format!("{plan}.toml"));
         let host = format!("host=http://127.0.0.1:{port}");
         let out = sb.path().join("res");
@@ -563,6 +593,7 @@ fn http2_and_tls_are_spoken() {
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(code, 1, "a self-signed certificate is refused");
+    assert!(!verified.is_empty());
     assert!(
         verified.iter().all(|e| e["error_kind"] == "connect" && e["error"].as_str().unwrap().contains("TLS")),
         "{verified:?}"

@@ -4,9 +4,9 @@
 //! team's spreadsheets keep working. Response times are `latency_ms` (from the intended send
 //! time in open-model stages), percentiles by the same linear interpolation as every other
 //! planrun percentile (Locust rounds to buckets, so its figures can differ by a bucket), sizes
-//! are `bytes`, rates are per second over the span from the first to the last request. Rows
-//! from stages that recorded only per-second summaries (`record = "summary"`) are not requests
-//! and are not counted here. Rendering is the templates' job (`templates/locust_*.csv.j2`).
+//! are `bytes`, rates are per second over the span from the first to the last request. Stages
+//! that recorded per-second summaries (`record = "summary"` or a sample) are left out: their
+//! rows are not every request (the report's Recording note says so). Rendering is the templates' job (`templates/locust_*.csv.j2`).
 
 use polars::prelude::*;
 use serde::Serialize;
@@ -147,7 +147,19 @@ pub fn compute(events: &LazyFrame) -> PolarsResult<Locust> {
     for (c, dt) in [("method", DataType::String), ("bytes", DataType::Int64), ("error", DataType::String)] {
         cols.push(if has(&schema, c) { col(c) } else { lit(NULL).cast(dt).alias(c) });
     }
-    let http = events.clone().filter(col("kind").eq(lit("http"))).select(cols).collect()?;
+    // Stages that kept per-second windows recorded a sample of their requests (or none): their
+    // rows would count a fraction of the requests as all of them, so they are left out.
+    let windowed: Vec<String> = {
+        let df = events
+            .clone()
+            .filter(col("kind").eq(lit("http_window")))
+            .select([col("stage")])
+            .unique(None, UniqueKeepStrategy::Any)
+            .collect()?;
+        strs(&df, "stage")?
+    };
+    let keep = windowed.iter().fold(col("kind").eq(lit("http")), |e, s| e.and(col("stage").neq(lit(s.as_str()))));
+    let http = events.clone().filter(keep).select(cols).collect()?;
     if http.height() == 0 {
         return Ok(empty);
     }

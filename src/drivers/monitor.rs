@@ -72,6 +72,9 @@ pub async fn sample(
     let Ok(mut sys) = sysinfo::System::new() else { return std::future::pending().await };
     let me = sysinfo::get_current_pid().ok();
     let (rss, cpu) = (format!("{label}_rss_bytes"), format!("{label}_cpu"));
+    // CPU use is measured between two refreshes: the first reading of each process is 0, so
+    // CPU rows start from the second sample (memory from the first).
+    let mut first = true;
     loop {
         sys.refresh_cpu_usage();
         sys.refresh_memory();
@@ -80,7 +83,9 @@ pub async fn sample(
             sysinfo::ProcessRefreshKind::nothing().with_memory().with_cpu().with_cmd(sysinfo::UpdateKind::OnlyIfNotSet);
         sys.refresh_processes_specifics(sysinfo::ProcessesToUpdate::All, true, what);
         let e = events;
-        e.emit(e.event("sample").name("system_cpu").value(sys.global_cpu_usage() as f64, "percent"));
+        if !first {
+            e.emit(e.event("sample").name("system_cpu").value(sys.global_cpu_usage() as f64, "percent"));
+        }
         e.emit(e.event("sample").name("system_memory_used").value(sys.used_memory() as f64, "bytes"));
         if let Some(p) = me.and_then(|pid| sys.process(pid)) {
             e.emit(e.event("sample").name("runner_rss_bytes").value(p.memory() as f64, "bytes"));
@@ -88,9 +93,13 @@ pub async fn sample(
         for (id, pid) in procs(&sys) {
             if let Some(p) = sys.process(sysinfo::Pid::from_u32(pid)) {
                 e.emit(e.event("sample").name(rss.as_str()).agent(id.as_str()).value(p.memory() as f64, "bytes"));
-                e.emit(e.event("sample").name(cpu.as_str()).agent(id.as_str()).value(p.cpu_usage() as f64, "percent"));
+                if !first {
+                    let v = p.cpu_usage() as f64;
+                    e.emit(e.event("sample").name(cpu.as_str()).agent(id.as_str()).value(v, "percent"));
+                }
             }
         }
+        first = false;
         clock.sleep(every).await;
     }
 }

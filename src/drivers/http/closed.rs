@@ -32,9 +32,7 @@ async fn think(load: &Load, wait: &Option<Wait>, rng: &mut impl Rng, started: In
             if b > a { a + (b - a).mul_f64(rng.random::<f64>()) } else { a }
         }
         Some(Wait::ConstantPacing(d)) => load.real(d.0).saturating_sub(started.elapsed()),
-        Some(Wait::ConstantThroughput(n)) => {
-            load.real(Duration::from_secs_f64(1.0 / n)).saturating_sub(started.elapsed())
-        }
+        Some(Wait::ConstantThroughput(n)) => load.real(per(*n)).saturating_sub(started.elapsed()),
     };
     if pause.is_zero() {
         // A user that never waits still lets the others run.
@@ -47,6 +45,12 @@ async fn think(load: &Load, wait: &Option<Wait>, rng: &mut impl Rng, started: In
     }
 }
 
+/// One over a rate (per second), as a duration; rates are at least 0.001 (checked at load).
+fn per(rate: f64) -> Duration {
+    Duration::from_secs_f64((1.0 / rate).min(1e6))
+}
+
+/// A user until `stop` (soft: it finishes the request it is in) or the load's `hard` stop.
 async fn user(load: Arc<Load>, wait: Option<Wait>, n: u32, stop: CancellationToken, progress: Arc<Progress>) {
     let id: Arc<str> = format!("u{n}").into();
     let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(load.seed, &[&id]));
@@ -59,27 +63,20 @@ async fn user(load: Arc<Load>, wait: Option<Wait>, n: u32, stop: CancellationTok
         let task = load.book.pick(&mut rng);
         for step in &load.book.tasks[task].steps {
             let started = Instant::now();
-            let ctx = step.templated.then(|| {
-                minijinja::context! {
-                    vars => load.vars.clone(),
-                    user => user_value.clone(),
-                    iteration => iteration,
-                    session => minijinja::Value::from(minijinja::value::Serde(&session)),
-                }
-            });
+            let ctx = step.templated.then(|| load.context(&user_value, iteration, &session));
             let host = step.host.unwrap_or(home);
+            progress.last_ms.store(load.now_ms(), Ordering::Relaxed);
             progress.in_request.store(true, Ordering::Relaxed);
             let slot = &mut slots[host];
             let sent = tokio::select! {
                 r = load.request(step, Some(&id), n as usize, host, slot, ctx, None) => Some(r),
-                _ = stop.cancelled() => None,
+                _ = load.hard.cancelled() => None,
             };
             progress.in_request.store(false, Ordering::Relaxed);
             let Some((done, extracted)) = sent else {
                 load.cut_off.fetch_add(1, Ordering::Relaxed);
                 return;
             };
-            progress.last_ms.store(load.now_ms(), Ordering::Relaxed);
             iteration += 1;
             for (k, v) in extracted {
                 session.insert(k, v);
@@ -107,16 +104,19 @@ fn schedule(cfg: &Http, load: &Load) -> Vec<(Duration, u32, Duration)> {
         .iter()
         .map(|p| {
             let rate = p.spawn_rate.or(cfg.spawn_rate);
-            let gap = rate.map_or(Duration::ZERO, |r| load.real(Duration::from_secs_f64(1.0 / r)));
+            let gap = rate.map_or(Duration::ZERO, |r| load.real(per(r)));
             (load.real(p.at.0), p.users, gap)
         })
         .collect()
 }
 
-/// Run the closed model until `length` (real time) has passed or `cancel` fires.
-pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &CancellationToken) -> bool {
+/// Run the closed model until `length` (real time) has passed or `cancel` fires; then users
+/// finish the request they are in, for at most `grace`, before the rest are cut off.
+pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, grace: Duration, cancel: &CancellationToken) -> bool {
     let plan = schedule(cfg, &load);
     let mut users: Vec<User> = Vec::new();
+    // Users told to stop by the shape, finishing their last request.
+    let mut stopping: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut watched: Vec<(Arc<str>, Arc<Progress>)> = Vec::new();
     let end = load.started + length;
     let stall_every = Duration::from_millis(250);
@@ -143,7 +143,7 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
                 if (users.len() as u32) < target {
                     let n = count as u32;
                     count += 1;
-                    let stop = cancel.child_token();
+                    let stop = load.hard.child_token();
                     let progress = Arc::new(Progress::new(load.now_ms()));
                     watched.push((format!("u{n}").into(), Arc::clone(&progress)));
                     let handle = tokio::spawn(user(Arc::clone(&load), cfg.wait.clone(), n, stop.clone(), progress));
@@ -151,7 +151,7 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
                 } else if let Some(u) = users.pop() {
                     u.stop.cancel();
                     watched.pop();
-                    let _ = u.handle.await;
+                    stopping.push(u.handle);
                 }
                 if gap.is_zero() && (users.len() as u32) != target {
                     continue;
@@ -183,8 +183,19 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
     for u in &users {
         u.stop.cancel();
     }
-    for u in users {
-        let _ = u.handle.await;
+    stopping.extend(users.into_iter().map(|u| u.handle));
+    // Each handle is awaited once: a finished one leaves the list.
+    let all = async {
+        while let Some(h) = stopping.last_mut() {
+            let _ = h.await;
+            stopping.pop();
+        }
+    };
+    if tokio::time::timeout(grace, all).await.is_err() {
+        load.hard.cancel();
+    }
+    for h in stopping {
+        let _ = h.await;
     }
     let e = &load.events;
     e.emit(e.event("users").name("users").value(0.0, "count"));

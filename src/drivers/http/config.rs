@@ -67,6 +67,10 @@ pub struct Http {
     /// Accept any TLS certificate (self-signed test servers).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// At the end of the stage, requests in flight may finish for this long (real time; k6's
+    /// gracefulStop); those still out then are cut off and counted. Default 5 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_stop: Option<Dur>,
     /// Wait up to this long (real time) for every host to accept connections before starting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_timeout: Option<Dur>,
@@ -235,6 +239,9 @@ impl StatusSpec {
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 10_000;
+pub const DEFAULT_GRACEFUL_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+/// The smallest rate a plan may give (one per 1000 s): below it a gap overflows any schedule.
+pub const MIN_RATE: f64 = 0.001;
 
 impl Http {
     pub fn is_open(&self) -> bool {
@@ -329,13 +336,13 @@ impl StageDriver for Http {
             );
         }
         if let Some(r) = self.arrival_rate
-            && !(r > 0.0 && r.is_finite())
+            && !(r >= MIN_RATE && r.is_finite())
         {
-            return Err(FieldError::new("arrival_rate is requests per second, above 0").at(&["arrival_rate"]));
+            return Err(FieldError::new("arrival_rate is requests per second, at least 0.001").at(&["arrival_rate"]));
         }
         for (i, p) in self.arrival.iter().enumerate() {
-            if !(p.rate >= 0.0 && p.rate.is_finite()) {
-                return Err(FieldError::new("a rate is requests per second, 0 or more").at(&[
+            if !((p.rate == 0.0 || p.rate >= MIN_RATE) && p.rate.is_finite()) {
+                return Err(FieldError::new("a rate is requests per second: 0, or at least 0.001").at(&[
                     "arrival".to_string(),
                     i.to_string(),
                     "rate".into(),
@@ -356,9 +363,9 @@ impl StageDriver for Http {
             return Err(FieldError::new("give `users` or a `shape`, not both").at(&["shape"]));
         }
         if let Some(r) = self.spawn_rate
-            && !(r > 0.0 && r.is_finite())
+            && !(r >= MIN_RATE && r.is_finite())
         {
-            return Err(FieldError::new("spawn_rate is users per second, above 0").at(&["spawn_rate"]));
+            return Err(FieldError::new("spawn_rate is users per second, at least 0.001").at(&["spawn_rate"]));
         }
         for (i, p) in self.shape.iter().enumerate() {
             if i > 0 && p.at.0 < self.shape[i - 1].at.0 {
@@ -369,9 +376,9 @@ impl StageDriver for Http {
                 ]));
             }
             if let Some(r) = p.spawn_rate
-                && !(r > 0.0 && r.is_finite())
+                && !(r >= MIN_RATE && r.is_finite())
             {
-                return Err(FieldError::new("spawn_rate is users per second, above 0").at(&[
+                return Err(FieldError::new("spawn_rate is users per second, at least 0.001").at(&[
                     "shape".to_string(),
                     i.to_string(),
                     "spawn_rate".into(),
@@ -382,8 +389,8 @@ impl StageDriver for Http {
             Some(Wait::Between(a, b)) if a.0 > b.0 => {
                 return Err(FieldError::new("`between` takes the shorter wait first").at(&["wait"]));
             }
-            Some(Wait::ConstantThroughput(n)) if !(*n > 0.0 && n.is_finite()) => {
-                return Err(FieldError::new("constant_throughput is requests per second, above 0").at(&["wait"]));
+            Some(Wait::ConstantThroughput(n)) if !(*n >= MIN_RATE && n.is_finite()) => {
+                return Err(FieldError::new("constant_throughput is requests per second, at least 0.001").at(&["wait"]));
             }
             _ => {}
         }

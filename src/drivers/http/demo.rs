@@ -83,6 +83,7 @@ impl Demo {
         let mut out = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
         let mut err = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
         let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            let mut err_open = true;
             loop {
                 tokio::select! {
                     line = out.next_line() => match line {
@@ -90,8 +91,9 @@ impl Demo {
                         Ok(Some(_)) => {}
                         _ => break,
                     },
-                    line = err.next_line() => if let Ok(Some(l)) = line {
-                        return Err(l);
+                    line = err.next_line(), if err_open => match line {
+                        Ok(Some(l)) => return Err(l),
+                        _ => err_open = false,
                     },
                 }
             }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::config::Http;
+use super::config::{DEFAULT_GRACEFUL_STOP, Http};
 use super::demo::Demo;
 use super::stage::Load;
 use super::target::Target;
@@ -61,12 +61,15 @@ async fn load_stage(cfg: &Http, ctx: &StageContext, demo_pid: Option<u32>) -> Ou
     let length = ctx.clock.scaled(ctx.duration.unwrap_or_default());
     // The stage window starts now (the readiness wait is not load).
     let load = Arc::new(Load { started: std::time::Instant::now(), ..Arc::into_inner(load).expect("one owner") });
+    let grace = cfg.graceful_stop.map_or(DEFAULT_GRACEFUL_STOP, |d| d.0);
     let work = async {
-        if cfg.is_open() {
-            open::run(cfg, Arc::clone(&load), length, &ctx.cancel).await
+        let interrupted = if cfg.is_open() {
+            open::run(cfg, Arc::clone(&load), length, grace, &ctx.cancel).await
         } else {
-            closed::run(cfg, Arc::clone(&load), length, &ctx.cancel).await
-        }
+            closed::run(cfg, Arc::clone(&load), length, grace, &ctx.cancel).await
+        };
+        load.recorder.flush();
+        interrupted
     };
     let monitor = async {
         match &cfg.monitor {
@@ -82,10 +85,8 @@ async fn load_stage(cfg: &Http, ctx: &StageContext, demo_pid: Option<u32>) -> Ou
         i = work => i,
         _ = monitor => false,
     };
-    let cut = load.cut_off.load(Ordering::Relaxed);
-    if cut > 0 {
-        load.count_row("cut_off", cut);
-    }
+    // Always written, so "no request was left hanging" has data: sum(...) == 0.
+    load.count_row("cut_off", load.cut_off.load(Ordering::Relaxed));
     if interrupted {
         return Outcome::with(Status::Interrupted, "interrupted");
     }

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HOST, HeaderValue};
 
 use super::outcome::{Done, ErrorKind, Failure};
-use super::target::{Connector, Sender};
+use super::target::{Connector, Sender, Unsent};
 use super::task::{Book, Step};
 
 /// A user's connection slot for one target: empty until first used or after a failure.
@@ -40,7 +40,13 @@ fn build(step: &Step, target: &Connector, r: &Render<'_>) -> Result<Built, Failu
         }
     };
     let path = render(&step.path)?;
-    let uri = format!("{}{}", target.target.prefix, path);
+    // HTTP/2 needs the scheme and authority in the request (its :scheme and :authority).
+    let uri = if target.http2 {
+        let scheme = if target.target.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}{path}", target.target.authority, target.target.prefix)
+    } else {
+        format!("{}{}", target.target.prefix, path)
+    };
     let mut b = hyper::Request::builder().method(step.method.clone()).uri(uri.as_str());
     let headers = b.headers_mut().expect("a fresh builder has headers");
     headers.insert(HOST, HeaderValue::from_str(&target.target.authority).map_err(|_| bad_header("host"))?);
@@ -78,18 +84,32 @@ async fn exchange(
     bytes_seen: &mut u64,
     status_seen: &mut Option<u16>,
 ) -> Result<Read, Failure> {
-    if !slot.as_ref().is_some_and(Sender::is_open) {
+    let mut reused = slot.as_ref().is_some_and(Sender::is_open);
+    if !reused {
         *slot = Some(target.connect().await?);
     }
-    let sender = slot.as_mut().expect("connected above");
-    let resp = sender.send(req).await.map_err(|e| {
-        let kind = if e.is_parse() || e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-            ErrorKind::Protocol
-        } else {
-            ErrorKind::Connect
-        };
-        Failure::new(kind, format!("request failed: {e}"))
-    })?;
+    let mut req = req;
+    let resp = loop {
+        let sender = slot.as_mut().expect("connected above");
+        match sender.send(req).await {
+            Ok(r) => break r,
+            // The server closed a kept-alive connection before this request went out: that is
+            // the connection's end, not the target's failure; send it once more on a new one.
+            Err(Unsent { request: Some(r), .. }) if reused => {
+                *slot = Some(target.connect().await?);
+                reused = false;
+                req = r;
+            }
+            Err(Unsent { error: e, .. }) => {
+                let kind = if e.is_parse() || e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+                    ErrorKind::Protocol
+                } else {
+                    ErrorKind::Connect
+                };
+                return Err(Failure::new(kind, format!("request failed: {e}")));
+            }
+        }
+    };
     let status = resp.status().as_u16();
     *status_seen = Some(status);
     let mut body = resp.into_body();
@@ -140,7 +160,8 @@ pub async fn send(
     match result {
         Err(_) => {
             *slot = None;
-            let f = Failure::new(ErrorKind::Timeout, format!("no complete response within {:?}", step.timeout));
+            let f =
+                Failure::new(ErrorKind::Timeout, format!("timed out: no complete response within {:?}", step.timeout));
             (finish(status, bytes, Some(f)), Vec::new())
         }
         Ok(Err(f)) => {

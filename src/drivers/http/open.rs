@@ -46,6 +46,11 @@ fn rate_at(cfg: &Http, t: Duration) -> f64 {
 type Pool = Arc<Vec<Mutex<Vec<Sender>>>>;
 
 async fn arrival(load: Arc<Load>, pool: Pool, i: u64, intended: Instant, in_flight: Arc<AtomicU64>) {
+    // Late is judged when the arrival actually runs: a busy runtime delays it after spawning.
+    if intended.elapsed() > LATE {
+        load.late.fetch_add(1, Ordering::Relaxed);
+    }
+    let user = minijinja::context! { id => i, n => i, name => format!("a{i}") };
     let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(load.seed, &[&i.to_string()]));
     let task = load.book.pick(&mut rng);
     let home = load.homes[i as usize % load.homes.len()];
@@ -53,14 +58,7 @@ async fn arrival(load: Arc<Load>, pool: Pool, i: u64, intended: Instant, in_flig
     for (k, step) in load.book.tasks[task].steps.iter().enumerate() {
         let host = step.host.unwrap_or(home);
         let mut slot = pool[host].lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let ctx = step.templated.then(|| {
-            minijinja::context! {
-                vars => load.vars.clone(),
-                user => minijinja::context! { id => i, n => i },
-                iteration => k,
-                session => minijinja::Value::from(minijinja::value::Serde(&session)),
-            }
-        });
+        let ctx = step.templated.then(|| load.context(&user, k as u64, &session));
         // Only the first request of an arrival has a schedule; later steps go when it is done.
         let when = (k == 0).then_some(intended);
         let (done, extracted) = load.request(step, None, i as usize, host, &mut slot, ctx, when).await;
@@ -75,8 +73,9 @@ async fn arrival(load: Arc<Load>, pool: Pool, i: u64, intended: Instant, in_flig
     in_flight.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Run the open model until `length` (real time) has passed or `cancel` fires.
-pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &CancellationToken) -> bool {
+/// Run the open model until `length` (real time) has passed or `cancel` fires; then requests in
+/// flight have `grace` to finish before they are cut off.
+pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, grace: Duration, cancel: &CancellationToken) -> bool {
     let max = cfg.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT) as u64;
     let pool: Pool = Arc::new((0..load.connectors.len()).map(|_| Mutex::new(Vec::new())).collect());
     let in_flight = Arc::new(AtomicU64::new(0));
@@ -85,7 +84,7 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
     let mut tasks = tokio::task::JoinSet::new();
     let end = load.started + length;
     let scale = load.clock.scale();
-    let (mut dropped, mut late) = (0u64, 0u64);
+    let (mut dropped, mut late_told) = (0u64, 0u64);
     let mut next_flush = load.started + Duration::from_secs(1);
     let stall_every = Duration::from_millis(100);
     let mut next_stall = load.started + stall_every;
@@ -109,8 +108,10 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
             if dropped > 0 {
                 load.count_row("dropped", std::mem::take(&mut dropped));
             }
-            if late > 0 {
-                load.count_row("late", std::mem::take(&mut late));
+            let late = load.late.load(Ordering::Relaxed);
+            if late > late_told {
+                load.count_row("late", late - late_told);
+                late_told = late;
             }
             next_flush += Duration::from_secs(1);
         }
@@ -121,7 +122,12 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
                 progress.last_ms.store(load.now_ms(), Ordering::Relaxed);
                 last_done = done;
             }
-            progress.in_request.store(in_flight.load(Ordering::Relaxed) > 0, Ordering::Relaxed);
+            let busy = in_flight.load(Ordering::Relaxed) > 0;
+            if !busy {
+                // Nothing out: the next request's wait starts from now.
+                progress.last_ms.store(load.now_ms(), Ordering::Relaxed);
+            }
+            progress.in_request.store(busy, Ordering::Relaxed);
             if let Some(after) = cfg.stall_after {
                 load.check_stalls(&watched, after.0);
             }
@@ -133,9 +139,6 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
                 break;
             }
         }
-        if now.duration_since(next) > LATE {
-            late += 1;
-        }
         if in_flight.load(Ordering::Relaxed) >= max {
             dropped += 1;
         } else {
@@ -146,23 +149,31 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, cancel: &Cancell
         // The next arrival: one interval at the rate in force now (plan time), scaled.
         let rate = rate_at(cfg, Duration::from_secs_f64(offset / scale));
         offset += if rate > 0.0 {
-            scale / rate
+            (scale / rate).min(length_s)
         } else {
             // Rate 0 until the ramp rises again: look again a little later.
             load.real(Duration::from_millis(10)).as_secs_f64()
         };
         next = load.started + Duration::from_secs_f64(offset);
     }
-    let cut = tasks.len() as u64;
+    // Requests in flight may finish within the grace (none after Ctrl-C); the rest are cut off.
+    if !interrupted {
+        let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    }
     tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
+    let mut cut = 0;
+    while let Some(r) = tasks.join_next().await {
+        if r.is_err_and(|e| e.is_cancelled()) {
+            cut += 1;
+        }
+    }
     load.cut_off.fetch_add(cut, Ordering::Relaxed);
-    load.recorder.flush();
     if dropped > 0 {
         load.count_row("dropped", dropped);
     }
-    if late > 0 {
-        load.count_row("late", late);
+    let late = load.late.load(Ordering::Relaxed);
+    if late > late_told {
+        load.count_row("late", late - late_told);
     }
     interrupted
 }

@@ -152,8 +152,8 @@ impl Recorder {
                 "p99_ms": q(0.99),
                 "max_ms": w.latency.max() as f64 / 1000.0,
             }));
+            // No `ok`: a window is not a request, and success rates count requests.
             ev.method = Some(method.into());
-            ev.ok = Some(w.failures == 0);
             e.emit(ev);
         }
     }

@@ -50,6 +50,10 @@ pub struct Load {
     pub started: Instant,
     /// Requests cut off by the end of the stage (or Ctrl-C) before they finished.
     pub cut_off: AtomicU64,
+    /// Open model: requests that went out more than `open::LATE` after their intended time.
+    pub late: AtomicU64,
+    /// Cuts off every request in flight: Ctrl-C, or the end of the graceful stop.
+    pub hard: tokio_util::sync::CancellationToken,
 }
 
 impl Load {
@@ -83,7 +87,24 @@ impl Load {
             seed: ctx.seed,
             started: Instant::now(),
             cut_off: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            hard: ctx.cancel.child_token(),
         })
+    }
+
+    /// What a step's templates are rendered with.
+    pub fn context(
+        &self,
+        user: &minijinja::Value,
+        iteration: u64,
+        session: &serde_json::Map<String, serde_json::Value>,
+    ) -> minijinja::Value {
+        minijinja::context! {
+            vars => self.vars.clone(),
+            user => user.clone(),
+            iteration => iteration,
+            session => minijinja::Value::from(minijinja::value::Serde(session)),
+        }
     }
 
     /// Real ms since the stage started.
@@ -120,7 +141,8 @@ impl Load {
         let deadline = Instant::now() + limit;
         for c in &self.connectors {
             loop {
-                if c.reachable().await {
+                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+                if c.reachable(left).await {
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -135,8 +157,8 @@ impl Load {
         Ok(())
     }
 
-    /// Report users that have had a request outstanding, with nothing finished, for longer
-    /// than `after` (real time): one `stall` event per stall, until the user moves again.
+    /// Report users whose request has been outstanding for longer than `after` (real time;
+    /// `last_ms` is when it started): one `stall` event per stall, until the user moves again.
     pub fn check_stalls(&self, users: &[(Arc<str>, Arc<Progress>)], after: Duration) {
         let now = self.now_ms();
         for (id, p) in users {
@@ -150,7 +172,7 @@ impl Load {
                         .agent(Arc::clone(id))
                         .ok(false)
                         .latency_ms((now - last) as f64)
-                        .error(format!("no request finished for {} ms (stall_after {:?})", now - last, after)),
+                        .error(format!("a request outstanding for {} ms (stall_after {:?})", now - last, after)),
                 );
             }
             if !stalled {

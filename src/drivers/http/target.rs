@@ -67,6 +67,14 @@ fn hostport_only(host: &str) -> String {
     if host.contains(':') { format!("[{host}]") } else { host.to_string() }
 }
 
+pub type Response = hyper::Response<hyper::body::Incoming>;
+
+/// Why a request failed, with the request itself when it never left.
+pub struct Unsent {
+    pub error: hyper::Error,
+    pub request: Option<hyper::Request<Full<Bytes>>>,
+}
+
 /// A request sender on one open connection.
 pub enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
@@ -82,20 +90,21 @@ impl Sender {
         }
     }
 
-    pub async fn send(
-        &mut self,
-        req: hyper::Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
-        match self {
-            Sender::H1(s) => {
-                s.ready().await?;
-                s.send_request(req).await
-            }
-            Sender::H2(s) => {
-                s.ready().await?;
-                s.send_request(req).await
-            }
+    /// Send a request. On failure, the request comes back too when it was never sent (the
+    /// server had closed the connection first), so the caller may send it on a new one.
+    pub async fn send(&mut self, req: hyper::Request<Full<Bytes>>) -> Result<Response, Unsent> {
+        let ready = match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        };
+        if let Err(e) = ready {
+            return Err(Unsent { error: e, request: Some(req) });
         }
+        let sent = match self {
+            Sender::H1(s) => s.try_send_request(req).await,
+            Sender::H2(s) => s.try_send_request(req).await,
+        };
+        sent.map_err(|mut e| Unsent { request: e.take_message(), error: e.into_error() })
     }
 }
 
@@ -104,7 +113,7 @@ pub struct Connector {
     pub target: Target,
     addrs: Vec<SocketAddr>,
     tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
-    http2: bool,
+    pub http2: bool,
 }
 
 impl Connector {
@@ -162,9 +171,9 @@ impl Connector {
         }
     }
 
-    /// True once a TCP connection to the target succeeds (the readiness wait).
-    pub async fn reachable(&self) -> bool {
-        connect_any(&self.addrs).await.is_ok()
+    /// True once a TCP connection to the target succeeds within `limit` (the readiness wait).
+    pub async fn reachable(&self, limit: std::time::Duration) -> bool {
+        matches!(tokio::time::timeout(limit, connect_any(&self.addrs)).await, Ok(Ok(_)))
     }
 }
 
