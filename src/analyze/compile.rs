@@ -90,18 +90,27 @@ fn line(y: Expr, mask: &Expr) -> (Expr, impl Fn(Expr) -> Expr) {
 /// rows at or after `t_first + warmup * (t_last - t_first)`, and the figure is that line's change
 /// over the whole span relative to the magnitude of its value at `t_first`. `run::abort` computes
 /// the same figure from running sums.
-fn growth(y: Expr, mask: &Expr, warmup: f64) -> Expr {
+///
+/// `steady` is the rows the line is fitted to (`steady_mask`), as an expression or, better, as a
+/// column computed beforehand: the fit names it a dozen times, and the expression holds two
+/// aggregations over the whole frame, which polars would otherwise evaluate for every mention.
+fn growth(y: Expr, mask: &Expr, steady: &Expr) -> Expr {
+    let x = col("t_ms").cast(DataType::Float64).filter(mask.clone());
+    let (first, last) = (x.clone().min(), x.max());
+    let (slope, at) = line(y, steady);
+    slope * (last - first.clone()) / at(first).abs()
+}
+
+/// The rows `growth` fits its line to: those of `mask` at or after the warm-up cutoff.
+fn steady_mask(mask: &Expr, warmup: f64) -> Expr {
+    if warmup <= 0.0 {
+        return mask.clone();
+    }
     let t = col("t_ms").cast(DataType::Float64);
     let x = t.clone().filter(mask.clone());
     let (first, last) = (x.clone().min(), x.max());
-    let steady = if warmup > 0.0 {
-        let cutoff = first.clone() + lit(warmup) * (last.clone() - first.clone());
-        mask.clone().and(t.gt_eq(cutoff))
-    } else {
-        mask.clone()
-    };
-    let (slope, at) = line(y, &steady);
-    slope * (last - first.clone()) / at(first).abs()
+    let cutoff = first.clone() + lit(warmup) * (last - first);
+    mask.clone().and(t.gt_eq(cutoff))
 }
 
 /// The event columns a criterion's expressions read (besides the ones metrics always load).
@@ -134,9 +143,19 @@ pub fn columns(check: &Check) -> Vec<String> {
 /// scope, `Frame::scope_mask`). They read the in-memory `metrics::Frame`, whose flag columns
 /// `_data` (not a stage marker) and `_timeout` (`timeout_mask`) are computed once per row.
 pub fn compile(check: &Check, sm: Expr) -> (Expr, Expr) {
+    let (value, support, _) = compile_staged(check, sm, None);
+    (value, support)
+}
+
+/// `compile`, with the per-row mask a `growth` with a warm-up fits its line to computed once: with
+/// `aux = Some(name)` that mask is returned as a third expression aliased `name`, to be added as
+/// a column before the value is evaluated (the value reads it as `col(name)`). Same figures as
+/// `compile`: the column holds exactly what the inline mask evaluates to.
+pub fn compile_staged(check: &Check, sm: Expr, aux: Option<&str>) -> (Expr, Expr, Option<Expr>) {
     let data = col("_data");
     let scope_rows = sm.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
-    match &check.lhs {
+    let mut staged = None;
+    let (value, support) = match &check.lhs {
         Lhs::Named(named) => {
             let measured = sm.clone().and(data.clone()).and(col("ok").is_not_null());
             let n = measured.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
@@ -178,12 +197,23 @@ pub fn compile(check: &Check, sm: Expr) -> (Expr, Expr) {
                 }
                 Agg::Cov { .. } => (y().std(1) / y().mean(), matched),
                 Agg::Quantile(q) => (y().quantile(lit(*q), QuantileMethod::Linear), matched),
-                Agg::Growth { warmup } => (growth(col(field.as_deref().unwrap_or("value")), &mask, *warmup), matched),
+                Agg::Growth { warmup } => {
+                    let steady = steady_mask(&mask, *warmup);
+                    let steady = match aux {
+                        Some(name) if *warmup > 0.0 => {
+                            staged = Some(steady.alias(name));
+                            col(name)
+                        }
+                        _ => steady,
+                    };
+                    (growth(col(field.as_deref().unwrap_or("value")), &mask, &steady), matched)
+                }
                 Agg::Slope => {
                     let (slope, _) = line(col(field.as_deref().unwrap_or("value")), &mask);
                     (slope * lit(1000.0), matched)
                 }
             }
         }
-    }
+    };
+    (value, support, staged)
 }
