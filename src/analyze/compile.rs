@@ -90,19 +90,29 @@ fn line(y: Expr, mask: &Expr) -> (Expr, impl Fn(Expr) -> Expr) {
 /// rows at or after `t_first + warmup * (t_last - t_first)`, and the figure is that line's change
 /// over the whole span relative to the magnitude of its value at `t_first`. `run::abort` computes
 /// the same figure from running sums.
-pub fn growth(y: Expr, mask: &Expr, warmup: f64, relative: bool) -> Expr {
+///
+/// `steady` is the rows the line is fitted to (`steady_mask`), as an expression or, better, as a
+/// column computed beforehand: the fit names it a dozen times, and the expression holds two
+/// aggregations over the whole frame, which polars would otherwise evaluate for every mention.
+/// `relative = false` is `change`: the same line's change in the field's own unit.
+pub fn growth(y: Expr, mask: &Expr, steady: &Expr, relative: bool) -> Expr {
+    let x = col("t_ms").cast(DataType::Float64).filter(mask.clone());
+    let (first, last) = (x.clone().min(), x.max());
+    let (slope, at) = line(y, steady);
+    let change = slope * (last - first.clone());
+    if relative { change / at(first).abs() } else { change }
+}
+
+/// The rows `growth` fits its line to: those of `mask` at or after the warm-up cutoff.
+pub fn steady_mask(mask: &Expr, warmup: f64) -> Expr {
+    if warmup <= 0.0 {
+        return mask.clone();
+    }
     let t = col("t_ms").cast(DataType::Float64);
     let x = t.clone().filter(mask.clone());
     let (first, last) = (x.clone().min(), x.max());
-    let steady = if warmup > 0.0 {
-        let cutoff = first.clone() + lit(warmup) * (last.clone() - first.clone());
-        mask.clone().and(t.gt_eq(cutoff))
-    } else {
-        mask.clone()
-    };
-    let (slope, at) = line(y, &steady);
-    let change = slope * (last - first.clone());
-    if relative { change / at(first).abs() } else { change }
+    let cutoff = first.clone() + lit(warmup) * (last - first);
+    mask.clone().and(t.gt_eq(cutoff))
 }
 
 /// The event columns a criterion's expressions read (besides the ones metrics always load).
@@ -135,9 +145,19 @@ pub fn columns(check: &Check) -> Vec<String> {
 /// scope, `Frame::scope_mask`). They read the in-memory `metrics::Frame`, whose flag columns
 /// `_data` (not a stage marker) and `_timeout` (`timeout_mask`) are computed once per row.
 pub fn compile(check: &Check, sm: Expr) -> (Expr, Expr) {
+    let (value, support, _) = compile_staged(check, sm, None);
+    (value, support)
+}
+
+/// `compile`, with the per-row mask a `growth` with a warm-up fits its line to computed once: with
+/// `aux = Some(name)` that mask is returned as a third expression aliased `name`, to be added as
+/// a column before the value is evaluated (the value reads it as `col(name)`). Same figures as
+/// `compile`: the column holds exactly what the inline mask evaluates to.
+pub fn compile_staged(check: &Check, sm: Expr, aux: Option<&str>) -> (Expr, Expr, Option<Expr>) {
     let data = col("_data");
     let scope_rows = sm.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
-    match &check.lhs {
+    let mut staged = None;
+    let (value, support) = match &check.lhs {
         Lhs::Named(named) => {
             let measured = sm.clone().and(data.clone()).and(col("ok").is_not_null());
             let n = measured.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
@@ -181,7 +201,15 @@ pub fn compile(check: &Check, sm: Expr) -> (Expr, Expr) {
                 Agg::Quantile(q) => (y().quantile(lit(*q), QuantileMethod::Linear), matched),
                 Agg::Tail(q) => (y().quantile(lit(*q), QuantileMethod::Linear) / y().mean(), matched),
                 Agg::Growth { warmup, relative } => {
-                    (growth(col(field.as_deref().unwrap_or("value")), &mask, *warmup, *relative), matched)
+                    let steady = steady_mask(&mask, *warmup);
+                    let steady = match aux {
+                        Some(name) if *warmup > 0.0 => {
+                            staged = Some(steady.alias(name));
+                            col(name)
+                        }
+                        _ => steady,
+                    };
+                    (growth(col(field.as_deref().unwrap_or("value")), &mask, &steady, *relative), matched)
                 }
                 Agg::Slope => {
                     let (slope, _) = line(col(field.as_deref().unwrap_or("value")), &mask);
@@ -189,5 +217,6 @@ pub fn compile(check: &Check, sm: Expr) -> (Expr, Expr) {
                 }
             }
         }
-    }
+    };
+    (value, support, staged)
 }

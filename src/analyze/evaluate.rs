@@ -32,10 +32,14 @@ pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, 
     let all = run.plan.criteria();
     let mut parsed: Vec<(Scope, &crate::plan::Criterion, Result<Check, ParseError>)> = Vec::new();
     let mut exprs = Vec::new();
+    // Per-row masks some criteria read several times, computed once as columns (`compile_staged`).
+    let mut staged = Vec::new();
     for (i, (scope, c)) in all.into_iter().enumerate() {
         match criteria::parse(&c.check.value) {
             Ok(check) => {
-                let (value, support) = compile::compile(&check, frame.scope_mask(&scope));
+                let (value, support, aux) =
+                    compile::compile_staged(&check, frame.scope_mask(&scope), Some(&format!("_steady{i}")));
+                staged.extend(aux);
                 exprs.push(value.cast(DataType::Float64).alias(format!("v{i}")));
                 exprs.push(support.cast(DataType::Float64).alias(format!("n{i}")));
                 parsed.push((scope, c, Ok(check)));
@@ -43,7 +47,13 @@ pub fn evaluate(run: &Run, frame: &data::Frame) -> Result<Vec<CriterionResult>, 
             Err(e) => parsed.push((scope, c, Err(e))),
         }
     }
-    let df = if exprs.is_empty() { DataFrame::empty() } else { frame::stream(frame.df.clone().lazy().select(exprs))? };
+    let df = if exprs.is_empty() {
+        DataFrame::empty()
+    } else {
+        let lf = frame.df.clone().lazy();
+        let lf = if staged.is_empty() { lf } else { lf.with_columns(staged) };
+        frame::stream(lf.select(exprs))?
+    };
     let mut out = Vec::new();
     for (i, (scope, c, check)) in parsed.into_iter().enumerate() {
         let level = match &scope {

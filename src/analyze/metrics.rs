@@ -394,16 +394,11 @@ fn memory(data: &LazyFrame) -> PolarsResult<Vec<MemorySeries>> {
         data.clone()
             .filter(bytes.and(col("value").is_not_null()).and(s("name").neq(lit("system_memory_used"))))
             .group_by([s("phase"), s("stage"), s("name"), s("agent")])
-            .agg([
-                len().cast(DataType::UInt64).alias("samples"),
-                super::compile::growth(
-                    col("value"),
-                    &col("value").is_not_null(),
-                    crate::criteria::DEFAULT_WARMUP,
-                    true,
-                )
-                .alias("growth"),
-            ])
+            .agg([len().cast(DataType::UInt64).alias("samples"), {
+                let mask = col("value").is_not_null();
+                let steady = super::compile::steady_mask(&mask, crate::criteria::DEFAULT_WARMUP);
+                super::compile::growth(col("value"), &mask, &steady, true).alias("growth")
+            }])
             .sort(["phase", "stage", "name", "agent"], SortMultipleOptions::default()),
     )?;
     let c = Cells::new(&df);
