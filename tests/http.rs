@@ -1,6 +1,9 @@
 //! The `http` driver end to end against real servers on loopback: `planrun serve-demo` (started
 //! here as its own process and stopped by pid), and small hostile TCP servers written below that
 //! refuse, reset, answer garbage, trickle bytes or send an endless body.
+//!
+//! About 600 lines on purpose: the scenarios share the demo-server and hostile-server helpers
+//! at the top.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
