@@ -555,6 +555,15 @@ fn http2_and_tls_are_spoken() {
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     assert!(of_kind(&evs, "http").len() > 10 && of_kind(&evs, "http").iter().all(|e| e["ok"] == true));
+    // The open model shares one HTTP/2 connection among its arrivals.
+    let open = plan(&format!(
+        "host = \"{}\"\nduration = \"1s\"\narrival_rate = 200\nhttp2 = true\n[[phase.stage.task]]\npath = \"/atlas/health\"\n",
+        demo.url
+    ));
+    let (code, dir, err) = run(&sb, &open, &["--no-analyze"]);
+    assert_eq!(code, 0, "{err}");
+    let rows = of_kind(&events(&dir), "http").iter().filter(|e| e["ok"] == true).count();
+    assert!(rows >= 190, "{rows} of 200 answered over h2");
 
     // TLS against `openssl s_server -www` with a self-signed certificate: refused unless
     // `insecure = true`, then answered.

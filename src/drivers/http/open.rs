@@ -57,13 +57,27 @@ async fn arrival(load: Arc<Load>, pool: Pool, i: u64, intended: Instant, in_flig
     let mut session = serde_json::Map::new();
     for (k, step) in load.book.tasks[task].steps.iter().enumerate() {
         let host = step.host.unwrap_or(home);
-        let mut slot = pool[host].lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let h2 = load.connectors[step.host.unwrap_or(host)].http2;
+        // HTTP/1.1: one request per connection at a time, so take an idle one. HTTP/2: every
+        // arrival shares the pooled connection (it multiplexes).
+        let mut slot = {
+            let mut idle = pool[host].lock().unwrap_or_else(|p| p.into_inner());
+            if h2 { idle.iter().find(|s| s.is_open()).and_then(Sender::share) } else { idle.pop() }
+        };
         let ctx = step.templated.then(|| load.context(&user, k as u64, &session));
         // Only the first request of an arrival has a schedule; later steps go when it is done.
         let when = (k == 0).then_some(intended);
         let (done, extracted) = load.request(step, None, i as usize, host, &mut slot, ctx, when).await;
         if let Some(s) = slot.filter(Sender::is_open) {
-            pool[host].lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            let mut idle = pool[host].lock().unwrap_or_else(|p| p.into_inner());
+            if h2 {
+                idle.retain(Sender::is_open);
+                if idle.is_empty() {
+                    idle.push(s);
+                }
+            } else {
+                idle.push(s);
+            }
         }
         if !done.ok() {
             break;

@@ -75,13 +75,22 @@ pub struct Unsent {
     pub request: Option<hyper::Request<Full<Bytes>>>,
 }
 
-/// A request sender on one open connection.
+/// A request sender on one open connection (an HTTP/2 one can be shared: see `share`).
 pub enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
 impl Sender {
+    /// Another handle on the same HTTP/2 connection (requests multiplex); `None` for HTTP/1.1,
+    /// where a connection carries one request at a time.
+    pub fn share(&self) -> Option<Sender> {
+        match self {
+            Sender::H1(_) => None,
+            Sender::H2(s) => Some(Sender::H2(s.clone())),
+        }
+    }
+
     /// False once the connection is closed or broken (a new one is needed).
     pub fn is_open(&self) -> bool {
         match self {
