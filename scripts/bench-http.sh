@@ -113,8 +113,10 @@ class Static(FastHttpUser):
 EOF
 (cd "$work" && locust -f locustfile.py --headless -u "$CONNS" -r "$CONNS" -t "${DURATION}s" --host "${url%/}" \
   --csv "$work/locust" --only-summary --loglevel ERROR >/dev/null 2>&1) || true
+echo "   wrk $wrk_rps, oha $oha_rps, planrun $pr_rps (record = all: $pr_all_rps)" >&2
 locust_rps="$(python3 -c 'import csv,sys; print(round(float([r for r in csv.DictReader(open(sys.argv[1])) if r["Name"]=="Aggregated"][0]["Requests/s"])))' "$work/locust_stats.csv" 2>/dev/null || echo 0)"
 
+echo "   locust $locust_rps" >&2
 echo "== memory: $USERS users at one request a second each" >&2
 rss_of() { # users → planrun's peak RSS in KiB for a 30 s run of that many users
   planrun_plan "$1" "30s" '"summary"' "$url" 'wait = { constant_pacing = "1s" }
@@ -122,7 +124,8 @@ spawn_rate = 5000
 monitor = { name = ["nginx"], every = "1s" }
 criteria = ['"'"'growth(value where name == "runner_rss_bytes") < 0.05'"'"']' >"$work/mem-$1.toml"
   /usr/bin/time -f "%M" -o "$work/rss-$1" "$planrun" run "$work/mem-$1.toml" --out "$work/res-$1" -q --format json >/dev/null || true
-  cat "$work/rss-$1"
+  # time(1) puts "Command exited with non-zero status N" first when the verdict is FAIL.
+  tail -n 1 "$work/rss-$1"
 }
 rss_small="$(rss_of 100)"
 rss_big="$(rss_of "$USERS")"

@@ -122,7 +122,8 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, grace: Duration,
     let stall_every = Duration::from_millis(250);
     let mut next_stall_check = Instant::now() + stall_every;
     let mut next_flush = Instant::now() + Duration::from_secs(1);
-    let mut next_user = Instant::now();
+    // When the next user starts or stops while the count moves; `None` while it is on target.
+    let mut next_user: Option<Instant> = None;
     let mut count = 0usize;
     let mut interrupted = false;
     loop {
@@ -137,8 +138,12 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, grace: Duration,
         if let Some((at, _, _)) = plan.iter().find(|(at, _, _)| *at > elapsed) {
             wake = wake.min(load.started + *at);
         }
-        if (users.len() as u32) != target && now >= next_user {
-            // Start or stop one user per gap (all at once without a spawn rate).
+        if (users.len() as u32) == target {
+            next_user = None;
+        } else if now >= *next_user.get_or_insert(now) {
+            // Start or stop one user per gap, on a schedule, so a rate above the timer's
+            // resolution (5000 users/s) is kept by starting every user that is due at once;
+            // without a spawn rate, all at once.
             loop {
                 if (users.len() as u32) < target {
                     let n = count as u32;
@@ -153,17 +158,18 @@ pub async fn run(cfg: &Http, load: Arc<Load>, length: Duration, grace: Duration,
                     watched.pop();
                     stopping.push(u.handle);
                 }
-                if gap.is_zero() && (users.len() as u32) != target {
+                let due = next_user.get_or_insert(now);
+                *due += gap;
+                if (users.len() as u32) != target && (gap.is_zero() || Instant::now() >= *due) {
                     continue;
                 }
                 break;
             }
             let e = &load.events;
             e.emit(e.event("users").name("users").value(users.len() as f64, "count"));
-            next_user = Instant::now() + gap;
         }
-        if (users.len() as u32) != target {
-            wake = wake.min(next_user);
+        if let (true, Some(at)) = ((users.len() as u32) != target, next_user) {
+            wake = wake.min(at);
         }
         if now >= next_flush {
             load.recorder.flush();
