@@ -94,12 +94,15 @@ print(int(n))
 EOF
 }
 
+# CPU seconds (user + system) a command used, from time(1), into $work/cpu-NAME.
+timed() { local name="$1"; shift; /usr/bin/time -f "%U %S" -o "$work/cpu-$name" "$@"; }
+cpu_of() { tail -n 1 "$work/cpu-$1" | awk '{print $1 + $2}'; }
 echo "== throughput: $CONNS connections, ${DURATION}s, $url" >&2
-wrk_rps="$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url" | awk '/Requests\/sec/ {print $2}')"
-oha_rps="$(oha -c "$CONNS" -z "${DURATION}s" --no-tui --output-format json "$url" \
+wrk_rps="$(timed wrk wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url" | awk '/Requests\/sec/ {print $2}')"
+oha_rps="$(timed oha oha -c "$CONNS" -z "${DURATION}s" --no-tui --output-format json "$url" \
   | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["summary"]["requestsPerSec"]))')"
 planrun_plan "$CONNS" "${DURATION}s" '"summary"' "$url" "" >"$work/tput.toml"
-dir="$("$planrun" run "$work/tput.toml" --out "$work/res" -q --no-analyze)"
+dir="$(timed planrun "$planrun" run "$work/tput.toml" --out "$work/res" -q --no-analyze)"
 pr_rps="$(( $(requests_of "$dir") / DURATION ))"
 planrun_plan "$CONNS" "${DURATION}s" '"all"' "$url" "" >"$work/tput-all.toml"
 dir="$("$planrun" run "$work/tput-all.toml" --out "$work/res" -q --no-analyze)"
@@ -111,7 +114,7 @@ class Static(FastHttpUser):
     def index(self):
         self.client.get("/")
 EOF
-(cd "$work" && locust -f locustfile.py --headless -u "$CONNS" -r "$CONNS" -t "${DURATION}s" --host "${url%/}" \
+(cd "$work" && timed locust locust -f locustfile.py --headless -u "$CONNS" -r "$CONNS" -t "${DURATION}s" --host "${url%/}" \
   --csv "$work/locust" --only-summary --loglevel ERROR >/dev/null 2>&1) || true
 echo "   wrk $wrk_rps, oha $oha_rps, planrun $pr_rps (record = all: $pr_all_rps)" >&2
 locust_rps="$(python3 -c 'import csv,sys; print(round(float([r for r in csv.DictReader(open(sys.argv[1])) if r["Name"]=="Aggregated"][0]["Requests/s"])))' "$work/locust_stats.csv" 2>/dev/null || echo 0)"
@@ -171,6 +174,10 @@ closed_p99="$(p99_of "$dir" latency_ms)"
 wrk_p99="$(wrk -t2 -c"$CONNS" -d30s --latency "$furl" | awk '$1 == "99%" {print $2}')"
 
 ratio() { python3 -c "print(f'{$1 / max($2, 1):.2f}x')"; }
+# Requests per CPU-second of the load generator: what it can do when the target is not the limit.
+per_cpu() { python3 -c "print(round($1 * $DURATION / max($(cpu_of "$2"), 0.01)))"; }
+pr_eff="$(per_cpu "$pr_rps" planrun)"; wrk_eff="$(per_cpu "${wrk_rps%.*}" wrk)"
+oha_eff="$(per_cpu "$oha_rps" oha)"; locust_eff="$(per_cpu "$locust_rps" locust)"
 cat <<EOF
 
 | figure | planrun | peer | ratio | target |
@@ -178,6 +185,7 @@ cat <<EOF
 | requests/s, $CONNS connections, ${DURATION}s (record = summary) | $pr_rps | wrk $wrk_rps | $(ratio "$pr_rps" "${wrk_rps%.*}") of wrk | ≥ 0.8x wrk |
 | requests/s, same | $pr_rps | oha $oha_rps | $(ratio "$pr_rps" "$oha_rps") of oha | ≥ 1x oha |
 | requests/s, same | $pr_rps | Locust (FastHttpUser, 1 process) $locust_rps | $(ratio "$pr_rps" "$locust_rps") of Locust | ≥ 10x Locust |
+| requests per CPU-second of the generator (same runs) | $pr_eff | wrk $wrk_eff · oha $oha_eff · Locust $locust_eff | $(ratio "$pr_eff" "$locust_eff") of Locust | ≥ 10x Locust |
 | requests/s with one event per request (record = all) | $pr_all_rps | | | |
 | memory per user at $USERS users (peak RSS, minus 100 users), $mem_requests requests in 30 s | ${per_user_kib} KiB | | | < 64 KiB |
 | planrun's RSS growth over those 30 s after warm-up (growth of runner_rss_bytes) | ${rss_growth}% | | | flat |

@@ -39,28 +39,33 @@ fn build(step: &Step, target: &Connector, r: &Render<'_>) -> Result<Built, Failu
                 .map_err(|e| Failure::new(ErrorKind::Request, e)),
         }
     };
-    let path = render(&step.path)?;
-    // HTTP/2 needs the scheme and authority in the request (its :scheme and :authority).
-    let uri = if target.http2 {
-        let scheme = if target.target.tls { "https" } else { "http" };
-        format!("{scheme}://{}{}{path}", target.target.authority, target.target.prefix)
-    } else {
-        format!("{}{}", target.target.prefix, path)
+    let fixed_uri = step.fixed.uris.get(target.index).cloned().flatten();
+    let uri = match fixed_uri {
+        Some(u) => u,
+        None => {
+            let path = render(&step.path)?;
+            let text = target.uri_for(&path);
+            text.parse::<hyper::Uri>().map_err(|e| Failure::new(ErrorKind::Request, format!("bad URI {text}: {e}")))?
+        }
     };
-    let mut b = hyper::Request::builder().method(step.method.clone()).uri(uri.as_str());
+    let mut b = hyper::Request::builder().method(step.method.clone()).uri(uri);
     let headers = b.headers_mut().expect("a fresh builder has headers");
-    headers.insert(HOST, HeaderValue::from_str(&target.target.authority).map_err(|_| bad_header("host"))?);
-    for (k, v) in &step.headers {
-        let v = render(v)?;
-        headers.insert(k.clone(), HeaderValue::from_str(&v).map_err(|_| bad_header(k.as_str()))?);
+    headers.insert(HOST, target.host_header.clone());
+    for (i, (k, v)) in step.headers.iter().enumerate() {
+        let value = match step.fixed.headers.get(i).cloned().flatten() {
+            Some(h) => h,
+            None => HeaderValue::from_str(&render(v)?).map_err(|_| bad_header(k.as_str()))?,
+        };
+        headers.insert(k.clone(), value);
     }
-    let body = match &step.body {
-        Some(t) => Bytes::from(render(t)?.into_owned()),
-        None => Bytes::new(),
+    let body = match (&step.fixed.body, &step.body) {
+        (Some(b), _) => b.clone(),
+        (None, Some(t)) => Bytes::from(render(t)?.into_owned()),
+        (None, None) => Bytes::new(),
     };
     let req = b
         .body(Full::new(body))
-        .map_err(|e| Failure::new(ErrorKind::Request, format!("cannot build the request for {uri}: {e}")))?;
+        .map_err(|e| Failure::new(ErrorKind::Request, format!("cannot build the request: {e}")))?;
     Ok(Built { req })
 }
 

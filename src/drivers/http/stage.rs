@@ -72,9 +72,14 @@ impl Load {
         for (i, u) in urls.iter().enumerate() {
             extra.insert(u.clone(), i);
             let target = Target::parse(u)?;
-            connectors.push(Connector::new(target, cfg.http2, cfg.insecure).await?);
+            let mut c = Connector::new(target, cfg.http2, cfg.insecure).await?;
+            c.index = i;
+            connectors.push(c);
         }
-        let book = Book::new(cfg, tags, &extra)?;
+        let mut book = Book::new(cfg, tags, &extra)?;
+        for step in book.tasks.iter_mut().flat_map(|t| t.steps.iter_mut()) {
+            step.prepare(&connectors);
+        }
         Ok(Load {
             book,
             connectors,

@@ -123,6 +123,10 @@ pub struct Connector {
     addrs: Vec<SocketAddr>,
     tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
     pub http2: bool,
+    /// The `Host` header, made once.
+    pub host_header: hyper::header::HeaderValue,
+    /// Its position among the stage's connectors (what a step's fixed URIs are indexed by).
+    pub index: usize,
 }
 
 impl Connector {
@@ -141,7 +145,20 @@ impl Connector {
         } else {
             None
         };
-        Ok(Connector { target, addrs, tls, http2 })
+        let host_header = hyper::header::HeaderValue::from_str(&target.authority)
+            .map_err(|_| format!("`{}` is not a valid Host header", target.authority))?;
+        Ok(Connector { target, addrs, tls, http2, host_header, index: 0 })
+    }
+
+    /// The request URI for `path` on this target: its prefix, and for HTTP/2 the scheme and
+    /// authority (HTTP/2 carries them as :scheme and :authority).
+    pub fn uri_for(&self, path: &str) -> String {
+        if self.http2 {
+            let scheme = if self.target.tls { "https" } else { "http" };
+            format!("{scheme}://{}{}{path}", self.target.authority, self.target.prefix)
+        } else {
+            format!("{}{path}", self.target.prefix)
+        }
     }
 
     /// Open one connection and hand its driving future to the runtime.

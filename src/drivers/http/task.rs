@@ -40,6 +40,19 @@ pub struct Step {
     pub needs_body: bool,
     /// Whether any of its strings is a template (the render context is built only then).
     pub templated: bool,
+    /// What of the request is the same every time, made once (`prepare`): the hot path then
+    /// formats and validates nothing for a plain `GET /`.
+    pub fixed: Fixed,
+}
+
+/// The parts of a step's request that need no rendering, ready to send.
+#[derive(Default)]
+pub struct Fixed {
+    /// Per connector, the request URI of a plain path.
+    pub uris: Vec<Option<hyper::Uri>>,
+    /// Per header of the step, its value when it is not a template.
+    pub headers: Vec<Option<HeaderValue>>,
+    pub body: Option<bytes::Bytes>,
 }
 
 pub struct Plan {
@@ -169,6 +182,7 @@ impl Book {
                     contains,
                     extract,
                     templated,
+                    fixed: Fixed::default(),
                 });
             }
             total += t.weight() as u64;
@@ -197,6 +211,31 @@ fn pick_timeout(own: Option<Duration>, default: Duration) -> Duration {
 }
 
 impl Step {
+    /// Make the fixed parts once, for these connectors (the URI is theirs: prefix, and for
+    /// HTTP/2 scheme and authority).
+    pub fn prepare(&mut self, connectors: &[super::target::Connector]) {
+        self.fixed.uris = connectors
+            .iter()
+            .map(|c| match &self.path {
+                Tpl::Static(p) => c.uri_for(p).parse().ok(),
+                Tpl::Jinja(_) => None,
+            })
+            .collect();
+        self.fixed.headers = self
+            .headers
+            .iter()
+            .map(|(_, v)| match v {
+                Tpl::Static(s) => HeaderValue::from_str(s).ok(),
+                Tpl::Jinja(_) => None,
+            })
+            .collect();
+        self.fixed.body = match &self.body {
+            Some(Tpl::Static(b)) => Some(bytes::Bytes::from(b.clone())),
+            None => Some(bytes::Bytes::new()),
+            Some(Tpl::Jinja(_)) => None,
+        };
+    }
+
     /// Judge a response: its status, then the body checks; on success, the values to extract.
     pub fn judge(&self, status: u16, body: &[u8]) -> Result<Vec<(String, serde_json::Value)>, Failure> {
         if !self.statuses.iter().any(|(a, b)| (*a..=*b).contains(&status)) {
