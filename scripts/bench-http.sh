@@ -97,13 +97,25 @@ EOF
 # CPU seconds (user + system) a command used, from time(1), into $work/cpu-NAME.
 timed() { local name="$1"; shift; /usr/bin/time -f "%U %S" -o "$work/cpu-$name" "$@"; }
 cpu_of() { tail -n 1 "$work/cpu-$1" | awk '{print $1 + $2}'; }
-echo "== throughput: $CONNS connections, ${DURATION}s, $url" >&2
-wrk_rps="$(timed wrk wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url" | awk '/Requests\/sec/ {print $2}')"
-oha_rps="$(timed oha oha -c "$CONNS" -z "${DURATION}s" --no-tui --output-format json "$url" \
-  | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["summary"]["requestsPerSec"]))')"
+echo "== throughput: $CONNS connections, ${DURATION}s, $url; wrk, oha, planrun in turn, $ROUNDS rounds" >&2
 planrun_plan "$CONNS" "${DURATION}s" '"summary"' "$url" "" >"$work/tput.toml"
-dir="$(timed planrun "$planrun" run "$work/tput.toml" --out "$work/res" -q --no-analyze)"
-pr_rps="$(( $(requests_of "$dir") / DURATION ))"
+median() { python3 -c 'import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:])))' "$@"; }
+wrk_all=(); oha_all=(); pr_all=(); wrk_cpu=(); oha_cpu=(); pr_cpu=()
+for round in $(seq "$ROUNDS"); do
+  wrk_all+=("$(timed wrk wrk -t2 -c"$CONNS" -d"${DURATION}s" "$url" | awk '/Requests\/sec/ {print $2}')"); wrk_cpu+=("$(cpu_of wrk)")
+  oha_all+=("$(timed oha oha -c "$CONNS" -z "${DURATION}s" --no-tui --output-format json "$url" \
+    | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["summary"]["requestsPerSec"]))')"); oha_cpu+=("$(cpu_of oha)")
+  dir="$(timed planrun "$planrun" run "$work/tput.toml" --out "$work/res" -q --no-analyze)"
+  pr_all+=("$(( $(requests_of "$dir") / DURATION ))"); pr_cpu+=("$(cpu_of planrun)")
+  echo "   round $round: wrk ${wrk_all[-1]}, oha ${oha_all[-1]}, planrun ${pr_all[-1]}" >&2
+done
+wrk_rps="$(median "${wrk_all[@]}")"; oha_rps="$(median "${oha_all[@]}")"; pr_rps="$(median "${pr_all[@]}")"
+# Requests per CPU-second of each generator, median over the rounds.
+eff() { python3 -c '
+import statistics, sys
+n = len(sys.argv) // 2; rps = sys.argv[1:1 + n]; cpu = sys.argv[1 + n:]
+print(round(statistics.median(float(r) * '"$DURATION"' / max(float(c), 0.01) for r, c in zip(rps, cpu))))' "$@"; }
+pr_eff="$(eff "${pr_all[@]}" "${pr_cpu[@]}")"; wrk_eff="$(eff "${wrk_all[@]}" "${wrk_cpu[@]}")"; oha_eff="$(eff "${oha_all[@]}" "${oha_cpu[@]}")"
 planrun_plan "$CONNS" "${DURATION}s" '"all"' "$url" "" >"$work/tput-all.toml"
 dir="$("$planrun" run "$work/tput-all.toml" --out "$work/res" -q --no-analyze)"
 pr_all_rps="$(( $(requests_of "$dir") / DURATION ))"
@@ -116,7 +128,7 @@ class Static(FastHttpUser):
 EOF
 (cd "$work" && timed locust locust -f locustfile.py --headless -u "$CONNS" -r "$CONNS" -t "${DURATION}s" --host "${url%/}" \
   --csv "$work/locust" --only-summary --loglevel ERROR >/dev/null 2>&1) || true
-echo "   wrk $wrk_rps, oha $oha_rps, planrun $pr_rps (record = all: $pr_all_rps)" >&2
+echo "   medians: wrk $wrk_rps, oha $oha_rps, planrun $pr_rps (record = all: $pr_all_rps)" >&2
 locust_rps="$(python3 -c 'import csv,sys; print(round(float([r for r in csv.DictReader(open(sys.argv[1])) if r["Name"]=="Aggregated"][0]["Requests/s"])))' "$work/locust_stats.csv" 2>/dev/null || echo 0)"
 
 echo "   locust $locust_rps" >&2
@@ -175,14 +187,12 @@ wrk_p99="$(wrk -t2 -c"$CONNS" -d30s --latency "$furl" | awk '$1 == "99%" {print 
 
 ratio() { python3 -c "print(f'{$1 / max($2, 1):.2f}x')"; }
 # Requests per CPU-second of the load generator: what it can do when the target is not the limit.
-per_cpu() { python3 -c "print(round($1 * $DURATION / max($(cpu_of "$2"), 0.01)))"; }
-pr_eff="$(per_cpu "$pr_rps" planrun)"; wrk_eff="$(per_cpu "${wrk_rps%.*}" wrk)"
-oha_eff="$(per_cpu "$oha_rps" oha)"; locust_eff="$(per_cpu "$locust_rps" locust)"
+locust_eff="$(eff "$locust_rps" "$(cpu_of locust)")"
 cat <<EOF
 
 | figure | planrun | peer | ratio | target |
 |---|---|---|---|---|
-| requests/s, $CONNS connections, ${DURATION}s (record = summary) | $pr_rps | wrk $wrk_rps | $(ratio "$pr_rps" "${wrk_rps%.*}") of wrk | ≥ 0.8x wrk |
+| requests/s, $CONNS connections, ${DURATION}s, median of $ROUNDS (record = summary) | $pr_rps | wrk $wrk_rps | $(ratio "$pr_rps" "$wrk_rps") of wrk | ≥ 0.8x wrk |
 | requests/s, same | $pr_rps | oha $oha_rps | $(ratio "$pr_rps" "$oha_rps") of oha | ≥ 1x oha |
 | requests/s, same | $pr_rps | Locust (FastHttpUser, 1 process) $locust_rps | $(ratio "$pr_rps" "$locust_rps") of Locust | ≥ 10x Locust |
 | requests per CPU-second of the generator (same runs) | $pr_eff | wrk $wrk_eff · oha $oha_eff · Locust $locust_eff | $(ratio "$pr_eff" "$locust_eff") of Locust | ≥ 10x Locust |
