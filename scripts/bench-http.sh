@@ -6,13 +6,15 @@
 # p99 (from the intended send time) beside a closed-model run and wrk (which hide it).
 #
 # Installs its peers itself: nginx and wrk (apt), oha (cargo install), locust (pip).
-# Environment: CONNS (64), DURATION seconds (10), USERS for the memory run (10000).
+# Environment: CONNS (64), DURATION seconds (10), ROUNDS of wrk/oha/planrun in turn (3), USERS
+# for the memory run (10000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/planrun-target}"
 CONNS="${CONNS:-64}"
 DURATION="${DURATION:-10}"
 USERS="${USERS:-10000}"
+ROUNDS="${ROUNDS:-3}"
 
 need_apt=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
