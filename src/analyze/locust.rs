@@ -11,6 +11,8 @@
 use polars::prelude::*;
 use serde::Serialize;
 
+use super::frame::Cells;
+
 /// The percentiles Locust's CSV files list, as (column title, quantile).
 pub const PERCENTILES: &[(&str, f64)] = &[
     ("50%", 0.50),
@@ -94,16 +96,21 @@ fn stat_exprs() -> Vec<Expr> {
     e
 }
 
+// Whole columns through the analysis's one cell reader (`Cells`): these tables are a few
+// rows per name or second.
 fn f64s(df: &DataFrame, c: &str) -> PolarsResult<Vec<Option<f64>>> {
-    Ok(df.column(c)?.cast(&DataType::Float64)?.f64()?.iter().collect())
+    let cells = Cells::new(df);
+    Ok((0..df.height()).map(|i| cells.f64(c, i)).collect())
 }
 
 fn u64s(df: &DataFrame, c: &str) -> PolarsResult<Vec<u64>> {
-    Ok(df.column(c)?.cast(&DataType::UInt64)?.u64()?.iter().map(|v| v.unwrap_or(0)).collect())
+    let cells = Cells::new(df);
+    Ok((0..df.height()).map(|i| cells.u64(c, i).unwrap_or(0)).collect())
 }
 
 fn strs(df: &DataFrame, c: &str) -> PolarsResult<Vec<String>> {
-    Ok(df.column(c)?.cast(&DataType::String)?.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect())
+    let cells = Cells::new(df);
+    Ok((0..df.height()).map(|i| cells.str(c, i).unwrap_or_default()).collect())
 }
 
 fn rows(df: &DataFrame, span_s: f64) -> PolarsResult<Vec<StatRow>> {
@@ -211,7 +218,8 @@ pub fn compute(events: &LazyFrame) -> PolarsResult<Locust> {
         ])
         .collect()?;
     let users = users_per_second(events, &schema)?;
-    let secs: Vec<i64> = hist.column("sec")?.cast(&DataType::Int64)?.i64()?.iter().map(|v| v.unwrap_or(0)).collect();
+    let cells = Cells::new(&hist);
+    let secs: Vec<i64> = (0..hist.height()).map(|i| cells.i64("sec", i).unwrap_or(0)).collect();
     let (n, fails) = (u64s(&hist, "n")?, u64s(&hist, "fails")?);
     let (tn, tf) = (u64s(&hist, "total_n")?, u64s(&hist, "total_fails")?);
     let (tl, tmin, tmax, tb) =

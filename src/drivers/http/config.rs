@@ -243,6 +243,10 @@ pub const DEFAULT_GRACEFUL_STOP: std::time::Duration = std::time::Duration::from
 /// The smallest rate a plan may give (one per 1000 s): below it a gap overflows any schedule.
 pub const MIN_RATE: f64 = 0.001;
 
+fn is_rate(r: f64) -> bool {
+    (MIN_RATE..f64::INFINITY).contains(&r)
+}
+
 impl Http {
     pub fn is_open(&self) -> bool {
         self.arrival_rate.is_some() || !self.arrival.is_empty()
@@ -336,12 +340,12 @@ impl StageDriver for Http {
             );
         }
         if let Some(r) = self.arrival_rate
-            && !(r >= MIN_RATE && r.is_finite())
+            && !is_rate(r)
         {
             return Err(FieldError::new("arrival_rate is requests per second, at least 0.001").at(&["arrival_rate"]));
         }
         for (i, p) in self.arrival.iter().enumerate() {
-            if !((p.rate == 0.0 || p.rate >= MIN_RATE) && p.rate.is_finite()) {
+            if !(p.rate == 0.0 || is_rate(p.rate)) {
                 return Err(FieldError::new("a rate is requests per second: 0, or at least 0.001").at(&[
                     "arrival".to_string(),
                     i.to_string(),
@@ -363,7 +367,7 @@ impl StageDriver for Http {
             return Err(FieldError::new("give `users` or a `shape`, not both").at(&["shape"]));
         }
         if let Some(r) = self.spawn_rate
-            && !(r >= MIN_RATE && r.is_finite())
+            && !is_rate(r)
         {
             return Err(FieldError::new("spawn_rate is users per second, at least 0.001").at(&["spawn_rate"]));
         }
@@ -376,7 +380,7 @@ impl StageDriver for Http {
                 ]));
             }
             if let Some(r) = p.spawn_rate
-                && !(r >= MIN_RATE && r.is_finite())
+                && !is_rate(r)
             {
                 return Err(FieldError::new("spawn_rate is users per second, at least 0.001").at(&[
                     "shape".to_string(),
@@ -389,7 +393,7 @@ impl StageDriver for Http {
             Some(Wait::Between(a, b)) if a.0 > b.0 => {
                 return Err(FieldError::new("`between` takes the shorter wait first").at(&["wait"]));
             }
-            Some(Wait::ConstantThroughput(n)) if !(*n >= MIN_RATE && n.is_finite()) => {
+            Some(Wait::ConstantThroughput(n)) if !is_rate(*n) => {
                 return Err(FieldError::new("constant_throughput is requests per second, at least 0.001").at(&["wait"]));
             }
             _ => {}

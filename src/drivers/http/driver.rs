@@ -29,8 +29,11 @@ impl Driver for Http {
 async fn run(cfg: &Http, ctx: &StageContext) -> Outcome {
     let demo = match &cfg.demo {
         Some(d) if d.enabled => {
-            let host = Target::parse(cfg.all_hosts()[0]).expect("checked at load");
-            match Demo::start(d, &host, ctx.seed).await {
+            let started = match Target::parse(cfg.all_hosts()[0]) {
+                Ok(host) => Demo::start(d, &host, ctx.seed).await,
+                Err(e) => Err(e),
+            };
+            match started {
                 Ok(d) => Some(d),
                 Err(e) => return Outcome::with(Status::Error, e),
             }
@@ -45,8 +48,8 @@ async fn run(cfg: &Http, ctx: &StageContext) -> Outcome {
 }
 
 async fn load_stage(cfg: &Http, ctx: &StageContext, demo_pid: Option<u32>) -> Outcome {
-    let load = match Load::new(cfg, ctx, &ctx.tags).await {
-        Ok(l) => Arc::new(l),
+    let mut load = match Load::new(cfg, ctx, &ctx.tags).await {
+        Ok(l) => l,
         Err(e) => return Outcome::with(Status::Error, e),
     };
     if let Some(limit) = cfg.ready_timeout {
@@ -60,7 +63,8 @@ async fn load_stage(cfg: &Http, ctx: &StageContext, demo_pid: Option<u32>) -> Ou
     }
     let length = ctx.clock.scaled(ctx.duration.unwrap_or_default());
     // The stage window starts now (the readiness wait is not load).
-    let load = Arc::new(Load { started: std::time::Instant::now(), ..Arc::into_inner(load).expect("one owner") });
+    load.started = std::time::Instant::now();
+    let load = Arc::new(load);
     let grace = cfg.graceful_stop.map_or(DEFAULT_GRACEFUL_STOP, |d| d.0);
     let work = async {
         let interrupted = if cfg.is_open() {

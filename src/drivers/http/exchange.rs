@@ -23,12 +23,7 @@ pub struct Render<'a> {
     pub ctx: Option<minijinja::Value>,
 }
 
-/// The parts of a request after rendering.
-struct Built {
-    req: hyper::Request<Full<Bytes>>,
-}
-
-fn build(step: &Step, target: &Connector, r: &Render<'_>) -> Result<Built, Failure> {
+fn build(step: &Step, target: &Connector, r: &Render<'_>) -> Result<hyper::Request<Full<Bytes>>, Failure> {
     let render = |t| -> Result<std::borrow::Cow<'_, str>, Failure> {
         match &r.ctx {
             Some(ctx) => r.book.templates.render(t, ctx).map_err(|e| Failure::new(ErrorKind::Request, e)),
@@ -63,10 +58,7 @@ fn build(step: &Step, target: &Connector, r: &Render<'_>) -> Result<Built, Failu
         (None, Some(t)) => Bytes::from(render(t)?.into_owned()),
         (None, None) => Bytes::new(),
     };
-    let req = b
-        .body(Full::new(body))
-        .map_err(|e| Failure::new(ErrorKind::Request, format!("cannot build the request: {e}")))?;
-    Ok(Built { req })
+    b.body(Full::new(body)).map_err(|e| Failure::new(ErrorKind::Request, format!("cannot build the request: {e}")))
 }
 
 fn bad_header(name: &str) -> Failure {
@@ -159,7 +151,7 @@ pub async fn send(
     let mut status = None;
     let result = tokio::time::timeout(
         step.timeout,
-        exchange(slot, target, built.req, step.needs_body, cap, &mut bytes, &mut status),
+        exchange(slot, target, built, step.needs_body, cap, &mut bytes, &mut status),
     )
     .await;
     match result {
