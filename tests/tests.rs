@@ -9,6 +9,7 @@ mod fuzz;
 mod http;
 mod llm;
 mod plans;
+mod redis;
 mod resume;
 mod run;
 mod structure;

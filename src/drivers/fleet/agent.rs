@@ -1,6 +1,7 @@
-//! `planrun agent`: the built-in agent the fleet driver spawns by default. It speaks the file
-//! protocol (docs/agent-protocol.md): watches `messages/`, answers `ping`, `compute`,
-//! `memory_test` and echoes any other type, writes a heartbeat to `status/`, and reports its
+//! `planrun agent`: the built-in agent the fleet driver spawns by default. It speaks the
+//! protocol (docs/agent-protocol.md) over either transport (`Link`): the file one (watches
+//! `messages/`, writes `responses/` and a heartbeat to `status/`) or Redis (`RedisLink`). It
+//! answers `ping`, `compute`, `memory_test` and echoes any other type, and reports its
 //! memory as the soak test's agents did. It dies with its parent (PR_SET_PDEATHSIG plus a
 //! parent-pid check), so no agent outlives a killed runner. Switches make it misbehave on purpose,
 //! to test runners: respond slowly, leak memory, crash after N messages, write garbage, stay
@@ -11,15 +12,22 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::protocol::{Memory, Message, Response, Status, now_ms, write_atomic};
+use super::transport::RedisLink;
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct AgentArgs {
     /// This agent's id.
     #[arg(long, env = "PLANRUN_AGENT_ID")]
     pub id: String,
-    /// The coordination directory.
-    #[arg(long, env = "PLANRUN_COORD_DIR")]
-    pub dir: PathBuf,
+    /// The coordination directory (the file transport).
+    #[arg(long, env = "PLANRUN_COORD_DIR", required_unless_present = "transport")]
+    pub dir: Option<PathBuf>,
+    /// The Redis transport's server, `redis://HOST:PORT/DB` (instead of `--dir`).
+    #[arg(long, env = "PLANRUN_TRANSPORT", conflicts_with = "dir", hide_env_values = true)]
+    pub transport: Option<String>,
+    /// The Redis transport's key prefix for the stage (given by the driver).
+    #[arg(long, env = "PLANRUN_REDIS_PREFIX", requires = "transport")]
+    pub prefix: Option<String>,
     /// The token the driver gave this agent; every response and heartbeat carries it.
     #[arg(long, env = "PLANRUN_AGENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -56,8 +64,15 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// How the agent reaches its coordinator.
+enum Link {
+    Dir(PathBuf),
+    Redis(RedisLink),
+}
+
 struct Agent {
     args: AgentArgs,
+    link: Link,
     started: Instant,
     handled: u64,
     errors: u64,
@@ -70,7 +85,7 @@ impl Agent {
         Memory { rss: rss_bytes(), allocated: self.leaked.iter().map(|v| v.len() as u64).sum() }
     }
 
-    fn heartbeat(&self) {
+    fn heartbeat(&mut self) {
         let s = Status {
             agent_id: self.args.id.clone(),
             pid: std::process::id(),
@@ -82,7 +97,14 @@ impl Agent {
             token: self.args.token.clone(),
         };
         if let Ok(bytes) = serde_json::to_vec(&s) {
-            let _ = write_atomic(&self.args.dir.join("status"), &format!("{}.json", self.args.id), &bytes);
+            match &mut self.link {
+                Link::Dir(d) => {
+                    let _ = write_atomic(&d.join("status"), &format!("{}.json", self.args.id), &bytes);
+                }
+                Link::Redis(r) => {
+                    r.beat(&self.args.id, &bytes);
+                }
+            }
         }
     }
 
@@ -136,11 +158,25 @@ impl Agent {
             response,
             token: self.args.token.clone(),
         };
-        let name = format!("{name_as}--{}.json", msg.message_id);
         let bytes =
             if self.args.garbage { b"{ this is not json".to_vec() } else { serde_json::to_vec(&r).unwrap_or_default() };
-        if write_atomic(&self.args.dir.join("responses"), &name, &bytes).is_err() {
+        let sent = match &mut self.link {
+            Link::Dir(d) => {
+                write_atomic(&d.join("responses"), &format!("{name_as}--{}.json", msg.message_id), &bytes).is_ok()
+            }
+            Link::Redis(link) => link.send("response", name_as, &bytes),
+        };
+        if !sent {
             self.errors += 1;
+        }
+    }
+
+    /// Handle one message's JSON (from Redis, where each entry is read once).
+    fn take(&mut self, bytes: &[u8]) {
+        match serde_json::from_slice::<Message>(bytes) {
+            Ok(msg) if msg.is_for(&self.args.id) => self.handle(&msg),
+            Ok(_) => {}
+            Err(_) => self.errors += 1,
         }
     }
 
@@ -226,22 +262,79 @@ pub fn run(args: AgentArgs) -> i32 {
     if std::os::unix::process::parent_id() != parent {
         return 0; // the parent died before the request above took effect
     }
-    let messages = args.dir.join("messages");
-    if !messages.is_dir() {
-        eprintln!("planrun agent: {} is not a coordination directory (no messages/)", args.dir.display());
-        return 2;
-    }
     let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
+    let link = match (&args.dir, &args.transport) {
+        (_, Some(url)) => {
+            let Some(prefix) = args.prefix.clone() else {
+                eprintln!(
+                    "planrun agent: --transport needs --prefix (PLANRUN_REDIS_PREFIX), which the fleet driver gives"
+                );
+                return 2;
+            };
+            match RedisLink::open(url, &prefix, heartbeat) {
+                Ok(l) => Link::Redis(l),
+                Err(e) => {
+                    eprintln!("planrun agent: {e}");
+                    return 2;
+                }
+            }
+        }
+        (Some(dir), None) => {
+            if !dir.join("messages").is_dir() {
+                eprintln!("planrun agent: {} is not a coordination directory (no messages/)", dir.display());
+                return 2;
+            }
+            Link::Dir(dir.clone())
+        }
+        (None, None) => {
+            eprintln!("planrun agent: give --dir (the file transport) or --transport redis://HOST:PORT");
+            return 2;
+        }
+    };
     let mut agent =
-        Agent { args, started: Instant::now(), handled: 0, errors: 0, leaked: Vec::new(), seen: HashSet::new() };
+        Agent { args, link, started: Instant::now(), handled: 0, errors: 0, leaked: Vec::new(), seen: HashSet::new() };
+    match &agent.link {
+        Link::Dir(d) => {
+            let messages = d.join("messages");
+            run_files(&mut agent, &messages, heartbeat, parent)
+        }
+        Link::Redis(_) => run_redis(&mut agent, heartbeat, parent),
+    }
+}
+
+/// The Redis loop: block in `XREAD` until a message or the next heartbeat is due.
+fn run_redis(agent: &mut Agent, heartbeat: Duration, parent: u32) -> i32 {
+    agent.heartbeat();
+    let mut last_beat = Instant::now();
+    loop {
+        let wait = heartbeat.saturating_sub(last_beat.elapsed()).max(Duration::from_millis(1));
+        let got = match &mut agent.link {
+            Link::Redis(l) => l.read(wait),
+            Link::Dir(_) => return 2,
+        };
+        for m in got {
+            agent.take(&m);
+        }
+        if last_beat.elapsed() >= heartbeat {
+            agent.heartbeat();
+            last_beat = Instant::now();
+            if std::os::unix::process::parent_id() != parent {
+                return 0;
+            }
+        }
+    }
+}
+
+/// The file loop: inotify on `messages/`, or polling without it.
+fn run_files(agent: &mut Agent, messages: &Path, heartbeat: Duration, parent: u32) -> i32 {
     // Watch `messages/` with inotify read directly in this thread: one wake-up per message,
     // where a watcher thread plus a channel cost two (it matters when 50 agents wake at once on
     // 2 cores). Without inotify (the kernel allows 128 instances per user by default), poll:
     // every 20 ms just after a message, backing off to 200 ms while idle.
-    let inotify = Inotify::watch(&messages);
+    let inotify = Inotify::watch(messages);
     let mut poll = POLL_MIN;
     agent.heartbeat();
-    agent.scan(&messages);
+    agent.scan(messages);
     let mut last_beat = Instant::now();
     loop {
         let wait = match &inotify {
@@ -257,7 +350,7 @@ pub fn run(args: AgentArgs) -> i32 {
         };
         let before = agent.seen.len();
         if woke || inotify.is_none() {
-            agent.scan(&messages);
+            agent.scan(messages);
         }
         if inotify.is_none() {
             poll = if agent.seen.len() > before { POLL_MIN } else { (poll * 2).min(POLL_MAX) };

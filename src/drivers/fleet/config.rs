@@ -112,6 +112,10 @@ pub struct Fleet {
     pub faults: Vec<FleetFault>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_interval: Option<Dur>,
+    /// How coordinator and agents talk: `file` (the default: a coordination directory) or a
+    /// Redis server, `redis://HOST:PORT/DB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     /// Coordination directory; default: /dev/shm (else the temp dir)/planrun-RUN-STAGE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coord_dir: Option<String>,
@@ -194,6 +198,22 @@ impl StageDriver for Fleet {
                 ))
                 .at(&["fault".to_string(), i.to_string(), "signal".to_string()]));
             }
+        }
+        if let Some(t) = &self.transport
+            && t != "file"
+            && !crate::drivers::fleet::transport::is_redis_url(t)
+        {
+            return Err(FieldError::new(format!(
+                "unknown transport `{t}`; use \"file\" or a Redis server, \"redis://HOST:PORT/DB\""
+            ))
+            .at(&["transport"]));
+        }
+        if self.transport.as_deref().is_some_and(crate::drivers::fleet::transport::is_redis_url)
+            && self.coord_dir.is_some()
+        {
+            return Err(
+                FieldError::new("`coord_dir` is the file transport's; a Redis transport needs none").at(&["coord_dir"])
+            );
         }
         let wants_cycles = self.cycles.is_some_and(|c| c > 0) || (self.cycles.is_none() && stage.duration.is_some());
         if wants_cycles && self.interval.is_none() {

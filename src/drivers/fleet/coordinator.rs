@@ -20,7 +20,7 @@ use super::process::{self, AgentProgram, Launcher, Signal, pid_alive};
 use super::protocol::{Message, Response, Status as AgentStatus, now_ms, now_ms_f64};
 use super::roster::{Answer, Beat, Book, Pending, Roster};
 use super::transport::owner::clear_stale;
-use super::transport::{FileTransport, Incoming, Transport, default_base};
+use super::transport::{FileTransport, Incoming, RedisTransport, Transport, default_base, is_redis_url};
 use crate::drivers::{Outcome, StageContext, Status};
 use crate::events::Event;
 
@@ -40,13 +40,26 @@ pub struct Coordinator<'a> {
 }
 
 impl<'a> Coordinator<'a> {
-    /// The fleet stage as plans run it: the file transport, the agent program `cfg` names.
+    /// The fleet stage as plans run it: the transport `cfg` names (Redis, else the file
+    /// transport), the agent program `cfg` names.
     pub async fn run_stage(cfg: &'a Fleet, ctx: &'a StageContext) -> Outcome {
         let program = match AgentProgram::for_fleet(cfg) {
             Ok(p) => p,
             Err(e) => return Outcome::with(Status::Error, e),
         };
         let run = ctx.run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+        if let Some(url) = cfg.transport.as_deref().filter(|t| is_redis_url(t)) {
+            let prefix = format!("planrun:{run}:{}:{}", ctx.phase, ctx.stage);
+            return match RedisTransport::connect(url, &prefix).await {
+                Ok((t, incoming)) => {
+                    t.notes
+                        .iter()
+                        .for_each(|n| ctx.events.emit(ctx.events.event("warning").name("transport").error(n.as_str())));
+                    Coordinator::new(cfg, ctx, Arc::new(t), incoming, program).run().await
+                }
+                Err(e) => Outcome::with(Status::Error, e),
+            };
+        }
         let root = match &cfg.coord_dir {
             Some(d) => PathBuf::from(d),
             None => default_base().join(format!("planrun-{run}-{}-{}", ctx.phase, ctx.stage)),
@@ -137,6 +150,9 @@ impl<'a> Coordinator<'a> {
                 Incoming::Status(st) => self.on_status(&st),
                 Incoming::Response(r) => self.on_response(&r),
                 Incoming::Bad { file, agent, error } => self.protocol_error(agent.as_deref(), error, Some(&file)),
+                Incoming::Notice(n) => {
+                    self.ctx.events.emit(self.ctx.events.event("warning").name("transport").error(n.as_str()))
+                }
             }
         }
     }

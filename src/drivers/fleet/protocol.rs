@@ -16,6 +16,10 @@ pub const ENV_HEARTBEAT_MS: &str = "PLANRUN_HEARTBEAT_MS";
 pub const ENV_SEED: &str = "PLANRUN_SEED";
 /// The file transport's coordination directory.
 pub const ENV_COORD_DIR: &str = "PLANRUN_COORD_DIR";
+/// The Redis transport's server (`redis://host:port/db`).
+pub const ENV_TRANSPORT: &str = "PLANRUN_TRANSPORT";
+/// The Redis transport's key prefix for this stage (`planrun:RUN:PHASE:STAGE`).
+pub const ENV_REDIS_PREFIX: &str = "PLANRUN_REDIS_PREFIX";
 
 /// Coordinator → agents: `messages/<messageId>.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -22,6 +22,9 @@ pub enum Incoming {
         agent: Option<String>,
         error: String,
     },
+    /// Something about the transport itself the user should hear of, without stopping the stage
+    /// (a connection lost and retried, then restored); the coordinator records it as a `warning`.
+    Notice(String),
 }
 
 /// The coordinator's side of a transport.

@@ -6,16 +6,21 @@
 //!
 //! Implementations, one file each: `FileTransport` (`file`), the built-in one, a private
 //! directory (by default in /dev/shm); `MemoryTransport` (`memory`), in-process, for tests and
-//! for agents that live inside planrun. A new transport (Redis Streams, say) is one more file
-//! here plus the line that chooses it in the coordinator.
+//! for agents that live inside planrun; `RedisTransport` (`redis`), streams on a real Redis
+//! server, with the agent's side in `redis_agent` (`RedisLink`). A new transport is one more
+//! file here plus the line that chooses it in the coordinator.
 
 mod contract;
 mod enrollment;
 mod file;
 mod memory;
 pub mod owner;
+mod redis;
+mod redis_agent;
 
+pub use self::redis::{Keys as RedisKeys, RedisTransport, is_redis_url};
 pub use contract::{Incoming, Transport};
 pub use enrollment::Enrollment;
 pub use file::{FileTransport, default_base};
 pub use memory::{MemoryAgent, MemoryTransport};
+pub use redis_agent::RedisLink;

@@ -1,0 +1,429 @@
+//! `RedisTransport`: the fleet transport over a real Redis server, chosen in the plan with
+//! `transport = "redis://host:port/db"`. Everything of one stage lives under one key prefix
+//! (`Keys`, `planrun:RUN:PHASE:STAGE`) and is removed at teardown:
+//!
+//! * `PREFIX:messages` — a stream the coordinator appends each cycle's message to (`msg` = the
+//!   JSON). Every agent reads all of it with `XREAD` from its own last id (a broadcast: a consumer
+//!   group would hand each message to one agent only). A message is deleted when its cycle ends,
+//!   so an agent that starts later reads exactly the live ones, as with the file transport.
+//! * `PREFIX:incoming` — a stream agents append responses and heartbeats to (`kind`, `agent`,
+//!   `body`); the coordinator reads it through the consumer group `coordinator` with `XREADGROUP`
+//!   on a connection of its own (a blocking read on the shared multiplexed connection would stall
+//!   every other command), acknowledges and deletes what it read. One reader for any number of
+//!   agents.
+//! * `PREFIX:hb:AGENT` — each agent's latest heartbeat, with a TTL of a few heartbeat intervals,
+//!   for anyone watching the run from outside.
+//!
+//! A lost connection is retried with backoff and reported as an `Incoming::Notice` (a `warning`
+//! event), then its restoration; only a server gone for `LOST_AFTER` makes `lost()` stop the
+//! stage. After a Redis restart that lost the consumer group, the reader makes it anew.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::StreamReadReply;
+use tokio::sync::mpsc;
+
+use super::contract::{Incoming, Transport};
+use super::enrollment::Enrollment;
+use crate::drivers::BoxFuture;
+use crate::drivers::fleet::protocol::{
+    ENV_AGENT_TOKEN, ENV_REDIS_PREFIX, ENV_TRANSPORT, MAX_FILE_BYTES, Message, Response, Status, now_ms,
+};
+
+/// A server unreachable for this long is gone for good: the stage stops.
+pub const LOST_AFTER: Duration = Duration::from_secs(30);
+/// How long the coordinator's reader blocks in one `XREADGROUP`.
+const BLOCK_MS: usize = 250;
+/// The most entries read at once.
+const BATCH: usize = 512;
+/// The consumer group the coordinator reads `incoming` through.
+const GROUP: &str = "coordinator";
+/// `incoming` is capped (approximately) at this many entries, whatever agents send.
+pub const INCOMING_MAXLEN: usize = 1_000_000;
+
+/// The keys of one stage.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Keys {
+        Keys { prefix: prefix.into() }
+    }
+    pub fn messages(&self) -> String {
+        format!("{}:messages", self.prefix)
+    }
+    pub fn incoming(&self) -> String {
+        format!("{}:incoming", self.prefix)
+    }
+    pub fn heartbeat(&self, agent: &str) -> String {
+        format!("{}:hb:{agent}", self.prefix)
+    }
+    /// The pattern every key of the stage matches.
+    pub fn pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+}
+
+/// Whether `transport` (a plan's `transport` value) names a Redis server.
+pub fn is_redis_url(transport: &str) -> bool {
+    transport.starts_with("redis://") || transport.starts_with("redis+unix://") || transport.starts_with("unix://")
+}
+
+/// `url` without its password, for messages.
+pub fn shown(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Milliseconds since the epoch the connection went down; 0 while it is up.
+#[derive(Default)]
+struct Health {
+    down_since: AtomicI64,
+}
+
+impl Health {
+    fn down(&self) -> bool {
+        self.down_since.load(Ordering::Relaxed) != 0
+    }
+    fn mark_down(&self) -> bool {
+        self.down_since.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+    /// Mark up; the outage's length in ms if it was down.
+    fn mark_up(&self) -> Option<i64> {
+        let was = self.down_since.swap(0, Ordering::Relaxed);
+        (was != 0).then(|| now_ms() - was)
+    }
+}
+
+pub struct RedisTransport {
+    url: String,
+    keys: Keys,
+    enrollment: Arc<Enrollment>,
+    con: ConnectionManager,
+    /// message id → stream entry id, for `retire`.
+    entries: Arc<Mutex<HashMap<String, String>>>,
+    retire_tx: mpsc::UnboundedSender<String>,
+    health: Arc<Health>,
+    reader: tokio::task::JoinHandle<()>,
+    janitor: tokio::task::JoinHandle<()>,
+    /// What creating it had to do that the user should hear of (leftover keys removed).
+    pub notes: Vec<String>,
+}
+
+fn redis_err(url: &str, what: &str, e: &redis::RedisError) -> String {
+    format!(
+        "redis transport {}: {what}: {e}; is redis-server running there (e.g. `redis-server --port PORT`)?",
+        shown(url)
+    )
+}
+
+async fn reader_connection(client: &redis::Client) -> redis::RedisResult<MultiplexedConnection> {
+    // Its own connection, and a response timeout past the blocking time: a server that stops
+    // answering is noticed, and a long block is not cut short.
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_millis(BLOCK_MS as u64) + Duration::from_secs(5)));
+    client.get_multiplexed_async_connection_with_config(&cfg).await
+}
+
+/// Create the consumer group (and the stream) unless it exists.
+async fn ensure_group(con: &mut MultiplexedConnection, keys: &Keys) -> redis::RedisResult<()> {
+    let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(keys.incoming())
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(con)
+        .await;
+    match r {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+impl RedisTransport {
+    /// Connect to `url`, clear what an earlier run under the same `prefix` left, create the
+    /// consumer group and start reading; what arrives comes on the returned receiver.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+    ) -> Result<(RedisTransport, mpsc::UnboundedReceiver<Incoming>), String> {
+        let client =
+            redis::Client::open(url).map_err(|e| format!("transport `{}` is not a Redis URL: {e}", shown(url)))?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let mut con = ConnectionManager::new_with_config(client.clone(), cfg)
+            .await
+            .map_err(|e| redis_err(url, "cannot connect", &e))?;
+        let keys = Keys::new(prefix);
+        let mut notes = Vec::new();
+        let left = delete_keys(&mut con, &keys).await.map_err(|e| redis_err(url, "cannot clear old keys", &e))?;
+        if left > 0 {
+            notes.push(format!("removed {left} keys under `{}` left by an earlier run", keys.prefix));
+        }
+        let mut rcon = reader_connection(&client).await.map_err(|e| redis_err(url, "cannot connect", &e))?;
+        ensure_group(&mut rcon, &keys).await.map_err(|e| redis_err(url, "cannot create the consumer group", &e))?;
+        let enrollment = Arc::new(Enrollment::default());
+        let health = Arc::new(Health::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reader =
+            tokio::spawn(read_loop(client, Some(rcon), keys.clone(), tx, Arc::clone(&enrollment), Arc::clone(&health)));
+        let entries: Arc<Mutex<HashMap<String, String>>> = Default::default();
+        let (retire_tx, mut retire_rx) = mpsc::unbounded_channel::<String>();
+        let janitor = {
+            let (mut con, entries, key) = (con.clone(), Arc::clone(&entries), keys.messages());
+            tokio::spawn(async move {
+                while let Some(message_id) = retire_rx.recv().await {
+                    let entry = entries.lock().ok().and_then(|mut e| e.remove(&message_id));
+                    if let Some(entry) = entry {
+                        let _: redis::RedisResult<i64> = con.xdel(&key, &[entry]).await;
+                    }
+                }
+            })
+        };
+        let t = RedisTransport {
+            url: url.to_string(),
+            keys,
+            enrollment,
+            con,
+            entries,
+            retire_tx,
+            health,
+            reader,
+            janitor,
+            notes,
+        };
+        Ok((t, rx))
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+}
+
+/// Remove every key under `keys`' prefix; how many there were.
+async fn delete_keys(con: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<usize> {
+    let found = scan_keys(con, keys).await?;
+    for chunk in found.chunks(512) {
+        let _: () = redis::cmd("UNLINK").arg(chunk).query_async(con).await?;
+    }
+    Ok(found.len())
+}
+
+async fn scan_keys(con: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<Vec<String>> {
+    let mut cursor: u64 = 0;
+    let mut found = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(keys.pattern())
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(con)
+            .await?;
+        found.extend(batch);
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
+    }
+}
+
+/// Read `incoming` until the coordinator drops its receiver: parse, screen, pass on, then
+/// acknowledge and delete. Connection trouble is retried with backoff and reported once per
+/// outage.
+async fn read_loop(
+    client: redis::Client,
+    mut con: Option<MultiplexedConnection>,
+    keys: Keys,
+    tx: mpsc::UnboundedSender<Incoming>,
+    enrollment: Arc<Enrollment>,
+    health: Arc<Health>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let key = keys.incoming();
+    while !tx.is_closed() {
+        let c = match con.as_mut() {
+            Some(c) => c,
+            None => match reader_connection(&client).await {
+                Ok(mut c) => match ensure_group(&mut c, &keys).await {
+                    Ok(()) => con.insert(c),
+                    Err(e) => {
+                        outage(&health, &tx, &e);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    outage(&health, &tx, &e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            },
+        };
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg("reader")
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(">")
+            .query_async(c)
+            .await;
+        match read {
+            Ok(reply) => {
+                backoff = Duration::from_millis(50);
+                if let Some(ms) = health.mark_up() {
+                    let _ = tx
+                        .send(Incoming::Notice(format!("redis connection restored after {:.1} s", ms as f64 / 1000.0)));
+                }
+                let ids: Vec<String> = reply
+                    .into_iter()
+                    .flat_map(|r| r.keys)
+                    .flat_map(|k| k.ids)
+                    .map(|e| {
+                        let _ = tx.send(parse_entry(&e, &enrollment));
+                        e.id
+                    })
+                    .collect();
+                if !ids.is_empty() {
+                    let mut p = redis::pipe();
+                    p.cmd("XACK").arg(&key).arg(GROUP).arg(&ids).ignore();
+                    p.cmd("XDEL").arg(&key).arg(&ids).ignore();
+                    if let Err(e) = p.query_async::<()>(c).await {
+                        outage(&health, &tx, &e);
+                        con = None;
+                    }
+                }
+            }
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // The server restarted without our group (or the stream was removed): make it
+                // anew and go on reading; what agents send from now on arrives.
+                if let Err(e) = ensure_group(c, &keys).await {
+                    outage(&health, &tx, &e);
+                    con = None;
+                } else {
+                    let _ = tx.send(Incoming::Notice(format!(
+                        "the consumer group on `{key}` was gone (redis restarted without it?); made it anew"
+                    )));
+                }
+            }
+            Err(e) => {
+                outage(&health, &tx, &e);
+                con = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn outage(health: &Health, tx: &mpsc::UnboundedSender<Incoming>, e: &redis::RedisError) {
+    if health.mark_down() {
+        let _ = tx.send(Incoming::Notice(format!("lost the redis connection ({e}); retrying with backoff")));
+    }
+}
+
+/// One `incoming` entry as what it says it is, checked: fields present, size bounded, JSON
+/// well formed, token the agent's own.
+fn parse_entry(e: &redis::streams::StreamId, enrollment: &Enrollment) -> Incoming {
+    let agent: Option<String> = e.get("agent");
+    let kind: Option<String> = e.get("kind");
+    let file = || format!("incoming/{}", e.id);
+    let bad = |error: String| Incoming::Bad { file: file(), agent: agent.clone(), error };
+    let Some(body) = e.get::<Vec<u8>>("body") else { return bad("entry without a `body` field".into()) };
+    if body.len() as u64 > MAX_FILE_BYTES {
+        return bad(format!("entry of {} bytes refused (limit {MAX_FILE_BYTES})", body.len()));
+    }
+    let inc = match kind.as_deref() {
+        Some("response") => match serde_json::from_slice::<Response>(&body) {
+            Ok(r) => Incoming::Response(r),
+            Err(e) => return bad(format!("invalid response JSON: {e}")),
+        },
+        Some("status") => match serde_json::from_slice::<Status>(&body) {
+            Ok(s) => Incoming::Status(s),
+            Err(e) => return bad(format!("invalid status JSON: {e}")),
+        },
+        other => return bad(format!("entry of unknown kind {other:?} (want `response` or `status`)")),
+    };
+    enrollment.screen(inc, file)
+}
+
+impl Transport for RedisTransport {
+    fn enroll(&self, agent_id: &str) -> Vec<(&'static str, String)> {
+        let token = self.enrollment.admit(agent_id);
+        vec![(ENV_TRANSPORT, self.url.clone()), (ENV_REDIS_PREFIX, self.keys.prefix.clone()), (ENV_AGENT_TOKEN, token)]
+    }
+
+    fn send<'a>(&'a self, msg: &'a Message) -> BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(async move {
+            let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+            let mut con = self.con.clone();
+            let mut wait = Duration::from_millis(100);
+            let mut tries = 0;
+            loop {
+                let r: redis::RedisResult<String> = con.xadd(self.keys.messages(), "*", &[("msg", &bytes)]).await;
+                match r {
+                    Ok(entry) => {
+                        if let Ok(mut e) = self.entries.lock() {
+                            e.insert(msg.message_id.clone(), entry);
+                        }
+                        return Ok(());
+                    }
+                    Err(e) if tries >= 3 => return Err(std::io::Error::other(format!("redis XADD: {e}"))),
+                    Err(_) => {
+                        tries += 1;
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                }
+            }
+        })
+    }
+
+    fn retire(&self, message_id: &str) {
+        let _ = self.retire_tx.send(message_id.to_string());
+    }
+
+    fn lost(&self) -> Option<String> {
+        let since = self.health.down_since.load(Ordering::Relaxed);
+        (self.health.down() && now_ms() - since > LOST_AFTER.as_millis() as i64).then(|| {
+            format!("the redis server {} has been unreachable for over {} s", shown(&self.url), LOST_AFTER.as_secs())
+        })
+    }
+
+    fn close(&self, keep: bool) -> BoxFuture<'_, usize> {
+        Box::pin(async move {
+            self.reader.abort();
+            self.janitor.abort();
+            let mut con = self.con.clone();
+            if keep {
+                return scan_keys(&mut con, &self.keys).await.map_or(0, |k| k.len());
+            }
+            match delete_keys(&mut con, &self.keys).await {
+                Ok(_) => scan_keys(&mut con, &self.keys).await.map_or(1, |k| k.len()),
+                Err(_) => 1,
+            }
+        })
+    }
+}

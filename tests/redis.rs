@@ -1,0 +1,211 @@
+//! Redis against a real `redis-server` on a loopback port: the fleet over the Redis transport
+//! (cycles, faults, crashes, forgeries, keys removed at teardown, a server restarted mid-run),
+//! and the stability plan switched to it by one var.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::support::{RedisServer, Sandbox, events, repo};
+
+fn of_kind<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    evs.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+fn attrs(e: &Value) -> Value {
+    serde_json::from_str(e["attrs"].as_str().unwrap_or("{}")).unwrap()
+}
+
+fn fleet_plan(url: &str, fields: &str) -> String {
+    format!(
+        "[plan]\nname = \"fleet\"\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"f\"\ndriver = \"fleet\"\n\
+         transport = \"{url}\"\nheartbeat = \"50ms\"\n{fields}\n"
+    )
+}
+
+fn run(sb: &Sandbox, text: &str) -> (i32, std::path::PathBuf, String) {
+    sb.write("f.toml", text);
+    let r = sb.run(&["run", "f.toml", "--quiet", "--no-analyze"]);
+    let dir = sb.path().join(r.run_dir());
+    (r.code, dir, r.stderr)
+}
+
+#[test]
+fn the_fleet_cycles_over_redis_and_leaves_no_key() {
+    let redis = RedisServer::start();
+    let sb = Sandbox::new();
+    let text = fleet_plan(
+        &redis.url(),
+        "agents = 4\ncycles = 3\ninterval = \"200ms\"\nmessages = [\"ping\", \"compute\", \"memory_test\"]\n\
+         payload = { compute = { iterations = 1500 }, memory_test = { size = 256 } }\nsample_interval = \"200ms\"",
+    );
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 4);
+    let cycles = of_kind(&evs, "cycle");
+    assert_eq!(
+        cycles.iter().map(|c| c["name"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["ping", "compute", "memory_test"]
+    );
+    assert!(cycles.iter().all(|c| c["value"] == 1.0 && c["ok"] == true), "{cycles:?}");
+    let responses = of_kind(&evs, "response");
+    assert_eq!(responses.len(), 12);
+    assert!(responses.iter().all(|r| r["ok"] == true && r["value"].as_f64().unwrap() > 1e6), "agents report their RSS");
+    assert!(of_kind(&evs, "protocol_error").is_empty());
+    let teardown = of_kind(&evs, "teardown")[0];
+    assert_eq!(teardown["ok"], true, "{teardown}");
+    assert_eq!(redis.planrun_keys(), Vec::<String>::new(), "keys left after teardown");
+    // The URL is in the manifest's config (it names no password); the token never is.
+    let events_text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(!events_text.contains("PLANRUN_AGENT_TOKEN"));
+}
+
+#[test]
+fn kept_keys_show_the_stage_namespace_and_heartbeats_with_a_ttl() {
+    let redis = RedisServer::start();
+    let sb = Sandbox::new();
+    let (code, dir, err) =
+        run(&sb, &fleet_plan(&redis.url(), "agents = 2\ncycles = 1\ninterval = \"100ms\"\nkeep = true"));
+    assert_eq!(code, 0, "{err}");
+    let run_id = dir.file_name().unwrap().to_str().unwrap().to_string();
+    let keys = redis.planrun_keys();
+    let prefix = format!("planrun:{run_id}:p:f:");
+    assert!(keys.iter().all(|k| k.starts_with(&prefix)), "{keys:?} not under {prefix}");
+    for a in ["agent-1", "agent-2"] {
+        let hb = format!("{prefix}hb:{a}");
+        assert!(keys.contains(&hb), "{keys:?}");
+        let ttl: i64 = redis.cli(&["PTTL", &hb]).trim().parse().unwrap();
+        assert!(ttl > 0, "heartbeat key {hb} has no TTL ({ttl})");
+    }
+    let teardown = of_kind(&events(&dir), "teardown")[0].clone();
+    assert_eq!(attrs(&teardown)["kept"], true);
+    assert!(attrs(&teardown)["files_left"].as_u64().unwrap() >= 2, "{teardown}");
+}
+
+#[test]
+fn crashes_restarts_and_kill_faults_over_redis() {
+    let redis = RedisServer::start();
+    let sb = Sandbox::new();
+    let text = fleet_plan(
+        &redis.url(),
+        "agents = 3\ncycles = 8\ninterval = \"250ms\"\nresponse_timeout = \"1s\"\nrestart = \"on-crash\"\n\
+         restart_backoff = \"50ms\"\nmisbehave = { agents = [\"agent-2\"], crash_after = 2 }\n\
+         fault = [{ at = \"600ms\", agents = [\"agent-3\"], kill = 1, signal = \"KILL\" }]",
+    );
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    let crashes = of_kind(&evs, "crash");
+    assert!(crashes.iter().any(|c| c["agent"] == "agent-2" && c["status"] == 3), "{crashes:?}");
+    assert!(crashes.iter().any(|c| c["agent"] == "agent-3" && c["error"] == "killed by signal 9"), "{crashes:?}");
+    let restarted = of_kind(&evs, "spawn")
+        .into_iter()
+        .filter(|s| s["ok"] == true && attrs(s)["restarts"].as_u64().unwrap() > 0)
+        .count();
+    assert!(restarted >= 2, "restarted agents heartbeat again over redis");
+    assert_eq!(of_kind(&evs, "cycle").len(), 8);
+    assert_eq!(of_kind(&evs, "cycle").last().unwrap()["value"], 1.0, "every agent answers the last cycle");
+    assert_eq!(redis.planrun_keys(), Vec::<String>::new());
+}
+
+#[test]
+fn forged_and_garbled_answers_over_redis_are_protocol_errors() {
+    // agent-1 writes garbage; agent-2 answers in agent-3's name; agent-3 is silent. An entry
+    // written by hand with redis-cli lacks a body.
+    let redis = RedisServer::start();
+    let sb = Sandbox::new();
+    let text = fleet_plan(
+        &redis.url(),
+        &format!(
+            "agents = 3\ncycles = 2\ninterval = \"200ms\"\nresponse_timeout = \"400ms\"\ncommand = [\"sh\", \"-c\", \
+             'case \"$PLANRUN_AGENT_ID\" in agent-1) exec \"$0\" --garbage ;; agent-2) exec \"$0\" --impersonate agent-3 ;; \
+             *) redis-cli -u \"$PLANRUN_TRANSPORT\" XADD \"$PLANRUN_REDIS_PREFIX:incoming\" \"*\" kind response agent x >/dev/null; \
+             exec \"$0\" --silent ;; esac', \"{}\"]",
+            env!("CARGO_BIN_EXE_planrun-agent")
+        ),
+    );
+    let (code, dir, err) = run(&sb, &text);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&dir);
+    let responses = of_kind(&evs, "response");
+    assert_eq!(responses.len(), 6);
+    assert!(responses.iter().all(|r| r["ok"] == false && r["error"] == "timeout"), "{responses:?}");
+    let errors = of_kind(&evs, "protocol_error");
+    let said = |agent: &str, what: &str| {
+        errors.iter().filter(|e| e["agent"] == agent && e["error"].as_str().unwrap().contains(what)).count()
+    };
+    assert_eq!(said("agent-1", "invalid response JSON"), 2, "{errors:?}");
+    assert_eq!(said("agent-3", "not its own"), 2, "{errors:?}");
+    assert_eq!(said("x", "without a `body`"), 1, "{errors:?}");
+}
+
+#[test]
+fn a_redis_restart_mid_run_is_retried_reported_and_survived() {
+    let mut redis = RedisServer::start();
+    let sb = Sandbox::new();
+    sb.write(
+        "f.toml",
+        &fleet_plan(
+            &redis.url(),
+            "agents = 2\ncycles = 16\ninterval = \"250ms\"\nresponse_timeout = \"200ms\"\nmissed_heartbeats = 100",
+        ),
+    );
+    let child =
+        sb.cmd(&["run", "f.toml", "--quiet", "--no-analyze"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(800));
+    redis.restart();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "the stage survives a lost server");
+    let dir = sb.path().join(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim());
+    let evs = events(&dir);
+    let warnings: Vec<String> = of_kind(&evs, "warning")
+        .iter()
+        .filter(|w| w["name"] == "transport")
+        .map(|w| w["error"].as_str().unwrap().to_string())
+        .collect();
+    assert!(warnings.iter().any(|w| w.contains("lost the redis connection")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("restored after")), "{warnings:?}");
+    let cycles = of_kind(&evs, "cycle");
+    assert_eq!(cycles.len(), 16);
+    assert!(cycles.iter().any(|c| c["value"] != 1.0), "some cycle fell in the outage");
+    assert_eq!(cycles.last().unwrap()["value"], 1.0, "the fleet answers again after the restart: {cycles:?}");
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sb = Sandbox::new();
+    let (code, dir, _) =
+        run(&sb, &fleet_plan(&format!("redis://127.0.0.1:{port}/0"), "agents = 1\ncycles = 1\ninterval = \"100ms\""));
+    assert_eq!(code, 3);
+    let m = super::support::manifest(&dir);
+    let msg = m["stages"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("cannot connect") && msg.contains("redis-server"), "{msg}");
+}
+
+#[test]
+fn an_unknown_transport_is_refused_where_it_is_written() {
+    let sb = Sandbox::new();
+    sb.write("f.toml", &fleet_plan("tcp://x", "agents = 1\ncycles = 1\ninterval = \"100ms\""));
+    let r = sb.run(&["run", "f.toml", "--quiet"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("unknown transport `tcp://x`") && r.stderr.contains("f.toml:8:"), "{}", r.stderr);
+}
+
+#[test]
+fn the_stability_plan_runs_unchanged_over_redis() {
+    let redis = RedisServer::start();
+    let sb = Sandbox::new();
+    let plan = repo().join("plans/stability-50.toml");
+    let set = format!("transport={}", redis.url());
+    let r =
+        sb.run(&["run", plan.to_str().unwrap(), "--profile", "dev", "--time-scale", "0.01", "--set", &set, "--quiet"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let evs = events(&sb.path().join(r.run_dir()));
+    assert_eq!(of_kind(&evs, "cycle").len(), 20);
+    assert!(of_kind(&evs, "cycle").iter().all(|c| c["value"] == 1.0));
+    assert_eq!(redis.planrun_keys(), Vec::<String>::new());
+}
