@@ -137,10 +137,6 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, |c| c.id())
-    }
-
     /// SIGKILL the server (no chance to save) and reap it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

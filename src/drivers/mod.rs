@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod driver;
+pub mod keyspace;
 pub mod ledger;
 pub mod monitor;
 pub mod registry;
@@ -15,6 +16,7 @@ pub mod fleet;
 pub mod http;
 pub mod llm;
 pub mod sleep;
+pub mod swarm;
 
 pub use context::{CheckpointError, CheckpointStore, StageCheckpoint, StageContext, TagFilter, derive_seed};
 pub use driver::{Bound, BoxFuture, Driver, Outcome, Status};

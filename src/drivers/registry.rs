@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Driver;
-use super::{exec, fleet, http, llm, sleep};
+use super::{exec, fleet, http, llm, sleep, swarm};
 use crate::plan::Catalog;
 use crate::plan::de::{DeError, from_node};
 use crate::plan::node::Node;
@@ -34,6 +34,7 @@ pub static DRIVERS: &[DriverSpec] = &[
     DriverSpec { name: "http", parse: parse_as::<http::Http> },
     DriverSpec { name: "llm", parse: parse_as::<llm::Llm> },
     DriverSpec { name: "sleep", parse: parse_as::<sleep::Sleep> },
+    DriverSpec { name: "swarm", parse: parse_as::<swarm::Swarm> },
 ];
 
 pub fn find(name: &str) -> Option<&'static DriverSpec> {

@@ -201,16 +201,14 @@ impl StageDriver for Fleet {
         }
         if let Some(t) = &self.transport
             && t != "file"
-            && !crate::drivers::fleet::transport::is_redis_url(t)
+            && !crate::drivers::keyspace::is_redis_url(t)
         {
             return Err(FieldError::new(format!(
                 "unknown transport `{t}`; use \"file\" or a Redis server, \"redis://HOST:PORT/DB\""
             ))
             .at(&["transport"]));
         }
-        if self.transport.as_deref().is_some_and(crate::drivers::fleet::transport::is_redis_url)
-            && self.coord_dir.is_some()
-        {
+        if self.transport.as_deref().is_some_and(crate::drivers::keyspace::is_redis_url) && self.coord_dir.is_some() {
             return Err(
                 FieldError::new("`coord_dir` is the file transport's; a Redis transport needs none").at(&["coord_dir"])
             );

@@ -20,7 +20,8 @@ use super::process::{self, AgentProgram, Launcher, Signal, pid_alive};
 use super::protocol::{Message, Response, Status as AgentStatus, now_ms, now_ms_f64};
 use super::roster::{Answer, Beat, Book, Pending, Roster};
 use super::transport::owner::clear_stale;
-use super::transport::{FileTransport, Incoming, RedisTransport, Transport, default_base, is_redis_url};
+use super::transport::{FileTransport, Incoming, RedisTransport, Transport, default_base};
+use crate::drivers::keyspace::{is_redis_url, stage_prefix};
 use crate::drivers::{Outcome, StageContext, Status};
 use crate::events::Event;
 
@@ -49,7 +50,7 @@ impl<'a> Coordinator<'a> {
         };
         let run = ctx.run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
         if let Some(url) = cfg.transport.as_deref().filter(|t| is_redis_url(t)) {
-            let prefix = format!("planrun:{run}:{}:{}", ctx.phase, ctx.stage);
+            let prefix = stage_prefix(run, &ctx.phase, &ctx.stage);
             return match RedisTransport::connect(url, &prefix).await {
                 Ok((t, incoming)) => {
                     t.notes

@@ -18,7 +18,7 @@ pub mod owner;
 mod redis;
 mod redis_agent;
 
-pub use self::redis::{Keys as RedisKeys, RedisTransport, is_redis_url};
+pub use self::redis::{Keys as RedisKeys, RedisTransport};
 pub use contract::{Incoming, Transport};
 pub use enrollment::Enrollment;
 pub use file::{FileTransport, default_base};

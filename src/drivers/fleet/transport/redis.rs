@@ -34,6 +34,7 @@ use crate::drivers::BoxFuture;
 use crate::drivers::fleet::protocol::{
     ENV_AGENT_TOKEN, ENV_REDIS_PREFIX, ENV_TRANSPORT, MAX_FILE_BYTES, Message, Response, Status, now_ms,
 };
+use crate::drivers::keyspace::{self, shown};
 
 /// A server unreachable for this long is gone for good: the stage stops.
 pub const LOST_AFTER: Duration = Duration::from_secs(30);
@@ -64,23 +65,6 @@ impl Keys {
     }
     pub fn heartbeat(&self, agent: &str) -> String {
         format!("{}:hb:{agent}", self.prefix)
-    }
-    /// The pattern every key of the stage matches.
-    pub fn pattern(&self) -> String {
-        format!("{}:*", self.prefix)
-    }
-}
-
-/// Whether `transport` (a plan's `transport` value) names a Redis server.
-pub fn is_redis_url(transport: &str) -> bool {
-    transport.starts_with("redis://") || transport.starts_with("redis+unix://") || transport.starts_with("unix://")
-}
-
-/// `url` without its password, for messages.
-pub fn shown(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
     }
 }
 
@@ -170,7 +154,8 @@ impl RedisTransport {
             .map_err(|e| redis_err(url, "cannot connect", &e))?;
         let keys = Keys::new(prefix);
         let mut notes = Vec::new();
-        let left = delete_keys(&mut con, &keys).await.map_err(|e| redis_err(url, "cannot clear old keys", &e))?;
+        let left =
+            keyspace::remove(&mut con, &keys.prefix).await.map_err(|e| redis_err(url, "cannot clear old keys", &e))?;
         if left > 0 {
             notes.push(format!("removed {left} keys under `{}` left by an earlier run", keys.prefix));
         }
@@ -211,35 +196,6 @@ impl RedisTransport {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
-    }
-}
-
-/// Remove every key under `keys`' prefix; how many there were.
-async fn delete_keys(con: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<usize> {
-    let found = scan_keys(con, keys).await?;
-    for chunk in found.chunks(512) {
-        let _: () = redis::cmd("UNLINK").arg(chunk).query_async(con).await?;
-    }
-    Ok(found.len())
-}
-
-async fn scan_keys(con: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<Vec<String>> {
-    let mut cursor: u64 = 0;
-    let mut found = Vec::new();
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(keys.pattern())
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(con)
-            .await?;
-        found.extend(batch);
-        if next == 0 {
-            return Ok(found);
-        }
-        cursor = next;
     }
 }
 
@@ -418,12 +374,9 @@ impl Transport for RedisTransport {
             self.janitor.abort();
             let mut con = self.con.clone();
             if keep {
-                return scan_keys(&mut con, &self.keys).await.map_or(0, |k| k.len());
+                return keyspace::scan(&mut con, &self.keys.prefix).await.map_or(0, |k| k.len());
             }
-            match delete_keys(&mut con, &self.keys).await {
-                Ok(_) => scan_keys(&mut con, &self.keys).await.map_or(1, |k| k.len()),
-                Err(_) => 1,
-            }
+            keyspace::remove_all(&mut con, &self.keys.prefix).await
         })
     }
 }

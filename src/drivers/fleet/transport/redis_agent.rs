@@ -24,8 +24,8 @@ pub struct RedisLink {
 impl RedisLink {
     /// A link to `url` under `prefix`; no connection is made until first use.
     pub fn open(url: &str, prefix: &str, heartbeat: Duration) -> Result<RedisLink, String> {
-        let client =
-            redis::Client::open(url).map_err(|e| format!("`{}` is not a Redis URL: {e}", super::redis::shown(url)))?;
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("`{}` is not a Redis URL: {e}", crate::drivers::keyspace::shown(url)))?;
         Ok(RedisLink {
             client,
             con: None,
