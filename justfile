@@ -65,7 +65,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark
-bench: bench-sink bench-analyze bench-llm bench-fleet bench-http
+bench: bench-sink bench-analyze bench-llm bench-fleet bench-http bench-redis
 
 # Event sink: 10M events into events.jsonl, events/s and peak RSS
 bench-sink EVENTS="10000000":
@@ -87,3 +87,7 @@ bench-fleet AGENTS="1000":
 # HTTP load: planrun beside wrk, oha and Locust against one nginx; memory per user; the stall honesty check
 bench-http:
     bash scripts/bench-http.sh
+
+# Redis: swarm messages/s beside redis-benchmark's XADD; a 1000-agent cycle over files and over Redis
+bench-redis:
+    bash scripts/bench-redis.sh

@@ -37,6 +37,9 @@ pub struct AgentArgs {
     /// Seed for anything random (unused by the built-in handlers, passed for custom agents).
     #[arg(long, env = "PLANRUN_SEED", default_value_t = 0)]
     pub seed: u64,
+    /// Wake on SIGUSR1 (the driver's doorbell after each message) where inotify is not to be had.
+    #[arg(long, env = "PLANRUN_DOORBELL", hide = true)]
+    pub doorbell: bool,
     /// Misbehave: wait this many milliseconds before each response.
     #[arg(long, default_value_t = 0)]
     pub slow_ms: u64,
@@ -249,6 +252,39 @@ impl Drop for Inotify {
     }
 }
 
+/// SIGUSR1 as a wake-up: blocked in this thread, taken with `sigtimedwait`.
+struct Doorbell;
+
+impl Doorbell {
+    fn set() -> libc::sigset_t {
+        // SAFETY: sigset manipulation on a local set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            set
+        }
+    }
+
+    fn block() {
+        let set = Doorbell::set();
+        // SAFETY: blocks SIGUSR1 in the calling thread (the agent is single-threaded).
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+    }
+
+    /// Wait up to `timeout` for a ring.
+    fn wait(timeout: Duration) {
+        let set = Doorbell::set();
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+        // SAFETY: waits for a blocked signal; no handler runs.
+        unsafe {
+            libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
+        }
+    }
+}
+
 const POLL_MIN: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(200);
 
@@ -261,6 +297,11 @@ pub fn run(args: AgentArgs) -> i32 {
     }
     if std::os::unix::process::parent_id() != parent {
         return 0; // the parent died before the request above took effect
+    }
+    if args.doorbell {
+        // Before the first heartbeat: the driver rings only agents that have heartbeated, so
+        // the signal always finds it blocked (pending until `Doorbell::wait` takes it).
+        Doorbell::block();
     }
     let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
     let link = match (&args.dir, &args.transport) {
@@ -332,6 +373,7 @@ fn run_files(agent: &mut Agent, messages: &Path, heartbeat: Duration, parent: u3
     // 2 cores). Without inotify (the kernel allows 128 instances per user by default), poll:
     // every 20 ms just after a message, backing off to 200 ms while idle.
     let inotify = Inotify::watch(messages);
+    let doorbell = agent.args.doorbell;
     let mut poll = POLL_MIN;
     agent.heartbeat();
     agent.scan(messages);
@@ -343,6 +385,12 @@ fn run_files(agent: &mut Agent, messages: &Path, heartbeat: Duration, parent: u3
         };
         let woke = match &inotify {
             Some(i) => i.wait(wait),
+            // Past the inotify limit, the doorbell: asleep until the driver rings or the next
+            // heartbeat is due (and a scan then anyway, in case a ring came before a message).
+            None if doorbell => {
+                Doorbell::wait(heartbeat.saturating_sub(last_beat.elapsed()));
+                true
+            }
             None => {
                 std::thread::sleep(wait);
                 false
@@ -352,7 +400,7 @@ fn run_files(agent: &mut Agent, messages: &Path, heartbeat: Duration, parent: u3
         if woke || inotify.is_none() {
             agent.scan(messages);
         }
-        if inotify.is_none() {
+        if inotify.is_none() && !doorbell {
             poll = if agent.seen.len() > before { POLL_MIN } else { (poll * 2).min(POLL_MAX) };
         }
         if last_beat.elapsed() >= heartbeat {

@@ -358,6 +358,13 @@ impl<'a> Coordinator<'a> {
                 None => Ok(()),
             };
         }
+        if self.transport.doorbell() && self.launcher.doorbell() {
+            // One signal per agent: agents past the inotify limit wake at once instead of at
+            // their next poll.
+            for pid in self.roster.book().started_pids() {
+                Signal::Usr1.send(pid);
+            }
+        }
         let timeout_ms = self.ctx.clock.scaled(self.cfg.response_timeout.0).as_secs_f64() * 1000.0;
         self.wait_until(sent_ms + timeout_ms, |b| b.answered(&message_id)).await;
         let p = self.roster.close(&message_id);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::config::{Fleet, Misbehave};
-use super::protocol::{ENV_AGENT_ID, ENV_HEARTBEAT_MS, ENV_SEED};
+use super::protocol::{ENV_AGENT_ID, ENV_DOORBELL, ENV_HEARTBEAT_MS, ENV_SEED};
 use crate::clock::Clock;
 
 /// The lean agent executable the driver looks for beside `planrun`.
@@ -88,6 +88,8 @@ pub enum Signal {
     Int,
     Stop,
     Cont,
+    /// The doorbell: a message is waiting (sent only to built-in agents that block it).
+    Usr1,
 }
 
 impl Signal {
@@ -109,6 +111,7 @@ impl Signal {
             Signal::Int => libc::SIGINT,
             Signal::Stop => libc::SIGSTOP,
             Signal::Cont => libc::SIGCONT,
+            Signal::Usr1 => libc::SIGUSR1,
         }
     }
 
@@ -172,6 +175,12 @@ impl Launcher {
         &self.program
     }
 
+    /// Whether the agents answer the doorbell (`Signal::Usr1`): only the built-in agent does;
+    /// any other program would die of it.
+    pub fn doorbell(&self) -> bool {
+        !matches!(self.program, AgentProgram::Command(_))
+    }
+
     /// Start agent `id` with the transport's environment `env` and its own `seed`.
     pub fn start(&self, id: &str, env: &[(&'static str, String)], seed: u64) -> Result<Started, String> {
         let mut cmd = match &self.program {
@@ -188,7 +197,7 @@ impl Launcher {
             }
         };
         if !matches!(self.program, AgentProgram::Command(_)) {
-            cmd.args(self.builtin_args(id));
+            cmd.args(self.builtin_args(id)).env(ENV_DOORBELL, "true");
         }
         cmd.env(ENV_AGENT_ID, id)
             .env(ENV_HEARTBEAT_MS, self.heartbeat_ms.to_string())

@@ -16,6 +16,9 @@ pub const ENV_HEARTBEAT_MS: &str = "PLANRUN_HEARTBEAT_MS";
 pub const ENV_SEED: &str = "PLANRUN_SEED";
 /// The file transport's coordination directory.
 pub const ENV_COORD_DIR: &str = "PLANRUN_COORD_DIR";
+/// Set for the built-in agent: it blocks SIGUSR1 and wakes on it (the file transport's
+/// doorbell, for agents past the kernel's inotify limit).
+pub const ENV_DOORBELL: &str = "PLANRUN_DOORBELL";
 /// The Redis transport's server (`redis://host:port/db`).
 pub const ENV_TRANSPORT: &str = "PLANRUN_TRANSPORT";
 /// The Redis transport's key prefix for this stage (`planrun:RUN:PHASE:STAGE`).

@@ -104,6 +104,12 @@ impl Book {
         ids.iter().all(|id| self.agents.get(id).is_some_and(|a| a.first_beat || !a.alive))
     }
 
+    /// Pids of live agents that have heartbeated since their (re)start: they are past their
+    /// setup, so a doorbell reaches them blocked, not at its default action.
+    pub fn started_pids(&self) -> Vec<u32> {
+        self.agents.values().filter(|a| a.alive && a.first_beat).filter_map(|a| a.pid).collect()
+    }
+
     pub fn has_started(&self, id: &str) -> bool {
         self.agents.get(id).is_some_and(|a| a.first_beat)
     }

@@ -61,4 +61,9 @@ pub trait Transport: Send + Sync {
     /// Remove everything the transport created, unless `keep`; return how much is left (with
     /// `keep`, what it holds; without, what could not be removed). Zero means clean.
     fn close(&self, keep: bool) -> BoxFuture<'_, usize>;
+    /// Whether agents that cannot watch (past the inotify limit) need the doorbell after a
+    /// `send` to learn of it promptly; a transport whose agents block on a read says no.
+    fn doorbell(&self) -> bool {
+        false
+    }
 }

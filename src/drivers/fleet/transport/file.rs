@@ -222,6 +222,10 @@ impl Transport for FileTransport {
         })
     }
 
+    fn doorbell(&self) -> bool {
+        true
+    }
+
     fn close(&self, keep: bool) -> BoxFuture<'_, usize> {
         Box::pin(async move {
             if keep {
