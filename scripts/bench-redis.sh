@@ -73,7 +73,7 @@ PY
 bench_xadd() { # pipeline → requests/s
   redis-cli -p "$port" del bench >/dev/null
   redis-benchmark -p "$port" -c 50 -n 500000 -P "$1" -q XADD bench MAXLEN '~' 100000 '*' from swarm-001/agent-1 sent_us 1733500000000000 \
-    | tr '\r' '\n' | grep 'requests per second' | tail -1 | awk '{print $(NF-4)}'
+    | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | awk '{print $1}'
 }
 
 declare -a sw lat rb rb16 files redis

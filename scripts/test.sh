@@ -10,6 +10,9 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
+# The Redis tests start their own redis-server (and use redis-cli) on loopback ports.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi

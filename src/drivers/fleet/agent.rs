@@ -70,7 +70,7 @@ fn rss_bytes() -> u64 {
 /// How the agent reaches its coordinator.
 enum Link {
     Dir(PathBuf),
-    Redis(RedisLink),
+    Redis(Box<RedisLink>),
 }
 
 struct Agent {
@@ -313,7 +313,7 @@ pub fn run(args: AgentArgs) -> i32 {
                 return 2;
             };
             match RedisLink::open(url, &prefix, heartbeat) {
-                Ok(l) => Link::Redis(l),
+                Ok(l) => Link::Redis(Box::new(l)),
                 Err(e) => {
                     eprintln!("planrun agent: {e}");
                     return 2;
