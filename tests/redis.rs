@@ -193,6 +193,11 @@ fn an_unknown_transport_is_refused_where_it_is_written() {
     let r = sb.run(&["run", "f.toml", "--quiet"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("unknown transport `tcp://x`") && r.stderr.contains("f.toml:8:"), "{}", r.stderr);
+    // A password in the plan would land in manifest.json: refused, pointing at password_env.
+    sb.write("f.toml", &fleet_plan("redis://:hunter2@127.0.0.1:1/0", "agents = 1\ncycles = 1\ninterval = \"100ms\""));
+    let r = sb.run(&["run", "f.toml", "--quiet"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("password_env") && r.stderr.contains("f.toml:8:"), "{}", r.stderr);
 }
 
 #[test]

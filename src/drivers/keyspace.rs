@@ -23,6 +23,34 @@ pub fn shown(url: &str) -> String {
     }
 }
 
+/// Whether `url` carries a password (`redis://:PASS@host` or `redis://user:PASS@host`).
+pub fn has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or("");
+    authority.rsplit_once('@').is_some_and(|(user, _)| user.contains(':'))
+}
+
+/// The URL to connect with: `url` plus the password read from the environment variable
+/// `password_env`, when the plan names one. The result lives in memory (and in agents'
+/// environments), never in what planrun writes.
+pub fn with_password(url: &str, password_env: Option<&str>) -> Result<String, String> {
+    let Some(var) = password_env else { return Ok(url.to_string()) };
+    let pass = std::env::var(var)
+        .map_err(|_| format!("`password_env` names {var}, which is not set: export {var}=… before the run"))?;
+    let Some((scheme, rest)) = url.split_once("://") else { return Ok(url.to_string()) };
+    let encoded: String = pass
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(match rest.split_once('@') {
+        Some((user, host)) if !user.contains('/') => format!("{scheme}://{user}:{encoded}@{host}"),
+        _ => format!("{scheme}://:{encoded}@{rest}"),
+    })
+}
+
 /// Every key under `prefix` (SCAN, never KEYS: the server stays responsive).
 pub async fn scan(con: &mut ConnectionManager, prefix: &str) -> redis::RedisResult<Vec<String>> {
     let mut cursor: u64 = 0;
@@ -70,5 +98,17 @@ mod tests {
         assert_eq!(shown("redis://:secret@127.0.0.1:6379/0"), "redis://…@127.0.0.1:6379/0");
         assert_eq!(shown("redis://127.0.0.1:6379/0"), "redis://127.0.0.1:6379/0");
         assert!(is_redis_url("redis://x") && !is_redis_url("file") && !is_redis_url("http://x"));
+        assert!(has_password("redis://:pw@h:1/0") && has_password("redis://u:pw@h/0"));
+        assert!(!has_password("redis://h:1/0") && !has_password("redis://u@h/0"));
+    }
+
+    #[test]
+    fn a_password_comes_from_the_environment_encoded() {
+        // SAFETY: set in this test only, read back at once.
+        unsafe { std::env::set_var("PLANRUN_TEST_REDIS_PW", "p@ss:w/rd") };
+        let url = with_password("redis://127.0.0.1:6379/0", Some("PLANRUN_TEST_REDIS_PW")).unwrap();
+        assert_eq!(url, "redis://:p%40ss%3Aw%2Frd@127.0.0.1:6379/0");
+        assert!(redis::Client::open(url.as_str()).is_ok());
+        assert!(with_password("redis://h/0", Some("PLANRUN_TEST_UNSET_VAR")).unwrap_err().contains("not set"));
     }
 }

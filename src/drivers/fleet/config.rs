@@ -116,6 +116,10 @@ pub struct Fleet {
     /// Redis server, `redis://HOST:PORT/DB`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// The environment variable holding the Redis server's password (never in the plan: the
+    /// plan's config is written into manifest.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
     /// Coordination directory; default: /dev/shm (else the temp dir)/planrun-RUN-STAGE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coord_dir: Option<String>,
@@ -206,6 +210,12 @@ impl StageDriver for Fleet {
             return Err(FieldError::new(format!(
                 "unknown transport `{t}`; use \"file\" or a Redis server, \"redis://HOST:PORT/DB\""
             ))
+            .at(&["transport"]));
+        }
+        if self.transport.as_deref().is_some_and(crate::drivers::keyspace::has_password) {
+            return Err(FieldError::new(
+                "a password here would be written into manifest.json; put it in an environment variable and name it: `password_env = \"REDIS_PASSWORD\"`",
+            )
             .at(&["transport"]));
         }
         if self.transport.as_deref().is_some_and(crate::drivers::keyspace::is_redis_url) && self.coord_dir.is_some() {

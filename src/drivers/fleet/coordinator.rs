@@ -21,7 +21,7 @@ use super::protocol::{Message, Response, Status as AgentStatus, now_ms, now_ms_f
 use super::roster::{Answer, Beat, Book, Pending, Roster};
 use super::transport::owner::clear_stale;
 use super::transport::{FileTransport, Incoming, RedisTransport, Transport, default_base};
-use crate::drivers::keyspace::{is_redis_url, stage_prefix};
+use crate::drivers::keyspace::{is_redis_url, stage_prefix, with_password};
 use crate::drivers::{Outcome, StageContext, Status};
 use crate::events::Event;
 
@@ -51,7 +51,11 @@ impl<'a> Coordinator<'a> {
         let run = ctx.run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
         if let Some(url) = cfg.transport.as_deref().filter(|t| is_redis_url(t)) {
             let prefix = stage_prefix(run, &ctx.phase, &ctx.stage);
-            return match RedisTransport::connect(url, &prefix).await {
+            let url = match with_password(url, cfg.password_env.as_deref()) {
+                Ok(u) => u,
+                Err(e) => return Outcome::with(Status::Error, e),
+            };
+            return match RedisTransport::connect(&url, &prefix).await {
                 Ok((t, incoming)) => {
                     t.notes
                         .iter()

@@ -83,6 +83,10 @@ pub struct Swarm {
     pub server: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_server: Option<ServerCfg>,
+    /// The environment variable holding `server`'s password (never in the plan: the plan's
+    /// config is written into manifest.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
     /// A leader's lease (`SET NX PX`).
     #[serde(default = "d_lease")]
     pub lease: Dur,
@@ -158,6 +162,12 @@ impl StageDriver for Swarm {
             }
             (Some(s), None) if !crate::drivers::keyspace::is_redis_url(s) => {
                 return Err(FieldError::new(format!("`{s}` is not a Redis URL (redis://HOST:PORT/DB)")).at(&["server"]));
+            }
+            (Some(s), None) if crate::drivers::keyspace::has_password(s) => {
+                return Err(FieldError::new(
+                    "a password here would be written into manifest.json; put it in an environment variable and name it: `password_env = \"REDIS_PASSWORD\"`",
+                )
+                .at(&["server"]));
             }
             _ => {}
         }

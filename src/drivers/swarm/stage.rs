@@ -17,7 +17,7 @@ use super::config::{Swarm, SwarmFault};
 use super::lease::Scripts;
 use super::member::{self, Book, Shared, run_id, wall_ms};
 use super::server::Server;
-use crate::drivers::keyspace::{self, shown, stage_prefix};
+use crate::drivers::keyspace::{self, shown, stage_prefix, with_password};
 use crate::drivers::{Outcome, StageContext, Status};
 
 pub async fn run(cfg: &Swarm, ctx: &StageContext) -> Outcome {
@@ -28,7 +28,13 @@ pub async fn run(cfg: &Swarm, ctx: &StageContext) -> Outcome {
         },
         None => None,
     };
-    let url = server.as_ref().map(Server::url).or_else(|| cfg.server.clone()).unwrap_or_default();
+    let url = match server.as_ref().map(Server::url) {
+        Some(u) => u,
+        None => match with_password(cfg.server.as_deref().unwrap_or_default(), cfg.password_env.as_deref()) {
+            Ok(u) => u,
+            Err(e) => return Outcome::with(Status::Error, e),
+        },
+    };
     if let Some(s) = &server {
         ctx.events.emit(ctx.events.event("server").name("redis").ok(true).attrs(serde_json::json!({
             "port": s.port, "pid": s.pid(), "appendonly": cfg.start_server.as_ref().is_some_and(|c| c.appendonly),
