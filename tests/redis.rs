@@ -66,7 +66,8 @@ fn kept_keys_show_the_stage_namespace_and_heartbeats_with_a_ttl() {
     let redis = RedisServer::start();
     let sb = Sandbox::new();
     let (code, dir, err) =
-        run(&sb, &fleet_plan(&redis.url(), "agents = 2\ncycles = 1\ninterval = \"100ms\"\nkeep = true"));
+        // A 1 s heartbeat: the keys' TTL (5 heartbeats) outlasts planrun's exit on a loaded machine.
+        run(&sb, &fleet_plan(&redis.url(), "agents = 2\ncycles = 1\ninterval = \"100ms\"\nkeep = true").replace("\"50ms\"", "\"1s\""));
     assert_eq!(code, 0, "{err}");
     let run_id = dir.file_name().unwrap().to_str().unwrap().to_string();
     let keys = redis.planrun_keys();
@@ -153,11 +154,28 @@ fn a_redis_restart_mid_run_is_retried_reported_and_survived() {
     );
     let child =
         sb.cmd(&["run", "f.toml", "--quiet", "--no-analyze"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // Kills the runner if an assertion below fails, so it never outlives the test.
+    struct Reap(Option<std::process::Child>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut child = Reap(Some(child));
+    // Wait until both agents heartbeat over this server, then take it away mid-run.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while redis.planrun_keys().iter().filter(|k| k.contains(":hb:")).count() < 2 {
+        assert!(std::time::Instant::now() < until, "the agents never heartbeated");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     redis.kill();
     std::thread::sleep(Duration::from_millis(800));
     redis.restart();
-    let out = child.wait_with_output().unwrap();
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "the stage survives a lost server");
     let dir = sb.path().join(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim());
     let evs = events(&dir);
@@ -300,6 +318,10 @@ fn state_that_does_not_survive_a_restart_is_reported_not_recovered() {
     let recovered = of_kind(&evs, "state_recovered");
     assert_eq!(recovered.len(), 4, "{recovered:?}");
     assert!(recovered.iter().all(|s| s["ok"] == false && attrs(s)["saved"].as_i64().unwrap() > 0), "{recovered:?}");
+    // The fence counter was lost with the data, so tokens start again at 1; the lease check
+    // still refuses the old leaders, and no swarm is left (or reported) leaderless.
+    assert!(of_kind(&evs, "fenced").iter().all(|f| f["ok"] == true), "{:?}", of_kind(&evs, "fenced"));
+    assert!(of_kind(&evs, "election").iter().all(|e| e["ok"] == true), "{:?}", of_kind(&evs, "election"));
     let restart = of_kind(&evs, "fault").into_iter().find(|f| f["name"] == "restart_redis").unwrap().clone();
     assert_eq!(attrs(&restart)["signal"], "KILL");
 }

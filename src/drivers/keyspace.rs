@@ -17,6 +17,10 @@ pub fn is_redis_url(url: &str) -> bool {
 
 /// `url` without its password, for messages.
 pub fn shown(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, _)) => base,
+        None => url,
+    };
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
         _ => url.to_string(),
@@ -24,10 +28,13 @@ pub fn shown(url: &str) -> String {
 }
 
 /// Whether `url` carries a password (`redis://:PASS@host` or `redis://user:PASS@host`).
+/// Also `?pass=` (how redis-rs takes a unix socket's password).
 pub fn has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or("", |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or("");
+    let query = rest.split_once('?').map_or("", |(_, q)| q);
     authority.rsplit_once('@').is_some_and(|(user, _)| user.contains(':'))
+        || query.split('&').any(|kv| kv.starts_with("pass="))
 }
 
 /// The URL to connect with: `url` plus the password read from the environment variable
@@ -38,6 +45,19 @@ pub fn with_password(url: &str, password_env: Option<&str>) -> Result<String, St
     let pass = std::env::var(var)
         .map_err(|_| format!("`password_env` names {var}, which is not set: export {var}=… before the run"))?;
     let Some((scheme, rest)) = url.split_once("://") else { return Ok(url.to_string()) };
+    let encoded = encode(&pass);
+    if scheme != "redis" {
+        // A unix socket takes its password as a query parameter.
+        let sep = if rest.contains('?') { '&' } else { '?' };
+        return Ok(format!("{url}{sep}pass={encoded}"));
+    }
+    Ok(match rest.split_once('@') {
+        Some((user, host)) if !user.contains('/') => format!("{scheme}://{user}:{encoded}@{host}"),
+        _ => format!("{scheme}://:{encoded}@{rest}"),
+    })
+}
+
+fn encode(pass: &str) -> String {
     let encoded: String = pass
         .bytes()
         .map(|b| match b {
@@ -45,10 +65,7 @@ pub fn with_password(url: &str, password_env: Option<&str>) -> Result<String, St
             _ => format!("%{b:02X}"),
         })
         .collect();
-    Ok(match rest.split_once('@') {
-        Some((user, host)) if !user.contains('/') => format!("{scheme}://{user}:{encoded}@{host}"),
-        _ => format!("{scheme}://:{encoded}@{rest}"),
-    })
+    encoded
 }
 
 /// Every key under `prefix` (SCAN, never KEYS: the server stays responsive).
@@ -100,6 +117,8 @@ mod tests {
         assert!(is_redis_url("redis://x") && !is_redis_url("file") && !is_redis_url("http://x"));
         assert!(has_password("redis://:pw@h:1/0") && has_password("redis://u:pw@h/0"));
         assert!(!has_password("redis://h:1/0") && !has_password("redis://u@h/0"));
+        assert!(has_password("redis+unix:///run/redis.sock?pass=pw"));
+        assert_eq!(shown("redis+unix:///run/redis.sock?pass=pw"), "redis+unix:///run/redis.sock");
     }
 
     #[test]

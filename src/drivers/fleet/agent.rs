@@ -98,6 +98,7 @@ impl Agent {
             coordination_count: self.handled,
             error_count: self.errors,
             token: self.args.token.clone(),
+            doorbell: self.args.doorbell,
         };
         if let Ok(bytes) = serde_json::to_vec(&s) {
             match &mut self.link {
@@ -387,8 +388,10 @@ fn run_files(agent: &mut Agent, messages: &Path, heartbeat: Duration, parent: u3
             Some(i) => i.wait(wait),
             // Past the inotify limit, the doorbell: asleep until the driver rings or the next
             // heartbeat is due (and a scan then anyway, in case a ring came before a message).
+            // At most POLL_MAX: a message sent before the driver had this agent's first
+            // heartbeat was never rung.
             None if doorbell => {
-                Doorbell::wait(heartbeat.saturating_sub(last_beat.elapsed()));
+                Doorbell::wait(heartbeat.saturating_sub(last_beat.elapsed()).min(POLL_MAX));
                 true
             }
             None => {

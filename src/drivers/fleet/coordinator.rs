@@ -163,7 +163,7 @@ impl<'a> Coordinator<'a> {
     }
 
     fn on_status(&self, st: &AgentStatus) {
-        match self.roster.beat(&st.agent_id, st.timestamp, self.now()) {
+        match self.roster.beat_with(&st.agent_id, st.timestamp, self.now(), st.doorbell) {
             Beat::Unknown => self.protocol_error(Some(&st.agent_id), "status from an unknown agent", None),
             Beat::Again => {}
             Beat::First { latency_ms, restarts } => {
@@ -229,12 +229,15 @@ impl<'a> Coordinator<'a> {
                     false => std::future::pending().await,
                 }
             };
-            if left <= 0.0 || (cancellable && self.ctx.cancel.is_cancelled()) {
+            if left <= 0.0 || (cancellable && (self.ctx.cancel.is_cancelled() || self.transport.lost().is_some())) {
                 return false;
             }
+            // Wake at least every 250 ms to see whether the transport is gone (then nothing
+            // waited for can come).
+            let nap = (left / 1000.0).min(0.25);
             tokio::select! {
                 _ = changed => {}
-                _ = self.ctx.clock.sleep_unscaled(Duration::from_secs_f64(left / 1000.0)) => {}
+                _ = self.ctx.clock.sleep_unscaled(Duration::from_secs_f64(nap)) => {}
                 _ = cancelled => return false,
             }
         }
@@ -365,12 +368,16 @@ impl<'a> Coordinator<'a> {
         if self.transport.doorbell() && self.launcher.doorbell() {
             // One signal per agent: agents past the inotify limit wake at once instead of at
             // their next poll.
-            for pid in self.roster.book().started_pids() {
+            for pid in self.roster.book().doorbell_pids() {
                 Signal::Usr1.send(pid);
             }
         }
         let timeout_ms = self.ctx.clock.scaled(self.cfg.response_timeout.0).as_secs_f64() * 1000.0;
         self.wait_until(sent_ms + timeout_ms, |b| b.answered(&message_id)).await;
+        if let Some(why) = self.transport.lost() {
+            self.roster.close(&message_id);
+            return Err(format!("{why}; stopping the stage"));
+        }
         let p = self.roster.close(&message_id);
         self.transport.retire(&message_id);
         let Some(p) = p else { return Ok(()) };

@@ -92,6 +92,9 @@ pub struct Status {
     /// The agent's `PLANRUN_AGENT_TOKEN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The agent blocks SIGUSR1 and wakes on it (the built-in agent, given PLANRUN_DOORBELL).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub doorbell: bool,
 }
 
 /// Files larger than this are refused unread.

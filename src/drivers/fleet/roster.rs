@@ -20,6 +20,8 @@ struct AgentState {
     alive: bool,
     unresponsive: bool,
     restarts: u32,
+    /// It said (in its first heartbeat) that it blocks the doorbell signal.
+    doorbell: bool,
 }
 
 /// A message sent to `expected` agents, and what came back so far.
@@ -104,10 +106,11 @@ impl Book {
         ids.iter().all(|id| self.agents.get(id).is_some_and(|a| a.first_beat || !a.alive))
     }
 
-    /// Pids of live agents that have heartbeated since their (re)start: they are past their
-    /// setup, so a doorbell reaches them blocked, not at its default action.
-    pub fn started_pids(&self) -> Vec<u32> {
-        self.agents.values().filter(|a| a.alive && a.first_beat).filter_map(|a| a.pid).collect()
+    /// Pids of live agents that said, in a heartbeat since their (re)start, that they block the
+    /// doorbell: it reaches them blocked, never at its default action (which kills). An agent
+    /// binary that predates the doorbell never says so and is never rung.
+    pub fn doorbell_pids(&self) -> Vec<u32> {
+        self.agents.values().filter(|a| a.alive && a.first_beat && a.doorbell).filter_map(|a| a.pid).collect()
     }
 
     pub fn has_started(&self, id: &str) -> bool {
@@ -159,6 +162,7 @@ impl Roster {
                 alive: true,
                 unresponsive: false,
                 restarts,
+                doorbell: false,
             },
         );
     }
@@ -173,10 +177,17 @@ impl Roster {
     }
 
     /// A heartbeat from `id`, written at `agent_ms` (epoch, its clock) and read at `now_ms`.
+    #[cfg(test)]
     pub fn beat(&self, id: &str, agent_ms: i64, now_ms: f64) -> Beat {
+        self.beat_with(id, agent_ms, now_ms, false)
+    }
+
+    /// A heartbeat that may also say the agent blocks the doorbell.
+    pub fn beat_with(&self, id: &str, agent_ms: i64, now_ms: f64, doorbell: bool) -> Beat {
         let mut b = self.book();
         let Some(a) = b.agents.get_mut(id) else { return Beat::Unknown };
         a.last_beat_ms = now_ms;
+        a.doorbell |= doorbell;
         a.unresponsive = false;
         if a.first_beat {
             return Beat::Again;

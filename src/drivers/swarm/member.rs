@@ -56,6 +56,8 @@ pub struct Keys {
 /// A member as the swarm and the faults see it.
 pub struct MemberCtl {
     pub name: String,
+    /// Its place in the swarm's `members`.
+    pub idx: usize,
     pub killed: AtomicBool,
     /// Wall ms until which it is paused; 0 when not.
     pub paused_until: AtomicI64,
@@ -91,6 +93,7 @@ impl Book {
                 .map(|i| {
                     Arc::new(MemberCtl {
                         name: format!("{id}/agent-{i}"),
+                        idx: i as usize - 1,
                         killed: AtomicBool::new(false),
                         paused_until: AtomicI64::new(0),
                         leading: AtomicU64::new(0),
@@ -106,10 +109,12 @@ impl Book {
         }
     }
 
-    /// The swarm has no leader from now (unless it already had none), because of `cause`.
-    pub fn lose_leader(&self, token: u64, cause: &'static str) {
+    /// The swarm has no leader from now (unless it already had none, or another leader was
+    /// elected since), because of `cause`. Token *and* member: after a restart that lost the
+    /// fence counter, two leaders in a row can hold the same token.
+    pub fn lose_leader(&self, token: u64, idx: usize, cause: &'static str) {
         let mut l = self.leader.lock().unwrap_or_else(|p| p.into_inner());
-        if l.is_some_and(|(t, _)| t == token) {
+        if *l == Some((token, idx)) {
             *l = None;
             let mut since = self.leaderless.lock().unwrap_or_else(|p| p.into_inner());
             since.get_or_insert((wall_ms(), cause));
@@ -122,13 +127,17 @@ impl Book {
     }
 }
 
-async fn paused(me: &MemberCtl) -> bool {
+/// Sleep out a pause (the fault), unless the stage ends first; whether there was one.
+async fn paused(me: &MemberCtl, cancel: &CancellationToken) -> bool {
     let until = me.paused_until.load(Ordering::Relaxed);
     let left = until as f64 - wall_ms();
     if until == 0 || left <= 0.0 {
         return false;
     }
-    tokio::time::sleep(Duration::from_secs_f64(left / 1000.0)).await;
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs_f64(left / 1000.0)) => {}
+        _ = cancel.cancelled() => {}
+    }
     me.paused_until.store(0, Ordering::Relaxed);
     true
 }
@@ -152,7 +161,7 @@ pub async fn sender(shared: Arc<Shared>, book: Arc<Book>, idx: usize, offset: Du
         if gone(&shared, &me) {
             return;
         }
-        paused(&me).await;
+        paused(&me, &shared.cancel).await;
         let sent_us = chrono::Utc::now().timestamp_micros();
         let r: redis::RedisResult<()> = redis::cmd("XADD")
             .arg(&book.keys.inbox)
@@ -181,7 +190,7 @@ pub async fn role(shared: Arc<Shared>, book: Arc<Book>, idx: usize) {
     let holder = format!("{}#{}", me.name, rand::random::<u32>());
     let mut con = shared.con.clone();
     let mut epoch = shared.epoch.load(Ordering::Relaxed);
-    let mut relay: Option<tokio::task::JoinHandle<()>> = None;
+    let mut relay: Option<Relay> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(shared.renew) => {}
@@ -190,7 +199,7 @@ pub async fn role(shared: Arc<Shared>, book: Arc<Book>, idx: usize) {
         if gone(&shared, &me) {
             break;
         }
-        paused(&me).await;
+        paused(&me, &shared.cancel).await;
         let token = me.leading.load(Ordering::Relaxed);
         let now_epoch = shared.epoch.load(Ordering::Relaxed);
         if now_epoch != epoch {
@@ -200,7 +209,7 @@ pub async fn role(shared: Arc<Shared>, book: Arc<Book>, idx: usize) {
                 let _: redis::RedisResult<i64> =
                     shared.scripts.release.key(&book.keys.lease).arg(&holder).invoke_async(&mut con).await;
                 me.leading.store(0, Ordering::Relaxed);
-                book.lose_leader(token, "redis_restart");
+                book.lose_leader(token, idx, "redis_restart");
                 continue;
             }
         }
@@ -221,7 +230,7 @@ pub async fn role(shared: Arc<Shared>, book: Arc<Book>, idx: usize) {
             if let Ok(0) = renewed {
                 // The lease lapsed (a pause, a slow renew): someone else may hold it already.
                 me.leading.store(0, Ordering::Relaxed);
-                book.lose_leader(token, "lease_lapsed");
+                book.lose_leader(token, idx, "lease_lapsed");
             }
             continue;
         }
@@ -239,15 +248,11 @@ pub async fn role(shared: Arc<Shared>, book: Arc<Book>, idx: usize) {
         {
             me.leading.store(t, Ordering::Relaxed);
             elected(&shared, &book, idx, t).await;
-            if let Some(r) = relay.take() {
-                r.abort();
-            }
-            relay = Some(tokio::spawn(relay_loop(Arc::clone(&shared), Arc::clone(&book), idx, t)));
+            relay =
+                Some(Relay(tokio::spawn(relay_loop(Arc::clone(&shared), Arc::clone(&book), idx, t, holder.clone()))));
         }
     }
-    if let Some(r) = relay {
-        r.abort();
-    }
+    drop(relay);
 }
 
 /// Record the election (how long the swarm was without a leader, and why) and, after a server
@@ -333,14 +338,79 @@ async fn reader(client: &redis::Client) -> redis::RedisResult<MultiplexedConnect
     client.get_multiplexed_async_connection_with_config(&cfg).await
 }
 
-/// Relay the inbox while leading with `token`.
-async fn relay_loop(shared: Arc<Shared>, book: Arc<Book>, idx: usize, token: u64) {
+/// Aborts its task when dropped: a relay never outlives the role loop that started it.
+struct Relay(tokio::task::JoinHandle<()>);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a fenced write came to.
+enum Write {
+    /// Accepted; the swarm's message total.
+    Done(i64),
+    /// Refused: the writer no longer holds the lease, or its token is fenced off.
+    Fenced,
+    /// Refused: the state is gone (a restart without persistence).
+    Lost,
+    /// Refused: the state has moved past the batch's start (it was committed already).
+    Moved,
+    /// No answer (connection trouble): try again.
+    Failed,
+}
+
+/// Read a script's `{code, previous token}` reply, and report a write accepted over a newer
+/// token's — by the server's record — as the failure fencing exists to prevent.
+fn written(
+    shared: &Shared,
+    book: &Book,
+    me: &MemberCtl,
+    token: u64,
+    what: &str,
+    r: redis::RedisResult<(i64, u64)>,
+) -> Write {
+    match r {
+        Ok((code, prev)) => {
+            if code >= 0 && prev > token {
+                shared.events.emit(
+                    shared
+                        .events
+                        .event("fenced")
+                        .name(book.id.as_str())
+                        .agent(me.name.as_str())
+                        .ok(false)
+                        .error(format!("a {what} with token {token} was accepted over token {prev}'s"))
+                        .attrs(
+                            serde_json::json!({ "token": token, "previous": prev, "write": what, "accepted": true }),
+                        ),
+                );
+            }
+            match code {
+                -1 => Write::Fenced,
+                -2 => Write::Lost,
+                -3 => Write::Moved,
+                c if c >= 0 => Write::Done(c),
+                _ => Write::Failed,
+            }
+        }
+        Err(_) => Write::Failed,
+    }
+}
+
+/// Relay the inbox while leading with `token` (and while the server is the one it was elected on).
+async fn relay_loop(shared: Arc<Shared>, book: Arc<Book>, idx: usize, token: u64, holder: String) {
     let me = Arc::clone(&book.members[idx]);
+    let epoch = shared.epoch.load(Ordering::Relaxed);
     let mut con = shared.con.clone();
     let mut rcon: Option<MultiplexedConnection> = None;
     let mut last: Option<String> = None;
     let mut next_save = tokio::time::Instant::now() + shared.state_every;
-    while !gone(&shared, &me) && me.leading.load(Ordering::Relaxed) == token {
+    while !gone(&shared, &me)
+        && me.leading.load(Ordering::Relaxed) == token
+        && shared.epoch.load(Ordering::Relaxed) == epoch
+    {
         // Where the swarm's state says the last leader stopped.
         let from = match &last {
             Some(l) => l.clone(),
@@ -385,24 +455,26 @@ async fn relay_loop(shared: Arc<Shared>, book: Arc<Book>, idx: usize, token: u64
             }
         };
         // A stop-the-world pause here (the fault) is the classic case: the leader wakes
-        // believing it leads, with a batch in hand, while another holds a newer token.
-        let was_paused = paused(&me).await;
-        if was_paused {
-            save(&shared, &book, &me, token, true).await;
+        // believing it leads, with a batch in hand, while another holds the lease.
+        if paused(&me, &shared.cancel).await && !save(&shared, &book, &me, token, &holder).await {
+            return;
         }
         if let Some(end) = batch.last().map(|e| e.id.clone()) {
-            let total: redis::RedisResult<i64> = shared
+            let r = shared
                 .scripts
                 .commit
+                .key(&book.keys.lease)
                 .key(&book.keys.fence)
                 .key(&book.keys.state)
+                .arg(&holder)
                 .arg(token)
                 .arg(batch.len())
+                .arg(&from)
                 .arg(&end)
                 .invoke_async(&mut con)
                 .await;
-            match total {
-                Ok(t) if t >= 0 => {
+            match written(&shared, &book, &me, token, "commit", r) {
+                Write::Done(_) => {
                     let now_us = chrono::Utc::now().timestamp_micros();
                     for e in &batch {
                         let from: String = e.get("from").unwrap_or_default();
@@ -418,51 +490,47 @@ async fn relay_loop(shared: Arc<Shared>, book: Arc<Book>, idx: usize, token: u64
                         );
                     }
                     last = Some(end);
-                    if was_paused {
-                        check_still_leader(&shared, &book, &me, token).await;
-                    }
                 }
-                Ok(-2) => {
+                Write::Lost => {
                     state_lost(&book, &me, token);
                     return;
                 }
-                Ok(_) => {
+                Write::Fenced => {
                     fenced(&shared, &book, &me, token, "commit");
                     return;
                 }
-                Err(_) => {
-                    // Not committed: the batch is read again from `last`.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                // Committed already (a reply lost on the way): read on from the state's position.
+                Write::Moved => last = None,
+                // Not committed: the batch is read again from `last`.
+                Write::Failed => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
         if tokio::time::Instant::now() >= next_save {
             next_save += shared.state_every;
-            if !save(&shared, &book, &me, token, false).await {
+            if !save(&shared, &book, &me, token, &holder).await {
                 return;
             }
         }
     }
 }
 
-/// The state snapshot, fenced; false if this member's token was refused.
-async fn save(shared: &Shared, book: &Book, me: &MemberCtl, token: u64, after_pause: bool) -> bool {
+/// The state snapshot, fenced; false if this member may no longer write.
+async fn save(shared: &Shared, book: &Book, me: &MemberCtl, token: u64, holder: &str) -> bool {
     let mut con = shared.con.clone();
-    let r: redis::RedisResult<i64> = shared
+    let r = shared
         .scripts
         .save
+        .key(&book.keys.lease)
         .key(&book.keys.fence)
         .key(&book.keys.state)
+        .arg(holder)
         .arg(token)
         .arg(&me.name)
         .arg(wall_ms() as i64)
         .invoke_async(&mut con)
         .await;
-    match r {
-        Ok(total) if total >= 0 => {
-            if after_pause {
-                check_still_leader(shared, book, me, token).await;
-            }
+    match written(shared, book, me, token, "save", r) {
+        Write::Done(total) => {
             book.saved.store(total, Ordering::Relaxed);
             shared.events.emit(
                 shared
@@ -475,28 +543,28 @@ async fn save(shared: &Shared, book: &Book, me: &MemberCtl, token: u64, after_pa
             );
             true
         }
-        Ok(-2) => {
+        Write::Lost => {
             state_lost(book, me, token);
             false
         }
-        Ok(_) => {
+        Write::Fenced => {
             fenced(shared, book, me, token, "save");
             false
         }
-        Err(_) => true,
+        Write::Moved | Write::Failed => true,
     }
 }
 
 /// The swarm's state is gone from the server: stop leading; the next leader reports it.
 fn state_lost(book: &Book, me: &MemberCtl, token: u64) {
     me.leading.store(0, Ordering::Relaxed);
-    book.lose_leader(token, "state_lost");
+    book.lose_leader(token, me.idx, "state_lost");
 }
 
 /// A deposed leader's write was refused: what fencing is for.
 fn fenced(shared: &Shared, book: &Book, me: &MemberCtl, token: u64, what: &str) {
     me.leading.store(0, Ordering::Relaxed);
-    book.lose_leader(token, "fenced");
+    book.lose_leader(token, me.idx, "fenced");
     shared.events.emit(
         shared
             .events
@@ -506,21 +574,4 @@ fn fenced(shared: &Shared, book: &Book, me: &MemberCtl, token: u64, what: &str) 
             .ok(true)
             .attrs(serde_json::json!({ "token": token, "write": what, "accepted": false })),
     );
-}
-
-/// After a pause, a write was accepted: right only if no one else was elected meanwhile.
-async fn check_still_leader(shared: &Shared, book: &Book, me: &MemberCtl, token: u64) {
-    let newest = book.current().map(|(t, _)| t).unwrap_or(0);
-    if newest > token {
-        shared.events.emit(
-            shared
-                .events
-                .event("fenced")
-                .name(book.id.as_str())
-                .agent(me.name.as_str())
-                .ok(false)
-                .error(format!("a write with token {token} was accepted after token {newest} was elected"))
-                .attrs(serde_json::json!({ "token": token, "newest": newest, "accepted": true })),
-        );
-    }
 }

@@ -218,7 +218,7 @@ async fn inject(
         for (b, token, i) in led.iter().take(n as usize) {
             let m = &b.members[*i];
             m.killed.store(true, Ordering::Relaxed);
-            b.lose_leader(*token, "leader_killed");
+            b.lose_leader(*token, *i, "leader_killed");
             ctx.events.emit(
                 ctx.events
                     .event("fault")

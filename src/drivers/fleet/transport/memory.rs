@@ -186,6 +186,7 @@ impl MemoryAgent {
             coordination_count: 0,
             error_count: 0,
             token: self.token(),
+            doorbell: false,
         };
         self.transport.deliver(Incoming::Status(s), &format!("status/{}", self.id));
     }

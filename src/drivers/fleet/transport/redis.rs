@@ -212,12 +212,18 @@ async fn read_loop(
 ) {
     let mut backoff = Duration::from_millis(50);
     let key = keys.incoming();
+    // After every (re)connect, first what was handed to this reader but never acknowledged
+    // (a reply lost in a dropped connection), then new entries.
+    let mut pending = true;
     while !tx.is_closed() {
         let c = match con.as_mut() {
             Some(c) => c,
             None => match reader_connection(&client).await {
                 Ok(mut c) => match ensure_group(&mut c, &keys).await {
-                    Ok(()) => con.insert(c),
+                    Ok(()) => {
+                        pending = true;
+                        con.insert(c)
+                    }
                     Err(e) => {
                         outage(&health, &tx, &e);
                         tokio::time::sleep(backoff).await;
@@ -233,21 +239,18 @@ async fn read_loop(
                 }
             },
         };
-        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg("reader")
-            .arg("COUNT")
-            .arg(BATCH)
-            .arg("BLOCK")
-            .arg(BLOCK_MS)
-            .arg("STREAMS")
-            .arg(&key)
-            .arg(">")
-            .query_async(c)
-            .await;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(GROUP).arg("reader").arg("COUNT").arg(BATCH);
+        if !pending {
+            cmd.arg("BLOCK").arg(BLOCK_MS);
+        }
+        cmd.arg("STREAMS").arg(&key).arg(if pending { "0" } else { ">" });
+        let read: redis::RedisResult<Option<StreamReadReply>> = cmd.query_async(c).await;
         match read {
             Ok(reply) => {
+                if pending && reply.as_ref().is_none_or(|r| r.keys.iter().all(|k| k.ids.is_empty())) {
+                    pending = false;
+                }
                 backoff = Duration::from_millis(50);
                 if let Some(ms) = health.mark_up() {
                     let _ = tx

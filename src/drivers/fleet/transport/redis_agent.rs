@@ -40,7 +40,9 @@ impl RedisLink {
         if self.con.is_none() {
             match self.client.get_connection_with_timeout(Duration::from_secs(1)) {
                 Ok(c) => {
-                    self.pause = Duration::from_millis(20);
+                    // Reads block at most a heartbeat or so; a server that stops answering
+                    // must not hold the agent longer.
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
                     self.con = Some(c);
                 }
                 Err(_) => {
@@ -51,6 +53,19 @@ impl RedisLink {
             }
         }
         self.con.as_mut()
+    }
+
+    /// A command failed: drop the connection and pause before the next try, growing the pause
+    /// (a server that answers every command with an error — LOADING after a restart, say —
+    /// must not get a tight loop from a thousand agents).
+    fn failed(&mut self) {
+        self.con = None;
+        std::thread::sleep(self.pause);
+        self.pause = (self.pause * 2).min(Duration::from_secs(1));
+    }
+
+    fn succeeded(&mut self) {
+        self.pause = Duration::from_millis(20);
     }
 
     /// Wait up to `wait` for messages; the JSON of each one that arrived.
@@ -71,6 +86,7 @@ impl RedisLink {
             .query(con);
         match r {
             Ok(reply) => {
+                self.succeeded();
                 let mut out = Vec::new();
                 for e in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
                     if let Some(b) = e.get::<Vec<u8>>("msg") {
@@ -81,7 +97,7 @@ impl RedisLink {
                 out
             }
             Err(_) => {
-                self.con = None;
+                self.failed();
                 Vec::new()
             }
         }
@@ -104,8 +120,9 @@ impl RedisLink {
             .arg("body")
             .arg(body)
             .query(con);
-        if r.is_err() {
-            self.con = None;
+        match r {
+            Ok(()) => self.succeeded(),
+            Err(_) => self.failed(),
         }
         r.is_ok()
     }
@@ -130,8 +147,9 @@ impl RedisLink {
             .ignore();
         p.cmd("SET").arg(&hb).arg(body).arg("PX").arg(ttl).ignore();
         let r: redis::RedisResult<()> = p.query(con);
-        if r.is_err() {
-            self.con = None;
+        match r {
+            Ok(()) => self.succeeded(),
+            Err(_) => self.failed(),
         }
         r.is_ok()
     }
