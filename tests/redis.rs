@@ -358,3 +358,94 @@ fn a_swarm_stage_without_a_server_is_a_clear_error() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("add `start_server = {}`") && r.stderr.contains("g.toml:"), "{}", r.stderr);
 }
+
+#[test]
+fn agents_started_by_hand_join_a_running_stage() {
+    let redis = RedisServer::start();
+    let sb = Sandbox::new();
+    sb.write(
+        "f.toml",
+        &fleet_plan(
+            &redis.url(),
+            "agents = 1\nexpected_agents = 2\njoin = \"soak-a\"\njoin_timeout = \"30s\"\ncycles = 3\ninterval = \"300ms\"\nresponse_timeout = \"2s\"",
+        ),
+    );
+    let runner =
+        sb.cmd(&["run", "f.toml", "--quiet", "--no-analyze"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    // Two agents "on other machines" (here: processes the stage did not start), and a third
+    // that the full stage refuses.
+    let agent = |id: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_planrun-agent"))
+            .args([
+                "--transport",
+                &redis.url(),
+                "--join",
+                "soak-a",
+                "--id",
+                id,
+                "--join-timeout",
+                "20",
+                "--heartbeat-ms",
+                "100",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    struct Reap(Vec<std::process::Child>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut procs = Reap(vec![runner, agent("remote-a"), agent("remote-b")]);
+    std::thread::sleep(Duration::from_millis(300));
+    procs.0.push(
+        std::process::Command::new(env!("CARGO_BIN_EXE_planrun-agent"))
+            .args(["--transport", &redis.url(), "--join", "soak-a", "--id", "remote-a", "--join-timeout", "3"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let runner = procs.0.remove(0);
+    let out = runner.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Joined agents stop when the stage tells them to; the duplicate gives up with a reason.
+    for c in procs.0.iter_mut().take(2) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < until, "a joined agent kept running after the stage");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(0));
+    }
+    let dup = procs.0.remove(2).wait_with_output().unwrap();
+    assert_eq!(dup.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&dup.stderr).contains("did not admit `remote-a`"),
+        "{}",
+        String::from_utf8_lossy(&dup.stderr)
+    );
+    let dir = sb.path().join(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim());
+    let evs = events(&dir);
+    let joins = of_kind(&evs, "join");
+    assert!(joins.iter().any(|j| j["name"] == "expected" && j["ok"] == true && j["value"] == 2.0), "{joins:?}");
+    for id in ["remote-a", "remote-b"] {
+        assert!(of_kind(&evs, "spawn").iter().any(|s| s["agent"] == id && s["ok"] == true), "{id} never heartbeated");
+    }
+    assert!(of_kind(&evs, "protocol_error").iter().any(|e| e["error"].as_str().unwrap().contains("is in use")));
+    let cycles = of_kind(&evs, "cycle");
+    assert_eq!(cycles.len(), 3);
+    assert!(cycles.iter().all(|c| c["value"] == 1.0 && attrs(c)["sent"] == 3), "{cycles:?}");
+    assert_eq!(of_kind(&evs, "teardown")[0]["ok"], true);
+    assert_eq!(redis.planrun_keys(), Vec::<String>::new(), "the join key and the stage's keys are gone");
+}

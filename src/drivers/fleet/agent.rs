@@ -28,6 +28,12 @@ pub struct AgentArgs {
     /// The Redis transport's key prefix for the stage (given by the driver).
     #[arg(long, env = "PLANRUN_REDIS_PREFIX", requires = "transport")]
     pub prefix: Option<String>,
+    /// Join, by hand from any machine, the running stage that has `join = NAME` (Redis transport).
+    #[arg(long, value_name = "NAME", requires = "transport", conflicts_with = "prefix")]
+    pub join: Option<String>,
+    /// How long to wait for that stage and its answer, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub join_timeout: u64,
     /// The token the driver gave this agent; every response and heartbeat carries it.
     #[arg(long, env = "PLANRUN_AGENT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -113,6 +119,10 @@ impl Agent {
     }
 
     fn handle(&mut self, msg: &Message) {
+        if msg.kind == "shutdown" {
+            // The stage is over (a joined agent has no process the driver could signal).
+            std::process::exit(0);
+        }
         let t = Instant::now();
         if self.args.slow_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.args.slow_ms));
@@ -290,7 +300,7 @@ const POLL_MIN: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(200);
 
 /// Run the agent until it is terminated or its parent goes away.
-pub fn run(args: AgentArgs) -> i32 {
+pub fn run(mut args: AgentArgs) -> i32 {
     let parent = std::os::unix::process::parent_id();
     // SAFETY: prctl only asks the kernel to send SIGKILL when our parent dies.
     unsafe {
@@ -307,6 +317,18 @@ pub fn run(args: AgentArgs) -> i32 {
     let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
     let link = match (&args.dir, &args.transport) {
         (_, Some(url)) => {
+            if let Some(name) = &args.join {
+                match super::transport::join(url, name, &args.id, Duration::from_secs(args.join_timeout)) {
+                    Ok(j) => {
+                        args.prefix = Some(j.prefix);
+                        args.token = Some(j.token);
+                    }
+                    Err(e) => {
+                        eprintln!("planrun agent: {e}");
+                        return 2;
+                    }
+                }
+            }
             let Some(prefix) = args.prefix.clone() else {
                 eprintln!(
                     "planrun agent: --transport needs --prefix (PLANRUN_REDIS_PREFIX), which the fleet driver gives"

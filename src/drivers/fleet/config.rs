@@ -120,6 +120,16 @@ pub struct Fleet {
     /// plan's config is written into manifest.json).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// Let agents started by hand on other machines join under this name (Redis transport):
+    /// `planrun agent --transport URL --join NAME --id ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+    /// How many such agents the stage waits for (after starting its own `agents`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expected_agents: u32,
+    /// How long it waits for them.
+    #[serde(default = "d_join_timeout")]
+    pub join_timeout: Dur,
     /// Coordination directory; default: /dev/shm (else the temp dir)/planrun-RUN-STAGE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coord_dir: Option<String>,
@@ -134,6 +144,12 @@ pub struct Fleet {
     pub startup_timeout: Dur,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+fn d_join_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
+}
 fn d_batch() -> u32 {
     50
 }
@@ -178,8 +194,32 @@ impl StageDriver for Fleet {
     }
 
     fn check(&self, stage: &StageCommon) -> Result<(), FieldError> {
-        if self.agents == 0 {
-            return Err(FieldError::new("a fleet needs at least one agent").at(&["agents"]));
+        if self.agents == 0 && self.expected_agents == 0 {
+            return Err(
+                FieldError::new("a fleet needs at least one agent (or `expected_agents` that join)").at(&["agents"])
+            );
+        }
+        let redis = self.transport.as_deref().is_some_and(crate::drivers::keyspace::is_redis_url);
+        if self.join.is_some() && !redis {
+            return Err(
+                FieldError::new("agents join over Redis: add `transport = \"redis://HOST:PORT/DB\"`").at(&["join"])
+            );
+        }
+        if let Some(j) = &self.join
+            && (j.is_empty() || j.len() > 64 || !j.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+        {
+            return Err(FieldError::new("a join name is 1-64 of [A-Za-z0-9._-]").at(&["join"]));
+        }
+        if self.expected_agents > 0 && self.join.is_none() {
+            return Err(
+                FieldError::new("`expected_agents` join under a name: add `join = \"NAME\"`").at(&["expected_agents"])
+            );
+        }
+        if let Some(i) = self.messages.iter().position(|m| m == "shutdown") {
+            return Err(FieldError::new(
+                "`shutdown` is the message that stops joined agents at teardown; name this type otherwise",
+            )
+            .at(&["messages".to_string(), i.to_string()]));
         }
         if self.messages.is_empty() {
             return Err(FieldError::new("a fleet needs at least one message type").at(&["messages"]));

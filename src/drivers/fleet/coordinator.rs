@@ -60,6 +60,12 @@ impl<'a> Coordinator<'a> {
                     t.notes
                         .iter()
                         .for_each(|n| ctx.events.emit(ctx.events.event("warning").name("transport").error(n.as_str())));
+                    if let Some(name) = &cfg.join
+                        && let Some(e) = t.open_join(name).await
+                    {
+                        t.close(false).await;
+                        return Outcome::with(Status::Error, e);
+                    }
                     Coordinator::new(cfg, ctx, Arc::new(t), incoming, program).run().await
                 }
                 Err(e) => Outcome::with(Status::Error, e),
@@ -158,8 +164,32 @@ impl<'a> Coordinator<'a> {
                 Incoming::Notice(n) => {
                     self.ctx.events.emit(self.ctx.events.event("warning").name("transport").error(n.as_str()))
                 }
+                Incoming::Join { agent, nonce, host } => self.on_join(&agent, &nonce, &host).await,
             }
         }
+    }
+
+    /// An agent started by hand asks to join: admit it if the stage expects more.
+    async fn on_join(&self, agent: &str, nonce: &str, host: &str) {
+        let refuse = if self.roster.knows(agent) {
+            Some(format!("join refused: agent id `{agent}` is in use in this stage"))
+        } else if self.roster.remote_count() >= self.cfg.expected_agents {
+            Some(format!("join refused: the stage expects {} joined agents and has them", self.cfg.expected_agents))
+        } else {
+            None
+        };
+        if let Some(why) = refuse {
+            self.protocol_error(Some(agent), why, None);
+            return;
+        }
+        self.roster.started(agent, None, self.now(), now_ms_f64());
+        let r = self.transport.admit_remote(agent, nonce).await;
+        let mut ev =
+            self.ctx.events.event("join").agent(agent).ok(r.is_ok()).attrs(serde_json::json!({ "host": host }));
+        if let Err(e) = &r {
+            ev = ev.error(format!("cannot answer the join: {e}"));
+        }
+        self.ctx.events.emit(ev);
     }
 
     fn on_status(&self, st: &AgentStatus) {
@@ -299,6 +329,27 @@ impl<'a> Coordinator<'a> {
             if let (Some(p), true) = (self.cfg.batch_pause, i <= self.cfg.agents) {
                 self.ctx.clock.sleep(p.0).await;
             }
+        }
+        if self.cfg.expected_agents > 0 {
+            let want = self.cfg.expected_agents;
+            let deadline = self.now() + self.ctx.clock.scaled(self.cfg.join_timeout.0).as_secs_f64() * 1000.0;
+            self.wait_until(deadline, |b| b.remote_started() >= want).await;
+            let joined = self.roster.remote_started();
+            let mut ev = self
+                .ctx
+                .events
+                .event("join")
+                .name("expected")
+                .ok(joined >= want)
+                .value(joined as f64, "agents")
+                .attrs(serde_json::json!({ "expected": want }));
+            if joined < want {
+                ev = ev.error(format!(
+                    "{joined} of {want} agents joined within join_timeout; start them with `planrun agent --transport URL --join {}`",
+                    self.cfg.join.as_deref().unwrap_or("NAME")
+                ));
+            }
+            self.ctx.events.emit(ev);
         }
         Ok(())
     }
@@ -488,6 +539,22 @@ impl<'a> Coordinator<'a> {
     /// TERM every agent, KILL what is left after a grace period, check nothing survived, and
     /// close the transport (removing what it made unless `keep`).
     async fn teardown(&self) {
+        // Joined agents have no process here: tell them to stop, and count them gone.
+        let remote = self.roster.remote_alive();
+        if !remote.is_empty() {
+            let msg = Message {
+                message_id: format!("shutdown-{}", now_ms()),
+                kind: "shutdown".into(),
+                timestamp: now_ms(),
+                cycle: 0,
+                data: serde_json::Value::Null,
+                to: Some(remote.clone()),
+            };
+            let _ = self.transport.send(&msg).await;
+            for id in &remote {
+                self.roster.exited(id, None);
+            }
+        }
         let pids = self.roster.begin_teardown();
         for pid in &pids {
             Signal::Cont.send(*pid); // a paused agent cannot act on TERM

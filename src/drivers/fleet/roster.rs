@@ -22,6 +22,8 @@ struct AgentState {
     restarts: u32,
     /// It said (in its first heartbeat) that it blocks the doorbell signal.
     doorbell: bool,
+    /// Started by hand elsewhere and joined (no process here).
+    remote: bool,
 }
 
 /// A message sent to `expected` agents, and what came back so far.
@@ -113,6 +115,11 @@ impl Book {
         self.agents.values().filter(|a| a.alive && a.first_beat && a.doorbell).filter_map(|a| a.pid).collect()
     }
 
+    /// How many joined agents have heartbeated.
+    pub fn remote_started(&self) -> u32 {
+        self.agents.values().filter(|a| a.remote && a.first_beat).count() as u32
+    }
+
     pub fn has_started(&self, id: &str) -> bool {
         self.agents.get(id).is_some_and(|a| a.first_beat)
     }
@@ -163,8 +170,28 @@ impl Roster {
                 unresponsive: false,
                 restarts,
                 doorbell: false,
+                remote: pid.is_none(),
             },
         );
+    }
+
+    /// Joined agents still counted alive (told to stop at teardown).
+    pub fn remote_alive(&self) -> Vec<String> {
+        self.book().agents.iter().filter(|(_, a)| a.alive && a.remote).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// How many joined agents have heartbeated.
+    pub fn remote_started(&self) -> u32 {
+        self.book().remote_started()
+    }
+
+    pub fn knows(&self, id: &str) -> bool {
+        self.book().agents.contains_key(id)
+    }
+
+    /// Count of joined agents, started or not.
+    pub fn remote_count(&self) -> u32 {
+        self.book().agents.values().filter(|a| a.remote).count() as u32
     }
 
     /// The process `pid` of agent `id` ended. True when that was expected (teardown).

@@ -25,6 +25,9 @@ pub enum Incoming {
     /// Something about the transport itself the user should hear of, without stopping the stage
     /// (a connection lost and retried, then restored); the coordinator records it as a `warning`.
     Notice(String),
+    /// An agent started by hand elsewhere asks to join the stage (Redis transport, `join`):
+    /// its id, and the nonce its answer goes back under.
+    Join { agent: String, nonce: String, host: String },
 }
 
 /// The coordinator's side of a transport.
@@ -65,5 +68,13 @@ pub trait Transport: Send + Sync {
     /// `send` to learn of it promptly; a transport whose agents block on a read says no.
     fn doorbell(&self) -> bool {
         false
+    }
+    /// Let agents started by hand join under `name` (None: this transport cannot take them).
+    fn open_join<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async { Some("only the Redis transport takes agents started by hand (`join`)".to_string()) })
+    }
+    /// Enroll joining agent `agent` and send it its token under `nonce`.
+    fn admit_remote<'a>(&'a self, _agent: &'a str, _nonce: &'a str) -> BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(async { Err(std::io::Error::other("this transport takes no remote agents")) })
     }
 }

@@ -49,7 +49,7 @@ impl Enrollment {
         let (agent, token, what) = match &inc {
             Incoming::Response(r) => (&r.agent_id, r.token.as_deref(), "response"),
             Incoming::Status(s) => (&s.agent_id, s.token.as_deref(), "heartbeat"),
-            Incoming::Bad { .. } | Incoming::Notice(_) => return inc,
+            Incoming::Bad { .. } | Incoming::Notice(_) | Incoming::Join { .. } => return inc,
         };
         match self.check(agent, token) {
             Ok(()) => inc,

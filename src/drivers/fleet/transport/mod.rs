@@ -18,9 +18,9 @@ pub mod owner;
 mod redis;
 mod redis_agent;
 
-pub use self::redis::{Keys as RedisKeys, RedisTransport};
+pub use self::redis::{JOIN_REPLY_TTL_MS, Keys as RedisKeys, RedisTransport, join_key};
 pub use contract::{Incoming, Transport};
 pub use enrollment::Enrollment;
 pub use file::{FileTransport, default_base};
 pub use memory::{MemoryAgent, MemoryTransport};
-pub use redis_agent::RedisLink;
+pub use redis_agent::{Joined, RedisLink, join};

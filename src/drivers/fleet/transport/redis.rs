@@ -66,7 +66,22 @@ impl Keys {
     pub fn heartbeat(&self, agent: &str) -> String {
         format!("{}:hb:{agent}", self.prefix)
     }
+    /// Where a joining agent's token is left for it.
+    pub fn join_reply(&self, nonce: &str) -> String {
+        format!("{}:join:{nonce}", self.prefix)
+    }
 }
+
+/// The well-known key a stage with `join = NAME` publishes its prefix under, for agents
+/// started by hand (`planrun agent --transport URL --join NAME`).
+pub fn join_key(name: &str) -> String {
+    format!("planrun:join:{name}")
+}
+
+/// How long a joining agent's answer waits for it.
+pub const JOIN_REPLY_TTL_MS: u64 = 60_000;
+
+impl Keys {}
 
 /// Milliseconds since the epoch the connection went down; 0 while it is up.
 #[derive(Default)]
@@ -99,6 +114,8 @@ pub struct RedisTransport {
     health: Arc<Health>,
     reader: tokio::task::JoinHandle<()>,
     janitor: tokio::task::JoinHandle<()>,
+    /// The join name published, removed at close.
+    join: Mutex<Option<String>>,
     /// What creating it had to do that the user should hear of (leftover keys removed).
     pub notes: Vec<String>,
 }
@@ -189,6 +206,7 @@ impl RedisTransport {
             health,
             reader,
             janitor,
+            join: Mutex::new(None),
             notes,
         };
         Ok((t, rx))
@@ -323,12 +341,71 @@ fn parse_entry(e: &redis::streams::StreamId, enrollment: &Enrollment) -> Incomin
             Ok(s) => Incoming::Status(s),
             Err(e) => return bad(format!("invalid status JSON: {e}")),
         },
-        other => return bad(format!("entry of unknown kind {other:?} (want `response` or `status`)")),
+        Some("join") => {
+            #[derive(serde::Deserialize)]
+            struct Join {
+                #[serde(rename = "agentId")]
+                agent_id: String,
+                nonce: String,
+                #[serde(default)]
+                host: String,
+            }
+            return match serde_json::from_slice::<Join>(&body) {
+                Ok(j) if valid_id(&j.agent_id) && valid_id(&j.nonce) => {
+                    Incoming::Join { agent: j.agent_id, nonce: j.nonce, host: j.host }
+                }
+                Ok(_) => bad("join with an agent id or nonce that is not 1-64 of [A-Za-z0-9._-]".into()),
+                Err(e) => bad(format!("invalid join JSON: {e}")),
+            };
+        }
+        other => return bad(format!("entry of unknown kind {other:?} (want `response`, `status` or `join`)")),
     };
     enrollment.screen(inc, file)
 }
 
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 impl Transport for RedisTransport {
+    fn open_join<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let set: redis::RedisResult<Option<String>> =
+                redis::cmd("SET").arg(join_key(name)).arg(&self.keys.prefix).arg("NX").query_async(&mut con).await;
+            match set {
+                Ok(Some(_)) => {
+                    if let Ok(mut j) = self.join.lock() {
+                        *j = Some(name.to_string());
+                    }
+                    None
+                }
+                Ok(None) => Some(format!(
+                    "join name `{name}` is taken on {} by another running stage (key {}); give this stage another `join`",
+                    shown(&self.url),
+                    join_key(name)
+                )),
+                Err(e) => Some(format!("cannot publish join name `{name}`: {e}")),
+            }
+        })
+    }
+
+    fn admit_remote<'a>(&'a self, agent: &'a str, nonce: &'a str) -> BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(async move {
+            let token = self.enrollment.admit(agent);
+            let mut con = self.con.clone();
+            let body = serde_json::json!({ "token": token, "prefix": self.keys.prefix }).to_string();
+            redis::cmd("SET")
+                .arg(self.keys.join_reply(nonce))
+                .arg(body)
+                .arg("PX")
+                .arg(JOIN_REPLY_TTL_MS)
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+    }
+
     fn enroll(&self, agent_id: &str) -> Vec<(&'static str, String)> {
         let token = self.enrollment.admit(agent_id);
         vec![(ENV_TRANSPORT, self.url.clone()), (ENV_REDIS_PREFIX, self.keys.prefix.clone()), (ENV_AGENT_TOKEN, token)]
@@ -376,6 +453,17 @@ impl Transport for RedisTransport {
             self.reader.abort();
             self.janitor.abort();
             let mut con = self.con.clone();
+            let join = self.join.lock().ok().and_then(|mut j| j.take());
+            if let Some(name) = join {
+                // Only our own publication: another stage may have taken the name since.
+                let _: redis::RedisResult<i64> = redis::Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                )
+                .key(join_key(&name))
+                .arg(&self.keys.prefix)
+                .invoke_async(&mut con)
+                .await;
+            }
             if keep {
                 return keyspace::scan(&mut con, &self.keys.prefix).await.map_or(0, |k| k.len());
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::streams::StreamReadReply;
 
-use super::redis::{INCOMING_MAXLEN, Keys};
+use super::redis::{INCOMING_MAXLEN, Keys, join_key};
 
 pub struct RedisLink {
     client: redis::Client,
@@ -19,6 +19,72 @@ pub struct RedisLink {
     /// The heartbeat key's TTL.
     ttl: Duration,
     pause: Duration,
+}
+
+/// What joining a stage gives an agent started by hand: the stage's prefix and its token.
+pub struct Joined {
+    pub prefix: String,
+    pub token: String,
+}
+
+/// Join the stage that published `name` on `url` as agent `id`: wait (up to `timeout`) for the
+/// stage, ask to join, and wait for its answer.
+pub fn join(url: &str, name: &str, id: &str, timeout: Duration) -> Result<Joined, String> {
+    let shown = crate::drivers::keyspace::shown(url);
+    let client = redis::Client::open(url).map_err(|e| format!("`{shown}` is not a Redis URL: {e}"))?;
+    let until = std::time::Instant::now() + timeout;
+    let mut con = loop {
+        match client.get_connection_with_timeout(Duration::from_secs(1)) {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() > until => return Err(format!("cannot connect to {shown}: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
+    let prefix: String = loop {
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(join_key(name)).query(&mut con);
+        match got {
+            Ok(Some(p)) => break p,
+            _ if std::time::Instant::now() > until => {
+                return Err(format!(
+                    "no stage with `join = \"{name}\"` is running on {shown} (waited {} s)",
+                    timeout.as_secs()
+                ));
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    let nonce = format!("{:032x}", rand::random::<u128>());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    let body = serde_json::json!({ "agentId": id, "nonce": nonce, "host": host }).to_string();
+    let keys = Keys::new(&prefix);
+    let _: () = redis::cmd("XADD")
+        .arg(keys.incoming())
+        .arg("*")
+        .arg("kind")
+        .arg("join")
+        .arg("agent")
+        .arg(id)
+        .arg("body")
+        .arg(body)
+        .query(&mut con)
+        .map_err(|e| format!("cannot ask to join: {e}"))?;
+    let answer = keys.join_reply(&nonce);
+    loop {
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GETDEL").arg(&answer).query(&mut con);
+        if let Ok(Some(a)) = got {
+            let v: serde_json::Value =
+                serde_json::from_str(&a).map_err(|e| format!("the stage's answer is not JSON: {e}"))?;
+            let token = v["token"].as_str().ok_or("the stage's answer has no token")?.to_string();
+            return Ok(Joined { prefix, token });
+        }
+        if std::time::Instant::now() > until {
+            return Err(format!(
+                "the stage did not admit `{id}` (an id already in use, or it has all the agents it expects: see its protocol_error events)"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl RedisLink {
