@@ -66,6 +66,9 @@ pub enum Cmd {
     Analyze(AnalyzeArgs),
     /// Run the built-in fleet agent (the fleet driver starts these; see docs/agent-protocol.md).
     Agent(crate::drivers::fleet::agent::AgentArgs),
+    /// Serve fleet stages from this host: wait on Redis for a share of a stage's agents
+    /// (`workers = N`), start them, repeat (docs/distributed.md).
+    Worker(crate::drivers::fleet::worker::WorkerArgs),
     /// Serve a stand-in for an agent fleet over HTTP (the target of plans/fleet-http and
     /// plans/multimodal-stress; endpoints in docs/drivers/http.md).
     ServeDemo(crate::demo::DemoArgs),
@@ -305,6 +308,10 @@ pub fn dispatch(cli: Cli) -> Exit {
                 eprintln!("planrun serve-demo: {e}");
                 Exit::Runtime
             }
+        },
+        Cmd::Worker(args) => match crate::drivers::fleet::worker::run(args) {
+            0 => Exit::Passed,
+            _ => Exit::Runtime,
         },
         Cmd::Agent(args) => match crate::drivers::fleet::agent::run(args) {
             0 => Exit::Passed,

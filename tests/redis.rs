@@ -449,3 +449,80 @@ fn agents_started_by_hand_join_a_running_stage() {
     assert_eq!(of_kind(&evs, "teardown")[0]["ok"], true);
     assert_eq!(redis.planrun_keys(), Vec::<String>::new(), "the join key and the stage's keys are gone");
 }
+
+#[test]
+fn workers_on_other_hosts_take_shares_and_a_lost_one_is_reported() {
+    let redis = RedisServer::start();
+    let sb = Sandbox::new();
+    let worker = |name: &str| {
+        std::process::Command::new(super::support::bin())
+            .args(["worker", "--join", &redis.url(), "--name", name, "--jobs", "1"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    struct Reap(Vec<std::process::Child>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut procs = Reap(vec![worker("wa"), worker("wb")]);
+    sb.write(
+        "f.toml",
+        &fleet_plan(
+            &redis.url(),
+            "agents = 0\nexpected_agents = 5\nworkers = 2\njoin = \"shares\"\njoin_timeout = \"30s\"\ncycles = 25\n\
+             interval = \"400ms\"\nresponse_timeout = \"300ms\"\nheartbeat = \"100ms\"",
+        )
+        .replace("heartbeat = \"50ms\"\n", ""),
+    );
+    procs.0.push(
+        sb.cmd(&["run", "f.toml", "--quiet", "--no-analyze"]).stdout(std::process::Stdio::piped()).spawn().unwrap(),
+    );
+    // Once every agent heartbeats, take worker wb (and so its agents) away.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while redis.planrun_keys().iter().filter(|k| k.contains(":hb:")).count() < 5 {
+        assert!(std::time::Instant::now() < until, "the workers' agents never heartbeated");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let _ = procs.0[1].kill();
+    let _ = procs.0[1].wait();
+    let runner = procs.0.remove(2);
+    let out = runner.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // The surviving worker's job ends with the stage (its agents got `shutdown`).
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = procs.0[0].try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < until, "worker wa kept running after its job");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let dir = sb.path().join(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim());
+    let evs = events(&dir);
+    let shares: Vec<(String, f64)> = of_kind(&evs, "worker")
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap().to_string(), w["value"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(shares, [("wa".to_string(), 3.0), ("wb".to_string(), 2.0)]);
+    for id in ["wa-agent-1", "wa-agent-2", "wa-agent-3", "wb-agent-1", "wb-agent-2"] {
+        assert!(of_kind(&evs, "spawn").iter().any(|s| s["agent"] == id && s["ok"] == true), "{id} never heartbeated");
+    }
+    let lost = of_kind(&evs, "worker_lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0]["name"] == "wb" && lost[0]["value"] == 2.0, "{lost:?}");
+    assert!(of_kind(&evs, "unresponsive").iter().any(|u| u["agent"].as_str().unwrap().starts_with("wb-")));
+    let cycles = of_kind(&evs, "cycle");
+    assert_eq!(cycles[0]["value"], 1.0, "{cycles:?}");
+    let last = cycles.last().unwrap();
+    assert_eq!(attrs(last)["received"], 3, "only wa's agents answer at the end: {last}");
+}

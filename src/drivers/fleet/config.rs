@@ -130,6 +130,10 @@ pub struct Fleet {
     /// How long it waits for them.
     #[serde(default = "d_join_timeout")]
     pub join_timeout: Dur,
+    /// Hand `expected_agents` to this many `planrun worker --join URL` processes (on any hosts),
+    /// split evenly, instead of waiting for agents started by hand.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub workers: u32,
     /// Coordination directory; default: /dev/shm (else the temp dir)/planrun-RUN-STAGE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coord_dir: Option<String>,
@@ -214,6 +218,12 @@ impl StageDriver for Fleet {
             return Err(
                 FieldError::new("`expected_agents` join under a name: add `join = \"NAME\"`").at(&["expected_agents"])
             );
+        }
+        if self.workers > 0 && self.expected_agents < self.workers {
+            return Err(FieldError::new(
+                "`workers` share `expected_agents` among them: give at least one agent per worker",
+            )
+            .at(&["workers"]));
         }
         if let Some(i) = self.messages.iter().position(|m| m == "shutdown") {
             return Err(FieldError::new(

@@ -66,7 +66,15 @@ impl<'a> Coordinator<'a> {
                         t.close(false).await;
                         return Outcome::with(Status::Error, e);
                     }
-                    Coordinator::new(cfg, ctx, Arc::new(t), incoming, program).run().await
+                    let run = Coordinator::new(cfg, ctx, Arc::new(t), incoming, program).run();
+                    if cfg.workers == 0 {
+                        return run.await;
+                    }
+                    // Workers on other hosts start the joining agents; watch them alongside.
+                    tokio::select! {
+                        o = run => o,
+                        _ = super::worker::dispatch(&url, cfg, ctx) => Outcome::with(Status::Error, "worker dispatch stopped"),
+                    }
                 }
                 Err(e) => Outcome::with(Status::Error, e),
             };

@@ -9,7 +9,9 @@
 //! restarts — deciding with the `roster` (its book of agents and pending messages); `faults`
 //! kills and pauses agents on schedule; `process` is the operating-system side (which program,
 //! starting, signals, reaping checks, resource sampling). The coordinator talks to agents only
-//! through `transport::Transport`, so a second transport is a new file there.
+//! through `transport::Transport`, so a second transport is a new file there. `worker` is
+//! `planrun worker`, which starts a share of a stage's joining agents on another host, and the
+//! stage's side that hands out the shares.
 
 pub mod agent;
 mod config;
@@ -19,6 +21,7 @@ mod process;
 pub mod protocol;
 mod roster;
 pub mod transport;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;
