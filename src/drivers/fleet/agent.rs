@@ -29,7 +29,7 @@ pub struct AgentArgs {
     #[arg(long, env = "PLANRUN_REDIS_PREFIX", requires = "transport")]
     pub prefix: Option<String>,
     /// Join, by hand from any machine, the running stage that has `join = NAME` (Redis transport).
-    #[arg(long, value_name = "NAME", requires = "transport", conflicts_with = "prefix")]
+    #[arg(long, value_name = "NAME", requires = "transport")]
     pub join: Option<String>,
     /// How long to wait for that stage and its answer, in seconds.
     #[arg(long, default_value_t = 60)]
@@ -322,6 +322,9 @@ pub fn run(mut args: AgentArgs) -> i32 {
                     Ok(j) => {
                         args.prefix = Some(j.prefix);
                         args.token = Some(j.token);
+                        if let Some(h) = j.heartbeat_ms {
+                            args.heartbeat_ms = h;
+                        }
                     }
                     Err(e) => {
                         eprintln!("planrun agent: {e}");
@@ -335,8 +338,14 @@ pub fn run(mut args: AgentArgs) -> i32 {
                 );
                 return 2;
             };
+            let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
             match RedisLink::open(url, &prefix, heartbeat) {
-                Ok(l) => Link::Redis(Box::new(l)),
+                Ok(mut l) => {
+                    if let Some(name) = &args.join {
+                        l.joined(name);
+                    }
+                    Link::Redis(Box::new(l))
+                }
                 Err(e) => {
                     eprintln!("planrun agent: {e}");
                     return 2;
@@ -362,7 +371,11 @@ pub fn run(mut args: AgentArgs) -> i32 {
             let messages = d.join("messages");
             run_files(&mut agent, &messages, heartbeat, parent)
         }
-        Link::Redis(_) => run_redis(&mut agent, heartbeat, parent),
+        Link::Redis(_) => {
+            // A joined agent heartbeats at the stage's interval, which the join answer gave.
+            let heartbeat = Duration::from_millis(agent.args.heartbeat_ms.max(10));
+            run_redis(&mut agent, heartbeat, parent)
+        }
     }
 }
 
@@ -380,6 +393,13 @@ fn run_redis(agent: &mut Agent, heartbeat: Duration, parent: u32) -> i32 {
             agent.take(&m);
         }
         if last_beat.elapsed() >= heartbeat {
+            // A joined agent outlives its stage only until the stage's join key is gone (a
+            // missed `shutdown`, a crashed runner).
+            if let Link::Redis(l) = &mut agent.link
+                && l.stage_gone()
+            {
+                return 0;
+            }
             agent.heartbeat();
             last_beat = Instant::now();
             if std::os::unix::process::parent_id() != parent {

@@ -73,7 +73,7 @@ impl<'a> Coordinator<'a> {
                     // Workers on other hosts start the joining agents; watch them alongside.
                     tokio::select! {
                         o = run => o,
-                        _ = super::worker::dispatch(&url, cfg, ctx) => Outcome::with(Status::Error, "worker dispatch stopped"),
+                        _ = super::worker::dispatch(&url, &prefix, cfg, ctx) => Outcome::with(Status::Error, "worker dispatch stopped"),
                     }
                 }
                 Err(e) => Outcome::with(Status::Error, e),
@@ -177,9 +177,15 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// An agent started by hand asks to join: admit it if the stage expects more.
+    /// An agent started by hand asks to join: admit it if the stage expects more, else tell it why not.
     async fn on_join(&self, agent: &str, nonce: &str, host: &str) {
-        let refuse = if self.roster.knows(agent) {
+        let local =
+            agent.strip_prefix("agent-").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let refuse = if local {
+            Some(format!(
+                "join refused: `{agent}` is the form of the stage's own agents' ids (agent-N); give another --id"
+            ))
+        } else if self.roster.in_use(agent) {
             Some(format!("join refused: agent id `{agent}` is in use in this stage"))
         } else if self.roster.remote_count() >= self.cfg.expected_agents {
             Some(format!("join refused: the stage expects {} joined agents and has them", self.cfg.expected_agents))
@@ -187,14 +193,17 @@ impl<'a> Coordinator<'a> {
             None
         };
         if let Some(why) = refuse {
+            self.transport.refuse_remote(nonce, &why).await;
             self.protocol_error(Some(agent), why, None);
             return;
         }
-        self.roster.started(agent, None, self.now(), now_ms_f64());
-        let r = self.transport.admit_remote(agent, nonce).await;
+        self.roster.joined(agent, self.now(), now_ms_f64());
+        let heartbeat_ms = self.ctx.clock.scaled(self.cfg.heartbeat.0).as_millis().max(10) as u64;
+        let r = self.transport.admit_remote(agent, nonce, heartbeat_ms).await;
         let mut ev =
             self.ctx.events.event("join").agent(agent).ok(r.is_ok()).attrs(serde_json::json!({ "host": host }));
         if let Err(e) = &r {
+            self.roster.exited(agent, None);
             ev = ev.error(format!("cannot answer the join: {e}"));
         }
         self.ctx.events.emit(ev);
@@ -558,7 +567,13 @@ impl<'a> Coordinator<'a> {
                 data: serde_json::Value::Null,
                 to: Some(remote.clone()),
             };
-            let _ = self.transport.send(&msg).await;
+            // Bounded, and skipped when the server is gone: teardown must not wait on it. Agents
+            // that miss it stop anyway when the join key stops naming this stage.
+            if self.transport.lost().is_none() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.transport.send(&msg)).await;
+                // A moment to read it before the stream is removed.
+                self.ctx.clock.sleep_unscaled(Duration::from_millis(200)).await;
+            }
             for id in &remote {
                 self.roster.exited(id, None);
             }

@@ -170,7 +170,7 @@ impl Roster {
                 unresponsive: false,
                 restarts,
                 doorbell: false,
-                remote: pid.is_none(),
+                remote: false,
             },
         );
     }
@@ -185,13 +185,23 @@ impl Roster {
         self.book().remote_started()
     }
 
-    pub fn knows(&self, id: &str) -> bool {
-        self.book().agents.contains_key(id)
+    /// Whether `id` is taken by an agent that is alive (a joined agent that fell silent may
+    /// join again under its id).
+    pub fn in_use(&self, id: &str) -> bool {
+        self.book().agents.get(id).is_some_and(|a| a.alive || !a.remote)
     }
 
-    /// Count of joined agents, started or not.
+    /// Joined agents still alive, started or not.
     pub fn remote_count(&self) -> u32 {
-        self.book().agents.values().filter(|a| a.remote).count() as u32
+        self.book().agents.values().filter(|a| a.remote && a.alive).count() as u32
+    }
+
+    /// Start a joined agent's entry (no process here), keeping its count of earlier joins.
+    pub fn joined(&self, id: &str, now_ms: f64, wall_ms: f64) {
+        self.started(id, None, now_ms, wall_ms);
+        if let Some(a) = self.book().agents.get_mut(id) {
+            a.remote = true;
+        }
     }
 
     /// The process `pid` of agent `id` ended. True when that was expected (teardown).
@@ -213,6 +223,8 @@ impl Roster {
     pub fn beat_with(&self, id: &str, agent_ms: i64, now_ms: f64, doorbell: bool) -> Beat {
         let mut b = self.book();
         let Some(a) = b.agents.get_mut(id) else { return Beat::Unknown };
+        // Until its first beat, `last_beat_ms` is when it started (on this clock).
+        let since_start = now_ms - a.last_beat_ms;
         a.last_beat_ms = now_ms;
         a.doorbell |= doorbell;
         a.unresponsive = false;
@@ -222,7 +234,9 @@ impl Roster {
         a.first_beat = true;
         // From spawn to when the agent wrote its first heartbeat (its own timestamp, same host
         // clock): not to when we got round to reading it.
-        Beat::First { latency_ms: (agent_ms as f64 - a.spawned_wall_ms).max(0.0), restarts: a.restarts }
+        // A joined agent's clock is another host's: time its join on ours (join → first beat read).
+        let latency_ms = if a.remote { since_start.max(0.0) } else { (agent_ms as f64 - a.spawned_wall_ms).max(0.0) };
+        Beat::First { latency_ms, restarts: a.restarts }
     }
 
     /// A message went out to `p.expected`.
@@ -270,8 +284,13 @@ impl Roster {
             if a.alive && a.first_beat && !a.unresponsive && now_ms - a.last_beat_ms > limit_ms {
                 a.unresponsive = true;
                 w.unresponsive.push((id.clone(), now_ms - a.last_beat_ms));
+                // A joined agent has no process to watch: silence is all we will learn of its
+                // death, so stop addressing it (it may join again).
+                if a.remote {
+                    a.alive = false;
+                }
             }
-            if !a.alive && restart {
+            if !a.alive && restart && !a.remote {
                 a.restarts += 1;
                 a.alive = true;
                 w.restart.push(id.clone());

@@ -10,6 +10,8 @@
 //! agents, which die with it, become `unresponsive`. Its share is not moved to another worker.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -50,8 +52,17 @@ pub struct WorkerArgs {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Job {
     join: String,
+    /// The stage's key prefix: a job whose join key no longer names it is stale (that stage ended).
+    prefix: String,
     agents: u32,
     heartbeat_ms: u64,
+}
+
+/// Whether the stage `job` was made for still publishes its join key.
+fn stage_running(con: &mut redis::Connection, job: &Job) -> Option<bool> {
+    let got: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg(super::transport::join_key(&job.join)).query(con);
+    got.ok().map(|v| v.as_deref() == Some(job.prefix.as_str()))
 }
 
 /// The worker's loop; its exit code.
@@ -70,43 +81,60 @@ pub fn run(args: WorkerArgs) -> i32 {
             return 2;
         }
     };
-    // The announcement, renewed on its own connection every second.
+    // The announcement, renewed on its own connection every second; it says when the worker
+    // is busy with a job, so stages pick idle workers.
+    let busy = Arc::new(AtomicBool::new(false));
     {
-        let (client, name, host) = (client.clone(), name.clone(), host.clone());
+        let (client, name, host, busy) = (client.clone(), name.clone(), host.clone(), Arc::clone(&busy));
         std::thread::spawn(move || {
-            let body = serde_json::json!({ "host": host, "pid": std::process::id() }).to_string();
             loop {
                 if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(1)) {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                    while redis::cmd("SET")
-                        .arg(worker_key(&name))
-                        .arg(&body)
-                        .arg("PX")
-                        .arg(WORKER_TTL_MS)
-                        .query::<()>(&mut c)
-                        .is_ok()
-                    {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                    loop {
+                        let body = serde_json::json!({
+                            "host": host, "pid": std::process::id(), "busy": busy.load(Ordering::Relaxed),
+                        })
+                        .to_string();
+                        let r: redis::RedisResult<()> = redis::cmd("SET")
+                            .arg(worker_key(&name))
+                            .arg(body)
+                            .arg("PX")
+                            .arg(WORKER_TTL_MS)
+                            .query(&mut c);
+                        if r.is_err() {
+                            break;
+                        }
                         std::thread::sleep(Duration::from_secs(1));
                     }
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                std::thread::sleep(Duration::from_millis(500));
             }
         });
     }
     eprintln!("planrun worker {name}: waiting for jobs on {}", shown(&url));
     let mut done = 0;
+    let mut con: Option<redis::Connection> = None;
     loop {
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
-            std::thread::sleep(Duration::from_secs(1));
-            continue;
+        let c = match con.as_mut() {
+            Some(c) => c,
+            None => match client.get_connection_with_timeout(Duration::from_secs(1)) {
+                Ok(c) => {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+                    con.insert(c)
+                }
+                Err(_) => {
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            },
         };
-        let _ = con.set_read_timeout(Some(Duration::from_secs(10)));
         let got: redis::RedisResult<Option<(String, String)>> =
-            redis::cmd("BLPOP").arg(jobs_key(&name)).arg(2).query(&mut con);
+            redis::cmd("BLPOP").arg(jobs_key(&name)).arg(2).query(c);
         let job = match got {
             Ok(Some((_, j))) => j,
             Ok(None) => continue,
             Err(_) => {
+                con = None;
                 std::thread::sleep(Duration::from_secs(1));
                 continue;
             }
@@ -118,16 +146,39 @@ pub fn run(args: WorkerArgs) -> i32 {
                 continue;
             }
         };
+        if stage_running(c, &job) == Some(false) {
+            eprintln!("planrun worker {name}: a job for `{}`, whose stage is over; skipped", job.join);
+            continue;
+        }
+        busy.store(true, Ordering::Relaxed);
         eprintln!("planrun worker {name}: starting {} agents for `{}`", job.agents, job.join);
         let mut agents: Vec<Child> =
             (1..=job.agents).filter_map(|i| start_agent(&url, &job, &format!("{name}-agent-{i}"))).collect();
-        // Until the stage stops them (its teardown sends `shutdown`).
-        for a in &mut agents {
-            let _ = a.wait();
+        // Until the stage stops them (its teardown sends `shutdown`; they also stop when its join
+        // key goes). Should they outlive the stage by 5 s anyway, they are killed by pid.
+        let mut gone_since: Option<Instant> = None;
+        while !agents.is_empty() {
+            agents.retain_mut(|a| matches!(a.try_wait(), Ok(None)));
+            std::thread::sleep(Duration::from_millis(200));
+            match stage_running(c, &job) {
+                Some(false) => {
+                    let since = *gone_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(5) {
+                        for a in &mut agents {
+                            let _ = a.kill();
+                            let _ = a.wait();
+                        }
+                        agents.clear();
+                    }
+                }
+                _ => gone_since = None,
+            }
         }
+        busy.store(false, Ordering::Relaxed);
         eprintln!("planrun worker {name}: job `{}` done", job.join);
         done += 1;
         if args.jobs > 0 && done >= args.jobs {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(worker_key(&name)).query(c);
             return 0;
         }
     }
@@ -145,6 +196,11 @@ fn start_agent(url: &str, job: &Job, id: &str) -> Option<Child> {
     };
     cmd.args(["--join", &job.join, "--id", id, "--heartbeat-ms", &job.heartbeat_ms.to_string()])
         .env(super::protocol::ENV_TRANSPORT, url)
+        // Whatever this shell had of another stage's agent is not this agent's.
+        .env_remove(super::protocol::ENV_REDIS_PREFIX)
+        .env_remove(super::protocol::ENV_AGENT_TOKEN)
+        .env_remove(super::protocol::ENV_COORD_DIR)
+        .env_remove(super::protocol::ENV_AGENT_ID)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -153,9 +209,24 @@ fn start_agent(url: &str, job: &Job, id: &str) -> Option<Child> {
 
 /// The stage's side: wait for `cfg.workers` workers, hand each its share of
 /// `cfg.expected_agents`, then watch their announcements until the stage ends (never returns).
-pub async fn dispatch(url: &str, cfg: &Fleet, ctx: &StageContext) {
-    let Ok(client) = redis::Client::open(url) else { return std::future::pending().await };
-    let Ok(mut con) = ConnectionManager::new(client).await else { return std::future::pending().await };
+pub async fn dispatch(url: &str, prefix: &str, cfg: &Fleet, ctx: &StageContext) {
+    let con = match redis::Client::open(url) {
+        Ok(client) => ConnectionManager::new(client).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let mut con = match con {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.events.emit(
+                ctx.events
+                    .event("worker")
+                    .name("expected")
+                    .ok(false)
+                    .error(format!("cannot reach {} to hand workers their shares: {e}", shown(url))),
+            );
+            return std::future::pending().await;
+        }
+    };
     let want = cfg.workers as usize;
     let deadline = Instant::now() + ctx.clock.scaled(cfg.join_timeout.0);
     let mut found: Vec<String> = Vec::new();
@@ -188,12 +259,14 @@ pub async fn dispatch(url: &str, cfg: &Fleet, ctx: &StageContext) {
     let mut shares = Vec::new();
     for (i, w) in found.iter().enumerate() {
         let share = cfg.expected_agents / n + u32::from((i as u32) < cfg.expected_agents % n);
-        let job = Job { join: cfg.join.clone().unwrap_or_default(), agents: share, heartbeat_ms };
-        let pushed: redis::RedisResult<()> = redis::cmd("RPUSH")
-            .arg(jobs_key(w))
-            .arg(serde_json::to_string(&job).unwrap_or_default())
-            .query_async(&mut con)
-            .await;
+        let job =
+            Job { join: cfg.join.clone().unwrap_or_default(), prefix: prefix.to_string(), agents: share, heartbeat_ms };
+        // The list expires with the wait for joins: a job nobody took does not linger.
+        let ttl = ctx.clock.scaled(cfg.join_timeout.0).as_millis().max(1000) as u64;
+        let mut p = redis::pipe();
+        p.cmd("RPUSH").arg(jobs_key(w)).arg(serde_json::to_string(&job).unwrap_or_default()).ignore();
+        p.cmd("PEXPIRE").arg(jobs_key(w)).arg(ttl).ignore();
+        let pushed: redis::RedisResult<()> = p.query_async(&mut con).await;
         let mut ev = ctx.events.event("worker").name(w.as_str()).ok(pushed.is_ok()).value(share as f64, "agents");
         if let Err(e) = &pushed {
             ev = ev.error(format!("cannot hand it its job: {e}"));

@@ -73,8 +73,17 @@ pub trait Transport: Send + Sync {
     fn open_join<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async { Some("only the Redis transport takes agents started by hand (`join`)".to_string()) })
     }
-    /// Enroll joining agent `agent` and send it its token under `nonce`.
-    fn admit_remote<'a>(&'a self, _agent: &'a str, _nonce: &'a str) -> BoxFuture<'a, std::io::Result<()>> {
+    /// Enroll joining agent `agent` and send it its token (and the heartbeat interval) under `nonce`.
+    fn admit_remote<'a>(
+        &'a self,
+        _agent: &'a str,
+        _nonce: &'a str,
+        _heartbeat_ms: u64,
+    ) -> BoxFuture<'a, std::io::Result<()>> {
         Box::pin(async { Err(std::io::Error::other("this transport takes no remote agents")) })
+    }
+    /// Tell joining agent `nonce` why it was refused.
+    fn refuse_remote<'a>(&'a self, _nonce: &'a str, _why: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
     }
 }

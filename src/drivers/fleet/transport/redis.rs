@@ -80,6 +80,9 @@ pub fn join_key(name: &str) -> String {
 
 /// How long a joining agent's answer waits for it.
 pub const JOIN_REPLY_TTL_MS: u64 = 60_000;
+/// The join key's TTL (renewed at a quarter of it while the stage runs). Joined agents check it
+/// every heartbeat and stop when it no longer names their stage.
+pub const JOIN_KEY_TTL_MS: u64 = 10_000;
 
 impl Keys {}
 
@@ -114,8 +117,8 @@ pub struct RedisTransport {
     health: Arc<Health>,
     reader: tokio::task::JoinHandle<()>,
     janitor: tokio::task::JoinHandle<()>,
-    /// The join name published, removed at close.
-    join: Mutex<Option<String>>,
+    /// The join name published (removed at close), and the task renewing its TTL.
+    join: Mutex<Option<(String, tokio::task::JoinHandle<()>)>>,
     /// What creating it had to do that the user should hear of (leftover keys removed).
     pub notes: Vec<String>,
 }
@@ -371,30 +374,68 @@ impl Transport for RedisTransport {
     fn open_join<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let mut con = self.con.clone();
-            let set: redis::RedisResult<Option<String>> =
-                redis::cmd("SET").arg(join_key(name)).arg(&self.keys.prefix).arg("NX").query_async(&mut con).await;
+            let key = join_key(name);
+            // With a TTL, renewed while the stage runs: a crashed stage's name frees itself.
+            let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
+                .arg(&key)
+                .arg(&self.keys.prefix)
+                .arg("NX")
+                .arg("PX")
+                .arg(JOIN_KEY_TTL_MS)
+                .query_async(&mut con)
+                .await;
             match set {
                 Ok(Some(_)) => {
+                    let (mut c, k, prefix) = (self.con.clone(), key.clone(), self.keys.prefix.clone());
+                    let renew = tokio::spawn(async move {
+                        let script = redis::Script::new(
+                            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+                        );
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(JOIN_KEY_TTL_MS / 4)).await;
+                            let _: redis::RedisResult<i64> =
+                                script.key(&k).arg(&prefix).arg(JOIN_KEY_TTL_MS).invoke_async(&mut c).await;
+                        }
+                    });
                     if let Ok(mut j) = self.join.lock() {
-                        *j = Some(name.to_string());
+                        *j = Some((name.to_string(), renew));
                     }
                     None
                 }
                 Ok(None) => Some(format!(
-                    "join name `{name}` is taken on {} by another running stage (key {}); give this stage another `join`",
+                    "join name `{name}` is in use on {} by another running stage (key {key}, renewed every few seconds while that stage runs); give this stage another `join`",
                     shown(&self.url),
-                    join_key(name)
                 )),
                 Err(e) => Some(format!("cannot publish join name `{name}`: {e}")),
             }
         })
     }
 
-    fn admit_remote<'a>(&'a self, agent: &'a str, nonce: &'a str) -> BoxFuture<'a, std::io::Result<()>> {
+    fn refuse_remote<'a>(&'a self, nonce: &'a str, why: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let body = serde_json::json!({ "refused": why }).to_string();
+            let _: redis::RedisResult<()> = redis::cmd("SET")
+                .arg(self.keys.join_reply(nonce))
+                .arg(body)
+                .arg("PX")
+                .arg(JOIN_REPLY_TTL_MS)
+                .query_async(&mut con)
+                .await;
+        })
+    }
+
+    fn admit_remote<'a>(
+        &'a self,
+        agent: &'a str,
+        nonce: &'a str,
+        heartbeat_ms: u64,
+    ) -> BoxFuture<'a, std::io::Result<()>> {
         Box::pin(async move {
             let token = self.enrollment.admit(agent);
             let mut con = self.con.clone();
-            let body = serde_json::json!({ "token": token, "prefix": self.keys.prefix }).to_string();
+            let body = serde_json::json!({ "token": token, "prefix": self.keys.prefix, "heartbeat_ms": heartbeat_ms })
+                .to_string();
             redis::cmd("SET")
                 .arg(self.keys.join_reply(nonce))
                 .arg(body)
@@ -454,7 +495,8 @@ impl Transport for RedisTransport {
             self.janitor.abort();
             let mut con = self.con.clone();
             let join = self.join.lock().ok().and_then(|mut j| j.take());
-            if let Some(name) = join {
+            if let Some((name, renew)) = join {
+                renew.abort();
                 // Only our own publication: another stage may have taken the name since.
                 let _: redis::RedisResult<i64> = redis::Script::new(
                     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",

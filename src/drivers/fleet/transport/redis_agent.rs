@@ -19,12 +19,16 @@ pub struct RedisLink {
     /// The heartbeat key's TTL.
     ttl: Duration,
     pause: Duration,
+    /// For a joined agent: the join key and the prefix it must name while the stage runs.
+    join: Option<(String, String)>,
 }
 
 /// What joining a stage gives an agent started by hand: the stage's prefix and its token.
 pub struct Joined {
     pub prefix: String,
     pub token: String,
+    /// The stage's heartbeat interval.
+    pub heartbeat_ms: Option<u64>,
 }
 
 /// Join the stage that published `name` on `url` as agent `id`: wait (up to `timeout`) for the
@@ -71,17 +75,19 @@ pub fn join(url: &str, name: &str, id: &str, timeout: Duration) -> Result<Joined
         .map_err(|e| format!("cannot ask to join: {e}"))?;
     let answer = keys.join_reply(&nonce);
     loop {
-        let got: redis::RedisResult<Option<String>> = redis::cmd("GETDEL").arg(&answer).query(&mut con);
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(&answer).query(&mut con);
         if let Ok(Some(a)) = got {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&answer).query(&mut con);
             let v: serde_json::Value =
                 serde_json::from_str(&a).map_err(|e| format!("the stage's answer is not JSON: {e}"))?;
+            if let Some(why) = v["refused"].as_str() {
+                return Err(format!("the stage refused `{id}`: {why}"));
+            }
             let token = v["token"].as_str().ok_or("the stage's answer has no token")?.to_string();
-            return Ok(Joined { prefix, token });
+            return Ok(Joined { prefix, token, heartbeat_ms: v["heartbeat_ms"].as_u64() });
         }
         if std::time::Instant::now() > until {
-            return Err(format!(
-                "the stage did not admit `{id}` (an id already in use, or it has all the agents it expects: see its protocol_error events)"
-            ));
+            return Err(format!("the stage did not answer `{id}`'s join within {} s", timeout.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -99,7 +105,22 @@ impl RedisLink {
             last: "0".into(),
             ttl: (heartbeat * 5).max(Duration::from_secs(1)),
             pause: Duration::from_millis(20),
+            join: None,
         })
+    }
+
+    /// This agent joined under `name`: `stage_gone` watches that join key.
+    pub fn joined(&mut self, name: &str) {
+        self.join = Some((join_key(name), self.keys.prefix.clone()));
+    }
+
+    /// For a joined agent: the stage no longer publishes its join key (it ended, or crashed and
+    /// the key's TTL ran out). False when unknown (no connection).
+    pub fn stage_gone(&mut self) -> bool {
+        let Some((key, prefix)) = self.join.clone() else { return false };
+        let Some(con) = self.con() else { return false };
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(&key).query(con);
+        matches!(got, Ok(v) if v.as_deref() != Some(prefix.as_str()))
     }
 
     fn con(&mut self) -> Option<&mut redis::Connection> {
