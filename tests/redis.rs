@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::support::{RedisServer, Sandbox, events, repo};
+use super::support::{Reap, RedisServer, Sandbox, events, repo};
 
 fn of_kind<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     evs.iter().filter(|e| e["kind"] == kind).collect()
@@ -154,17 +154,7 @@ fn a_redis_restart_mid_run_is_retried_reported_and_survived() {
     );
     let child =
         sb.cmd(&["run", "f.toml", "--quiet", "--no-analyze"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    // Kills the runner if an assertion below fails, so it never outlives the test.
-    struct Reap(Option<std::process::Child>);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            if let Some(c) = self.0.as_mut() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-    let mut child = Reap(Some(child));
+    let mut child = Reap(vec![child]);
     // Wait until both agents heartbeat over this server, then take it away mid-run.
     let until = std::time::Instant::now() + Duration::from_secs(30);
     while redis.planrun_keys().iter().filter(|k| k.contains(":hb:")).count() < 2 {
@@ -175,7 +165,7 @@ fn a_redis_restart_mid_run_is_retried_reported_and_survived() {
     redis.kill();
     std::thread::sleep(Duration::from_millis(800));
     redis.restart();
-    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    let out = child.0.remove(0).wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "the stage survives a lost server");
     let dir = sb.path().join(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim());
     let evs = events(&dir);
@@ -394,15 +384,6 @@ fn agents_started_by_hand_join_a_running_stage() {
             .spawn()
             .unwrap()
     };
-    struct Reap(Vec<std::process::Child>);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
     let mut procs = Reap(vec![runner, agent("remote-a"), agent("remote-b")]);
     // The duplicate asks once the first remote-a is in.
     let until = std::time::Instant::now() + Duration::from_secs(30);
@@ -465,15 +446,6 @@ fn workers_on_other_hosts_take_shares_and_a_lost_one_is_reported() {
             .spawn()
             .unwrap()
     };
-    struct Reap(Vec<std::process::Child>);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
     let mut procs = Reap(vec![worker("wa"), worker("wb")]);
     sb.write(
         "f.toml",

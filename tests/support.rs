@@ -86,6 +86,19 @@ pub fn events_without_ts(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Processes a test started, killed by pid and reaped when it ends — also when an assertion
+/// fails first, so none outlives the test.
+pub struct Reap(pub Vec<std::process::Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A real `redis-server` on a free loopback port, stopped by its pid when dropped. Its working
 /// directory is private, so `--appendonly yes` persists across `restart`.
 pub struct RedisServer {
