@@ -102,8 +102,7 @@ fn main() {
         first.iter().sum::<f64>() / first.len().max(1) as f64
     );
     let cycles: Vec<&serde_json::Value> = evs.iter().filter(|e| e["kind"] == "cycle").collect();
-    let full: Vec<f64> =
-        cycles.iter().filter(|c| c["value"] == 1.0).filter_map(|c| c["latency_ms"].as_f64()).collect();
+    let full: Vec<f64> = cycles.iter().filter(|c| c["value"] == 1.0).filter_map(|c| c["latency_ms"].as_f64()).collect();
     println!(
         "{spawn_agents}-agent coordination cycle over files: p50 {:.1} ms, max {:.1} ms ({} of {} cycles answered by every agent)",
         pct(full.clone(), 0.5),

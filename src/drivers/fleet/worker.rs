@@ -277,9 +277,22 @@ pub async fn dispatch(url: &str, prefix: &str, cfg: &Fleet, ctx: &StageContext) 
     // Watch: a worker whose announcement lapses is gone, and so are its agents.
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for (w, share, alive) in shares.iter_mut().filter(|s| s.2) {
+        for (w, share, alive) in shares.iter_mut() {
             let exists: redis::RedisResult<bool> = redis::cmd("EXISTS").arg(worker_key(w)).query_async(&mut con).await;
-            if let Ok(false) = exists {
+            if let (Ok(true), false) = (&exists, *alive) {
+                // Back after a hiccup longer than its TTL: say so (its agents tell their own story).
+                *alive = true;
+                ctx.events.emit(
+                    ctx.events
+                        .event("worker")
+                        .name(w.as_str())
+                        .ok(true)
+                        .value(*share as f64, "agents")
+                        .attrs(serde_json::json!({ "back": true })),
+                );
+                continue;
+            }
+            if let (Ok(false), true) = (exists, *alive) {
                 *alive = false;
                 ctx.events.emit(
                     ctx.events

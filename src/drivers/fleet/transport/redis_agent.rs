@@ -35,6 +35,9 @@ pub struct Joined {
 /// stage, ask to join, and wait for its answer.
 pub fn join(url: &str, name: &str, id: &str, timeout: Duration) -> Result<Joined, String> {
     let shown = crate::drivers::keyspace::shown(url);
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(format!("an agent id that joins is 1-64 of [A-Za-z0-9._-], not `{id}`"));
+    }
     let client = redis::Client::open(url).map_err(|e| format!("`{shown}` is not a Redis URL: {e}"))?;
     let until = std::time::Instant::now() + timeout;
     let mut con = loop {
@@ -47,6 +50,12 @@ pub fn join(url: &str, name: &str, id: &str, timeout: Duration) -> Result<Joined
     let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
     let prefix: String = loop {
         let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(join_key(name)).query(&mut con);
+        if got.is_err()
+            && let Ok(c) = client.get_connection_with_timeout(Duration::from_secs(1))
+        {
+            con = c;
+            let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
+        }
         match got {
             Ok(Some(p)) => break p,
             _ if std::time::Instant::now() > until => {
@@ -76,6 +85,13 @@ pub fn join(url: &str, name: &str, id: &str, timeout: Duration) -> Result<Joined
     let answer = keys.join_reply(&nonce);
     loop {
         let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(&answer).query(&mut con);
+        if got.is_err()
+            && let Ok(c) = client.get_connection_with_timeout(Duration::from_secs(1))
+        {
+            // A dropped connection: the answer waits under its key, so read it on a new one.
+            con = c;
+            let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
+        }
         if let Ok(Some(a)) = got {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&answer).query(&mut con);
             let v: serde_json::Value =
