@@ -6,24 +6,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::support::{Sandbox, events, repo};
-
-fn of_kind<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    evs.iter().filter(|e| e["kind"] == kind).collect()
-}
+use super::support::{Sandbox, events, of_kind, repo};
 
 fn fleet_plan(coord: &Path, fields: &str) -> String {
     format!(
         "[plan]\nname = \"fleet\"\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"f\"\ndriver = \"fleet\"\ncoord_dir = \"{}\"\nheartbeat = \"50ms\"\n{fields}\n",
         coord.display()
     )
-}
-
-fn run(sb: &Sandbox, text: &str) -> (i32, std::path::PathBuf, String) {
-    sb.write("f.toml", text);
-    let r = sb.run(&["run", "f.toml", "--quiet", "--no-analyze"]);
-    let dir = sb.path().join(r.run_dir());
-    (r.code, dir, r.stderr)
 }
 
 #[test]
@@ -34,7 +23,7 @@ fn builtin_agents_cycle_and_clean_up() {
         &coord,
         "agents = 4\ncycles = 3\ninterval = \"200ms\"\nmessages = [\"ping\", \"compute\", \"memory_test\"]\npayload = { compute = { iterations = 1500 }, memory_test = { size = 256 } }\nsample_interval = \"200ms\"",
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     assert_eq!(of_kind(&evs, "spawn").len(), 4);
@@ -71,7 +60,7 @@ fn planrun_agent_subcommand_is_the_same_agent() {
             super::support::bin()
         ),
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 2);
@@ -93,7 +82,7 @@ fn python_example_agent_speaks_the_protocol() {
             agent.display()
         ),
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 3);
@@ -148,7 +137,7 @@ while True:
         ),
     );
     let started = Instant::now();
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
     let evs = events(&dir);
@@ -185,7 +174,7 @@ fn an_answer_in_another_agents_name_is_refused() {
             env!("CARGO_BIN_EXE_planrun-agent")
         ),
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 2);
@@ -244,7 +233,7 @@ fn crashes_are_counted_and_restarted() {
         &coord,
         "agents = 2\ncycles = 6\ninterval = \"250ms\"\nresponse_timeout = \"1s\"\nrestart = \"on-crash\"\nrestart_backoff = \"50ms\"\nmisbehave = { agents = [\"agent-2\"], crash_after = 2 }",
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     let crashes = of_kind(&evs, "crash");
@@ -264,7 +253,7 @@ fn kill_and_pause_faults() {
         &coord,
         "agents = 4\ncycles = 8\ninterval = \"200ms\"\nresponse_timeout = \"150ms\"\nmissed_heartbeats = 3\nfault = [{ at = \"300ms\", kill = 1, signal = \"KILL\" }, { at = \"500ms\", pause = 1, for = \"700ms\" }]",
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     let faults: Vec<&str> = of_kind(&evs, "fault").iter().map(|f| f["name"].as_str().unwrap()).collect();
@@ -281,11 +270,11 @@ fn a_leftover_directory_is_refused_unless_clean() {
     let coord = sb.path().join("coord");
     std::fs::create_dir_all(coord.join("messages")).unwrap();
     let text = fleet_plan(&coord, "agents = 1\ncycles = 1\ninterval = \"100ms\"");
-    let (code, dir, _) = run(&sb, &text);
+    let (code, dir, _) = sb.run_plan(&text);
     assert_eq!(code, 3);
     let m = super::support::manifest(&dir);
     assert!(m["stages"][0]["message"].as_str().unwrap().contains("already exists"), "{m}");
-    let (code, _, err) = run(&sb, &format!("{text}clean = true\n"));
+    let (code, _, err) = sb.run_plan(&format!("{text}clean = true\n"));
     assert_eq!(code, 0, "{err}");
 }
 
@@ -412,7 +401,7 @@ fn a_directory_someone_else_made_is_refused_not_removed() {
     let coord = sb.path().join("coord");
     std::fs::create_dir(&coord).unwrap();
     std::fs::write(coord.join("precious.txt"), "keep me").unwrap();
-    let (code, dir, _) = run(&sb, &fleet_plan(&coord, "agents = 1\ncycles = 1\ninterval = \"100ms\""));
+    let (code, dir, _) = sb.run_plan(&fleet_plan(&coord, "agents = 1\ncycles = 1\ninterval = \"100ms\""));
     assert_eq!(code, 3);
     let m = super::support::manifest(&dir);
     assert!(m["stages"][0]["message"].as_str().unwrap().contains("planrun did not make it"), "{m}");
@@ -424,7 +413,7 @@ fn a_timed_out_fleet_stage_still_gives_its_agents_their_grace() {
     let sb = Sandbox::new();
     let coord = sb.path().join("coord");
     let text = fleet_plan(&coord, "agents = 3\ncycles = 100\ninterval = \"200ms\"\ntimeout = \"2s\"");
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 1, "{err}");
     assert_eq!(super::support::manifest(&dir)["stages"][0]["status"], "timed_out");
     let evs = events(&dir);

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Sandbox, bin, events, manifest};
+use crate::support::{Sandbox, bin, events, manifest, of_kind};
 
 /// A `planrun serve-demo` process on a free loopback port, killed when dropped.
 struct Demo {
@@ -52,10 +52,6 @@ impl Drop for Demo {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn of_kind<'a>(evs: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
-    evs.iter().filter(|e| e["kind"] == kind).collect()
 }
 
 fn f(e: &serde_json::Value, k: &str) -> f64 {

@@ -5,12 +5,8 @@ mod server;
 
 use serde_json::Value;
 
-use super::support::{Sandbox, events, events_without_ts, manifest};
+use super::support::{Sandbox, attrs, events, events_without_ts, manifest, of_kind};
 use server::{Reply, Server};
-
-fn attrs(e: &Value) -> Value {
-    e["attrs"].as_str().map(|a| serde_json::from_str(a).unwrap()).unwrap_or(Value::Null)
-}
 
 const PROVIDERS: &str = r#"
 [defaults.llm.providers.sim]
@@ -33,10 +29,6 @@ fn run(sb: &Sandbox, text: &str, extra: &[&str]) -> (i32, std::path::PathBuf, St
     let r = sb.run(&args);
     let dir = sb.path().join(r.run_dir());
     (r.code, dir, r.stderr)
-}
-
-fn of_kind<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    evs.iter().filter(|e| e["kind"] == kind).collect()
 }
 
 const GAME: &str = r#"

@@ -6,28 +6,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::support::{Reap, RedisServer, Sandbox, events, repo};
-
-fn of_kind<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    evs.iter().filter(|e| e["kind"] == kind).collect()
-}
-
-fn attrs(e: &Value) -> Value {
-    serde_json::from_str(e["attrs"].as_str().unwrap_or("{}")).unwrap()
-}
+use super::support::{Reap, RedisServer, Sandbox, attrs, events, of_kind, repo};
 
 fn fleet_plan(url: &str, fields: &str) -> String {
     format!(
         "[plan]\nname = \"fleet\"\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"f\"\ndriver = \"fleet\"\n\
          transport = \"{url}\"\nheartbeat = \"50ms\"\n{fields}\n"
     )
-}
-
-fn run(sb: &Sandbox, text: &str) -> (i32, std::path::PathBuf, String) {
-    sb.write("f.toml", text);
-    let r = sb.run(&["run", "f.toml", "--quiet", "--no-analyze"]);
-    let dir = sb.path().join(r.run_dir());
-    (r.code, dir, r.stderr)
 }
 
 #[test]
@@ -39,7 +24,7 @@ fn the_fleet_cycles_over_redis_and_leaves_no_key() {
         "agents = 4\ncycles = 3\ninterval = \"200ms\"\nmessages = [\"ping\", \"compute\", \"memory_test\"]\n\
          payload = { compute = { iterations = 1500 }, memory_test = { size = 256 } }\nsample_interval = \"200ms\"",
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     assert_eq!(of_kind(&evs, "spawn").iter().filter(|s| s["ok"] == true).count(), 4);
@@ -67,7 +52,7 @@ fn kept_keys_show_the_stage_namespace_and_heartbeats_with_a_ttl() {
     let sb = Sandbox::new();
     let (code, dir, err) =
         // A 1 s heartbeat: the keys' TTL (5 heartbeats) outlasts planrun's exit on a loaded machine.
-        run(&sb, &fleet_plan(&redis.url(), "agents = 2\ncycles = 1\ninterval = \"100ms\"\nkeep = true").replace("\"50ms\"", "\"1s\""));
+        sb.run_plan(&fleet_plan(&redis.url(), "agents = 2\ncycles = 1\ninterval = \"100ms\"\nkeep = true").replace("\"50ms\"", "\"1s\""));
     assert_eq!(code, 0, "{err}");
     let run_id = dir.file_name().unwrap().to_str().unwrap().to_string();
     let keys = redis.planrun_keys();
@@ -94,7 +79,7 @@ fn crashes_restarts_and_kill_faults_over_redis() {
          restart_backoff = \"50ms\"\nmisbehave = { agents = [\"agent-2\"], crash_after = 2 }\n\
          fault = [{ at = \"600ms\", agents = [\"agent-3\"], kill = 1, signal = \"KILL\" }]",
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     let crashes = of_kind(&evs, "crash");
@@ -126,7 +111,7 @@ fn forged_and_garbled_answers_over_redis_are_protocol_errors() {
             env!("CARGO_BIN_EXE_planrun-agent")
         ),
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     let responses = of_kind(&evs, "response");
@@ -186,8 +171,8 @@ fn a_redis_restart_mid_run_is_retried_reported_and_survived() {
 fn an_unreachable_server_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let sb = Sandbox::new();
-    let (code, dir, _) =
-        run(&sb, &fleet_plan(&format!("redis://127.0.0.1:{port}/0"), "agents = 1\ncycles = 1\ninterval = \"100ms\""));
+    let (code, dir, _) = sb
+        .run_plan(&fleet_plan(&format!("redis://127.0.0.1:{port}/0"), "agents = 1\ncycles = 1\ninterval = \"100ms\""));
     assert_eq!(code, 3);
     let m = super::support::manifest(&dir);
     let msg = m["stages"][0]["message"].as_str().unwrap();
@@ -302,7 +287,7 @@ fn state_that_does_not_survive_a_restart_is_reported_not_recovered() {
         "duration = \"4s\"\nswarms = 4\nagents_per_swarm = 3\nmessage_rate = 20\nlease = \"500ms\"\nstate_every = \"200ms\"\n\
          start_server = { appendonly = false }\nfault = [{ at = \"2s\", restart_redis = \"kill\" }]",
     );
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     let recovered = of_kind(&evs, "state_recovered");
@@ -324,7 +309,7 @@ fn a_swarm_stage_uses_a_server_it_is_given_and_leaves_no_key() {
         "duration = \"2s\"\nswarms = 3\nagents_per_swarm = 2\nmessage_rate = 10\nlease = \"400ms\"\nserver = \"{}\"",
         redis.url()
     ));
-    let (code, dir, err) = run(&sb, &text);
+    let (code, dir, err) = sb.run_plan(&text);
     assert_eq!(code, 0, "{err}");
     let evs = events(&dir);
     assert_eq!(of_kind(&evs, "swarm").iter().filter(|s| s["ok"] == true).count(), 3);
@@ -338,7 +323,7 @@ fn a_swarm_stage_without_a_server_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let sb = Sandbox::new();
     let (code, dir, _) =
-        run(&sb, &swarm_plan(&format!("duration = \"1s\"\nswarms = 1\nserver = \"redis://127.0.0.1:{port}/0\"")));
+        sb.run_plan(&swarm_plan(&format!("duration = \"1s\"\nswarms = 1\nserver = \"redis://127.0.0.1:{port}/0\"")));
     assert_eq!(code, 3);
     let msg = super::support::manifest(&dir)["stages"][0]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("cannot connect") && msg.contains("redis-server"), "{msg}");

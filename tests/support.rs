@@ -51,6 +51,15 @@ impl Sandbox {
         c
     }
 
+    /// Write `text` as f.toml and run it quietly without the analysis: (exit code, run
+    /// directory, stderr).
+    pub fn run_plan(&self, text: &str) -> (i32, PathBuf, String) {
+        self.write("f.toml", text);
+        let r = self.run(&["run", "f.toml", "--quiet", "--no-analyze"]);
+        let dir = self.path().join(r.run_dir());
+        (r.code, dir, r.stderr)
+    }
+
     pub fn run(&self, args: &[&str]) -> Ran {
         let out: Output = self.cmd(args).output().expect("spawn planrun");
         Ran {
@@ -67,6 +76,16 @@ pub fn events(dir: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("valid event line"))
         .collect()
+}
+
+/// The events of one `kind`.
+pub fn of_kind<'a>(evs: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    evs.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+/// An event's `attrs`, parsed (null when it has none).
+pub fn attrs(e: &serde_json::Value) -> serde_json::Value {
+    e["attrs"].as_str().map(|a| serde_json::from_str(a).unwrap()).unwrap_or(serde_json::Value::Null)
 }
 
 pub fn manifest(dir: &Path) -> serde_json::Value {

@@ -314,7 +314,6 @@ pub fn run(mut args: AgentArgs) -> i32 {
         // the signal always finds it blocked (pending until `Doorbell::wait` takes it).
         Doorbell::block();
     }
-    let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
     let link = match (&args.dir, &args.transport) {
         (_, Some(url)) => {
             if let Some(name) = &args.join {
@@ -338,8 +337,7 @@ pub fn run(mut args: AgentArgs) -> i32 {
                 );
                 return 2;
             };
-            let heartbeat = Duration::from_millis(args.heartbeat_ms.max(10));
-            match RedisLink::open(url, &prefix, heartbeat) {
+            match RedisLink::open(url, &prefix, heartbeat_of(&args)) {
                 Ok(mut l) => {
                     if let Some(name) = &args.join {
                         l.joined(name);
@@ -364,6 +362,8 @@ pub fn run(mut args: AgentArgs) -> i32 {
             return 2;
         }
     };
+    // After a join: a joined agent heartbeats at the interval the stage's answer gave.
+    let heartbeat = heartbeat_of(&args);
     let mut agent =
         Agent { args, link, started: Instant::now(), handled: 0, errors: 0, leaked: Vec::new(), seen: HashSet::new() };
     match &agent.link {
@@ -371,12 +371,12 @@ pub fn run(mut args: AgentArgs) -> i32 {
             let messages = d.join("messages");
             run_files(&mut agent, &messages, heartbeat, parent)
         }
-        Link::Redis(_) => {
-            // A joined agent heartbeats at the stage's interval, which the join answer gave.
-            let heartbeat = Duration::from_millis(agent.args.heartbeat_ms.max(10));
-            run_redis(&mut agent, heartbeat, parent)
-        }
+        Link::Redis(_) => run_redis(&mut agent, heartbeat, parent),
     }
+}
+
+fn heartbeat_of(args: &AgentArgs) -> Duration {
+    Duration::from_millis(args.heartbeat_ms.max(10))
 }
 
 /// The Redis loop: block in `XREAD` until a message or the next heartbeat is due.

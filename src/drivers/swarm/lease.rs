@@ -32,6 +32,18 @@ pub struct Scripts {
     pub save: Script,
 }
 
+/// How every fenced write (`commit`, `save`) starts — KEYS: lease, fence, state; ARGV[1]: the
+/// holder, ARGV[2]: its token. Refuses with {-2, 0} when the state is gone and {-1, prev} when
+/// the writer no longer holds the lease or its token is below the fence; leaves `prev`, the
+/// state's previous writer's token, for the rest of the script.
+const FENCED: &str = r"if redis.call('HEXISTS', KEYS[3], 'created_at') == 0 then return {-2, 0} end
+  local prev = tonumber(redis.call('HGET', KEYS[3], 'token') or '0')
+  if redis.call('GET', KEYS[1]) ~= ARGV[1]
+     or tonumber(ARGV[2]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
+    return {-1, prev}
+  end
+";
+
 impl Default for Scripts {
     fn default() -> Scripts {
         Scripts {
@@ -60,30 +72,20 @@ impl Default for Scripts {
             // → {the swarm's message total, the state's previous token}; the total is -1 when
             // the writer no longer holds the lease or its token is fenced off, -2 when the state
             // is gone, -3 when the state has moved past `from_id` (the batch was committed).
-            commit: Script::new(
-                r"if redis.call('HEXISTS', KEYS[3], 'created_at') == 0 then return {-2, 0} end
-                  local prev = tonumber(redis.call('HGET', KEYS[3], 'token') or '0')
-                  if redis.call('GET', KEYS[1]) ~= ARGV[1]
-                     or tonumber(ARGV[2]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
-                    return {-1, prev}
-                  end
-                  if (redis.call('HGET', KEYS[3], 'last_id') or '0') ~= ARGV[4] then return {-3, prev} end
+            commit: Script::new(&format!(
+                "{FENCED}{}",
+                r"if (redis.call('HGET', KEYS[3], 'last_id') or '0') ~= ARGV[4] then return {-3, prev} end
                   redis.call('HSET', KEYS[3], 'last_id', ARGV[5], 'token', ARGV[2])
-                  return {redis.call('HINCRBY', KEYS[3], 'messages', ARGV[3]), prev}",
-            ),
+                  return {redis.call('HINCRBY', KEYS[3], 'messages', ARGV[3]), prev}"
+            )),
             // KEYS: lease, fence, state. ARGV: holder, token, leader, saved_at_ms.
             // → {the total saved (or -1, -2 as above), the state's previous token}.
-            save: Script::new(
-                r"if redis.call('HEXISTS', KEYS[3], 'created_at') == 0 then return {-2, 0} end
-                  local prev = tonumber(redis.call('HGET', KEYS[3], 'token') or '0')
-                  if redis.call('GET', KEYS[1]) ~= ARGV[1]
-                     or tonumber(ARGV[2]) < tonumber(redis.call('GET', KEYS[2]) or '0') then
-                    return {-1, prev}
-                  end
-                  local total = tonumber(redis.call('HGET', KEYS[3], 'messages') or '0')
+            save: Script::new(&format!(
+                "{FENCED}{}",
+                r"local total = tonumber(redis.call('HGET', KEYS[3], 'messages') or '0')
                   redis.call('HSET', KEYS[3], 'saved_messages', total, 'leader', ARGV[3], 'saved_at', ARGV[4], 'token', ARGV[2])
-                  return {total, prev}",
-            ),
+                  return {total, prev}"
+            )),
         }
     }
 }

@@ -402,6 +402,8 @@ fn written(
 /// Relay the inbox while leading with `token` (and while the server is the one it was elected on).
 async fn relay_loop(shared: Arc<Shared>, book: Arc<Book>, idx: usize, token: u64, holder: String) {
     let me = Arc::clone(&book.members[idx]);
+    // Shared by every message event this relay writes (one allocation, not one per message).
+    let swarm: Arc<str> = book.id.as_str().into();
     let epoch = shared.epoch.load(Ordering::Relaxed);
     let mut con = shared.con.clone();
     let mut rcon: Option<MultiplexedConnection> = None;
@@ -483,7 +485,7 @@ async fn relay_loop(shared: Arc<Shared>, book: Arc<Book>, idx: usize, token: u64
                             shared
                                 .events
                                 .event("message")
-                                .name(book.id.as_str())
+                                .name(Arc::clone(&swarm))
                                 .agent(from)
                                 .ok(true)
                                 .latency_ms((now_us - sent) as f64 / 1000.0),

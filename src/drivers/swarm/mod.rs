@@ -17,4 +17,4 @@ mod member;
 mod server;
 mod stage;
 
-pub use config::{ServerCfg, Swarm, SwarmFault};
+pub use config::Swarm;

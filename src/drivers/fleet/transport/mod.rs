@@ -18,7 +18,7 @@ pub mod owner;
 mod redis;
 mod redis_agent;
 
-pub use self::redis::{JOIN_REPLY_TTL_MS, Keys as RedisKeys, RedisTransport, join_key};
+pub use self::redis::{RedisTransport, join_key};
 pub use contract::{Incoming, Transport};
 pub use enrollment::Enrollment;
 pub use file::{FileTransport, default_base};

@@ -214,10 +214,6 @@ impl RedisTransport {
         };
         Ok((t, rx))
     }
-
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
 }
 
 /// Read `incoming` until the coordinator drops its receiver: parse, screen, pass on, then
