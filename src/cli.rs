@@ -68,7 +68,7 @@ pub enum Cmd {
     Agent(crate::drivers::fleet::agent::AgentArgs),
     /// Serve fleet stages from this host: wait on Redis for a share of a stage's agents
     /// (`workers = N`), start them, repeat (docs/distributed.md).
-    Worker(crate::drivers::fleet::worker::WorkerArgs),
+    Worker(crate::run::worker::WorkerArgs),
     /// Serve a stand-in for an agent fleet over HTTP (the target of plans/fleet-http and
     /// plans/multimodal-stress; endpoints in docs/drivers/http.md).
     ServeDemo(crate::demo::DemoArgs),
@@ -309,7 +309,7 @@ pub fn dispatch(cli: Cli) -> Exit {
                 Exit::Runtime
             }
         },
-        Cmd::Worker(args) => match crate::drivers::fleet::worker::run(args) {
+        Cmd::Worker(args) => match crate::run::worker::run(args) {
             0 => Exit::Passed,
             _ => Exit::Runtime,
         },

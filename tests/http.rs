@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use crate::support::{Sandbox, bin, events, manifest, of_kind};
 
 /// A `planrun serve-demo` process on a free loopback port, killed when dropped.
-struct Demo {
+pub struct Demo {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl Demo {
-    fn start(extra: &[&str]) -> Demo {
+    pub fn start(extra: &[&str]) -> Demo {
         let mut child = Command::new(bin())
             .args(["serve-demo", "--addr", "127.0.0.1:0"])
             .args(extra)

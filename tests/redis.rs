@@ -41,9 +41,52 @@ fn the_fleet_cycles_over_redis_and_leaves_no_key() {
     let teardown = of_kind(&evs, "teardown")[0];
     assert_eq!(teardown["ok"], true, "{teardown}");
     assert_eq!(redis.planrun_keys(), Vec::<String>::new(), "keys left after teardown");
-    // The URL is in the manifest's config (it names no password); the token never is.
-    let events_text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
-    assert!(!events_text.contains("PLANRUN_AGENT_TOKEN"));
+}
+
+/// Every file under `dir`, as text.
+fn everything_written(dir: &std::path::Path) -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all.push_str(&everything_written(&p));
+        } else {
+            all.push_str(&String::from_utf8_lossy(&std::fs::read(&p).unwrap()));
+        }
+    }
+    all
+}
+
+#[test]
+fn a_password_server_is_reached_through_password_env_and_the_password_is_written_nowhere() {
+    let pass = "pw-7c1f9e-not-in-any-file";
+    let redis = RedisServer::start_with(&["--save", "", "--appendonly", "no", "--requirepass", pass]);
+    let sb = Sandbox::new();
+    sb.write(
+        "f.toml",
+        &fleet_plan(
+            &redis.url(),
+            "agents = 3\ncycles = 2\ninterval = \"200ms\"\npassword_env = \"PLANRUN_TEST_REDIS_PW\"",
+        ),
+    );
+    // Without the variable: a clear error naming it.
+    let r = sb.run(&["run", "f.toml", "--quiet", "--no-analyze"]);
+    assert_ne!(r.code, 0);
+    let said = everything_written(&sb.path().join(r.run_dir()));
+    assert!(said.contains("names PLANRUN_TEST_REDIS_PW, which is not set: export PLANRUN_TEST_REDIS_PW="), "{said}");
+    // With it: the run passes (so the password reached the server and the agents), and no file
+    // the run wrote — events, manifest, report, logs — holds it.
+    let out = sb.cmd(&["run", "f.toml", "--quiet"]).env("PLANRUN_TEST_REDIS_PW", pass).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let dir = sb.path().join(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim());
+    let evs = events(&dir);
+    assert_eq!(of_kind(&evs, "cycle").iter().filter(|c| c["value"] == 1.0).count(), 2, "{evs:?}");
+    let written = everything_written(&dir);
+    assert!(written.contains("PLANRUN_TEST_REDIS_PW"), "the manifest names the variable");
+    assert!(!written.contains(pass), "the password is in a file under the run directory");
+    assert!(!stderr.contains(pass) && !String::from_utf8_lossy(&out.stdout).contains(pass));
+    assert_eq!(redis.planrun_keys(), Vec::<String>::new());
 }
 
 #[test]
@@ -470,11 +513,23 @@ fn workers_on_other_hosts_take_shares_and_a_lost_one_is_reported() {
     let evs = events(&dir);
     let shares: Vec<(String, f64)> = of_kind(&evs, "worker")
         .iter()
+        .filter(|w| w["name"] != "started")
         .map(|w| (w["name"].as_str().unwrap().to_string(), w["value"].as_f64().unwrap()))
         .collect();
     assert_eq!(shares, [("wa".to_string(), 3.0), ("wb".to_string(), 2.0)]);
     for id in ["wa-agent-1", "wa-agent-2", "wa-agent-3", "wb-agent-1", "wb-agent-2"] {
         assert!(of_kind(&evs, "spawn").iter().any(|s| s["agent"] == id && s["ok"] == true), "{id} never heartbeated");
+    }
+    // Every row about a worker's agent names the worker; each worker's own report came through.
+    for e in evs.iter().filter(|e| e["agent"].as_str().is_some_and(|a| a.contains("-agent-"))) {
+        let a = e["agent"].as_str().unwrap();
+        assert_eq!(e["worker"].as_str(), Some(&a[..2]), "{e}");
+    }
+    let started: Vec<_> = of_kind(&evs, "worker").into_iter().filter(|w| w["name"] == "started").collect();
+    assert_eq!(started.len(), 2, "{started:?}");
+    for s in &started {
+        let want = if s["worker"] == "wa" { 3.0 } else { 2.0 };
+        assert!(s["ok"] == true && s["value"] == want && s["phase"] == "p" && s["stage"] == "f", "{s}");
     }
     let lost = of_kind(&evs, "worker_lost");
     assert_eq!(lost.len(), 1, "{lost:?}");
@@ -484,4 +539,157 @@ fn workers_on_other_hosts_take_shares_and_a_lost_one_is_reported() {
     assert_eq!(cycles[0]["value"], 1.0, "{cycles:?}");
     let last = cycles.last().unwrap();
     assert_eq!(attrs(last)["received"], 3, "only wa's agents answer at the end: {last}");
+}
+
+fn worker(url: &str, name: &str, jobs: u32) -> std::process::Child {
+    std::process::Command::new(super::support::bin())
+        .args(["worker", "--join", url, "--name", name, "--jobs", &jobs.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn http_plan(demo: &str, redis: &str, fields: &str) -> String {
+    format!(
+        "[plan]\nname = \"spread\"\n[[phase]]\nname = \"p\"\n[[phase.stage]]\nname = \"load\"\ndriver = \"http\"\n\
+         host = \"{demo}\"\nworkers = {{ count = 2, redis = \"{redis}\", timeout = \"20s\" }}\n{fields}\n\
+         [[phase.stage.task]]\nmethod = \"POST\"\npath = \"/api/chat\"\njson = true\nbody = '{{\"message\": \"hi\"}}'\n\
+         check = {{ status = 200 }}\n"
+    )
+}
+
+#[test]
+fn an_http_stage_spreads_its_users_over_workers_and_their_rows_come_back_named() {
+    let redis = RedisServer::start();
+    let demo = super::http::Demo::start(&["--latency-scale", "0.05"]);
+    let sb = Sandbox::new();
+    let _workers = Reap(vec![worker(&redis.url(), "wa", 1), worker(&redis.url(), "wb", 1)]);
+    sb.write(
+        "h.toml",
+        &http_plan(
+            &demo.url,
+            &redis.url(),
+            "users = 5\nduration = \"2s\"\nwait = { constant = \"20ms\" }\n\
+             criteria = ['count(where kind == \"http\" and worker == \"wb\" and ok) > 20']",
+        ),
+    );
+    let ran = sb.run(&["run", "h.toml", "--quiet"]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let dir = sb.path().join(ran.run_dir());
+    let evs = events(&dir);
+    let shares: Vec<(String, f64, String)> = of_kind(&evs, "worker")
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap().into(), w["value"].as_f64().unwrap(), w["unit"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(shares, [("wa".into(), 3.0, "users".into()), ("wb".into(), 2.0, "users".into())]);
+    let http = of_kind(&evs, "http");
+    assert!(http.len() > 50, "{} requests", http.len());
+    let mut users = std::collections::BTreeMap::<&str, std::collections::BTreeSet<&str>>::new();
+    for e in &http {
+        assert!(e["phase"] == "p" && e["stage"] == "load" && e["driver"] == "http" && e["ok"] == true, "{e}");
+        let (w, a) = (e["worker"].as_str().unwrap(), e["agent"].as_str().unwrap());
+        assert!(a.starts_with(&format!("{w}-u")), "{e}");
+        users.entry(w).or_default().insert(a);
+    }
+    assert_eq!(users["wa"].len(), 3, "{users:?}");
+    assert_eq!(users["wb"].len(), 2, "{users:?}");
+    // The rows continue the run's clock: inside the stage's window.
+    let (start, end) = {
+        let st = of_kind(&evs, "stage");
+        (st[0]["t_ms"].as_f64().unwrap(), st.last().unwrap()["t_ms"].as_f64().unwrap())
+    };
+    for e in &http {
+        let t = e["t_ms"].as_f64().unwrap();
+        assert!(t > start && t < end, "{t} outside {start}..{end}");
+    }
+    // Nothing of the stage is left on the server; the workers have finished their one job.
+    assert_eq!(redis.planrun_keys().iter().filter(|k| !k.starts_with("planrun:worker:")).count(), 0);
+    // The analysis (over events.parquet) reads the worker column as the log has it.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let wb = http.iter().filter(|e| e["worker"] == "wb").count() as f64;
+    assert_eq!(report["criteria"][0]["observed"].as_f64(), Some(wb), "{}", report["criteria"]);
+}
+
+#[test]
+fn a_worker_lost_mid_stage_fails_the_http_stage_and_keeps_its_rows() {
+    let redis = RedisServer::start();
+    let demo = super::http::Demo::start(&["--latency-scale", "0.05"]);
+    let sb = Sandbox::new();
+    let mut procs = Reap(vec![worker(&redis.url(), "wa", 1), worker(&redis.url(), "wb", 1)]);
+    sb.write(
+        "h.toml",
+        &http_plan(&demo.url, &redis.url(), "users = 4\nduration = \"4s\"\nwait = { constant = \"20ms\" }"),
+    );
+    procs.0.push(
+        sb.cmd(&["run", "h.toml", "--quiet", "--no-analyze"]).stdout(std::process::Stdio::piped()).spawn().unwrap(),
+    );
+    // Once wb's share is under way (its stage key exists and it is busy), take it away.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !redis.cli(&["GET", "planrun:worker:wb"]).contains("\"busy\":true") {
+        assert!(std::time::Instant::now() < until, "worker wb never took its job");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = procs.0[1].kill();
+    let _ = procs.0[1].wait();
+    let runner = procs.0.remove(2);
+    let out = runner.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "a stage that lost a worker does not pass");
+    let dir = sb.path().join(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim());
+    let evs = events(&dir);
+    let lost = of_kind(&evs, "worker_lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(lost[0]["name"] == "wb" && lost[0]["worker"] == "wb" && lost[0]["value"] == 2.0, "{lost:?}");
+    let http = of_kind(&evs, "http");
+    assert!(http.iter().any(|e| e["worker"] == "wb"), "wb's rows before it was lost are kept");
+    assert!(http.iter().any(|e| e["worker"] == "wa"));
+    let end = of_kind(&evs, "stage").into_iter().find(|s| s["name"] == "end").unwrap().clone();
+    assert!(end["error"].as_str().unwrap().contains("worker wb: lost mid-stage"), "{end}");
+}
+
+#[test]
+fn an_http_stage_without_enough_workers_says_how_to_start_them() {
+    let redis = RedisServer::start();
+    let demo = super::http::Demo::start(&[]);
+    let sb = Sandbox::new();
+    let (code, dir, _) = sb.run_plan(
+        &http_plan(&demo.url, &redis.url(), "users = 2\nduration = \"1s\"")
+            .replace("timeout = \"20s\"", "timeout = \"300ms\""),
+    );
+    assert_ne!(code, 0);
+    let evs = events(&dir);
+    let expected = of_kind(&evs, "worker");
+    assert!(expected[0]["error"].as_str().unwrap().contains("planrun worker --join"), "{expected:?}");
+    let end = of_kind(&evs, "stage").into_iter().find(|s| s["name"] == "end").unwrap().clone();
+    assert!(end["error"].as_str().unwrap().contains("no worker announced itself"), "{end}");
+}
+
+#[test]
+fn a_stage_that_times_out_stops_its_workers_load() {
+    let redis = RedisServer::start();
+    let demo = super::http::Demo::start(&["--latency-scale", "0"]);
+    let sb = Sandbox::new();
+    let mut workers = Reap(vec![worker(&redis.url(), "wa", 1), worker(&redis.url(), "wb", 1)]);
+    let started = std::time::Instant::now();
+    let (code, dir, _) = sb.run_plan(&http_plan(
+        &demo.url,
+        &redis.url(),
+        "users = 2\nduration = \"60s\"\ntimeout = \"2s\"\nwait = { constant = \"50ms\" }",
+    ));
+    assert_ne!(code, 0);
+    // Both workers saw their stage end, stopped their share and (after their one job) exited.
+    for w in &mut workers.0 {
+        let until = std::time::Instant::now() + Duration::from_secs(15);
+        while w.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < until, "a worker kept loading after its stage timed out");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    let evs = events(&dir);
+    let last_http = of_kind(&evs, "http").iter().map(|e| e["t_ms"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!(last_http < 10_000.0, "requests went on until {last_http} ms");
 }

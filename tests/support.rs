@@ -185,9 +185,14 @@ impl RedisServer {
 
     /// `redis-cli` against this server; its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        // A server started with `--requirepass PASS` is asked with it (from the environment,
+        // as redis-cli's REDISCLI_AUTH, so it is not on a command line).
+        if let Some(i) = self.args.iter().position(|a| a == "--requirepass") {
+            cmd.env("REDISCLI_AUTH", &self.args[i + 1]);
+        }
+        cmd.args(args)
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .output()

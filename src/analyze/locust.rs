@@ -229,7 +229,7 @@ pub fn compute(events: &LazyFrame) -> PolarsResult<Locust> {
     let history = (0..hist.height())
         .map(|i| HistoryRow {
             timestamp: secs[i],
-            users: users.iter().rev().find(|(s, _)| *s <= secs[i]).map(|(_, u)| *u),
+            users: users.at(secs[i]),
             rps: n[i] as f64,
             fps: fails[i] as f64,
             percentiles: qs.iter().map(|q| q[i]).collect(),
@@ -261,17 +261,45 @@ pub fn compute(events: &LazyFrame) -> PolarsResult<Locust> {
     Ok(Locust { percentile_titles: PERCENTILES.iter().map(|(t, _)| *t).collect(), stats, history, failures })
 }
 
-/// (unix second, user count) from the `users` rows, in time order.
-fn users_per_second(events: &LazyFrame, schema: &Schema) -> PolarsResult<Vec<(i64, f64)>> {
-    if !has(schema, "value") {
-        return Ok(Vec::new());
+/// The users running at each second: from the `users` rows (each says how many users one
+/// load generator — a stage, or a worker's share of it — has from then on), the sum of every
+/// generator's latest count.
+struct Users {
+    /// (unix second, generator, count), in log order.
+    rows: Vec<(i64, String, f64)>,
+}
+
+impl Users {
+    fn at(&self, sec: i64) -> Option<f64> {
+        let mut latest: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+        for (_, g, v) in self.rows.iter().take_while(|(s, _, _)| *s <= sec) {
+            latest.insert(g, *v);
+        }
+        (!latest.is_empty()).then(|| latest.values().sum())
     }
+}
+
+fn users_per_second(events: &LazyFrame, schema: &Schema) -> PolarsResult<Users> {
+    if !has(schema, "value") {
+        return Ok(Users { rows: Vec::new() });
+    }
+    let worker = if has(schema, "worker") { col("worker").fill_null(lit("")) } else { lit("") };
     let df = events
         .clone()
         .filter(col("kind").eq(lit("users")))
-        .select([(col("ts").dt().timestamp(TimeUnit::Microseconds) / lit(1_000_000i64)).alias("sec"), col("value")])
+        .select([
+            (col("ts").dt().timestamp(TimeUnit::Microseconds) / lit(1_000_000i64)).alias("sec"),
+            col("value"),
+            concat_str([col("phase"), col("stage"), worker], "/", false).alias("generator"),
+        ])
         .collect()?;
     let secs = df.column("sec")?.cast(&DataType::Int64)?;
     let vals = df.column("value")?.cast(&DataType::Float64)?;
-    Ok(secs.i64()?.iter().zip(vals.f64()?.iter()).filter_map(|(s, v)| Some((s?, v?))).collect())
+    let gens = strs(&df, "generator")?;
+    let mut rows: Vec<(i64, String, f64)> =
+        secs.i64()?.iter().zip(vals.f64()?.iter()).zip(gens).filter_map(|((s, v), g)| Some((s?, g, v?))).collect();
+    // Rows relayed from workers arrive in batches: put them in time order (stable, so rows of
+    // one generator in the same second keep their order).
+    rows.sort_by_key(|r| r.0);
+    Ok(Users { rows })
 }

@@ -3,6 +3,9 @@
 //! `StageContext` (`context`: clock, seed, ledger, checkpoints, cancellation, event emitter).
 //! Registering a driver is one line in `registry::DRIVERS`. The runner owns scheduling,
 //! timeouts and repeats; a driver owns one iteration. Drivers import nothing of the runner.
+//! Shared by several drivers: `keyspace` (a stage's keys on a Redis server), `monitor`
+//! (sampling processes), `ledger` (the cost budget) and `workers` (a stage's shares on
+//! `planrun worker` processes, and their events relayed back).
 
 pub mod context;
 pub mod driver;
@@ -17,6 +20,7 @@ pub mod http;
 pub mod llm;
 pub mod sleep;
 pub mod swarm;
+pub mod workers;
 
 pub use context::{CheckpointError, CheckpointStore, StageCheckpoint, StageContext, TagFilter, derive_seed};
 pub use driver::{Bound, BoxFuture, Driver, Outcome, Status};

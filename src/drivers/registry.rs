@@ -15,6 +15,20 @@ use crate::plan::node::Node;
 pub struct DriverSpec {
     pub name: &'static str,
     pub parse: fn(&Node) -> Result<Arc<dyn Driver>, DeError>,
+    /// The same config from its plain-data form (`StageDriver::config`): how a worker gets the
+    /// share of a stage it is handed.
+    pub from_json: fn(serde_json::Value) -> Result<Arc<dyn Driver>, String>,
+}
+
+impl DriverSpec {
+    /// The spec of the driver whose config is `T`.
+    pub const fn of<T: DeserializeOwned + Driver + 'static>(name: &'static str) -> DriverSpec {
+        DriverSpec { name, parse: parse_as::<T>, from_json: json_as::<T> }
+    }
+}
+
+fn json_as<T: DeserializeOwned + Driver + 'static>(v: serde_json::Value) -> Result<Arc<dyn Driver>, String> {
+    serde_json::from_value::<T>(v).map(|d| Arc::new(d) as Arc<dyn Driver>).map_err(|e| e.to_string())
 }
 
 /// Deserialize a driver's config from its fields.
@@ -29,12 +43,12 @@ pub fn config_of<T: Serialize>(cfg: &T) -> serde_json::Value {
 
 /// Every driver planrun knows, by the name plans use.
 pub static DRIVERS: &[DriverSpec] = &[
-    DriverSpec { name: "exec", parse: parse_as::<exec::Exec> },
-    DriverSpec { name: "fleet", parse: parse_as::<fleet::Fleet> },
-    DriverSpec { name: "http", parse: parse_as::<http::Http> },
-    DriverSpec { name: "llm", parse: parse_as::<llm::Llm> },
-    DriverSpec { name: "sleep", parse: parse_as::<sleep::Sleep> },
-    DriverSpec { name: "swarm", parse: parse_as::<swarm::Swarm> },
+    DriverSpec::of::<exec::Exec>("exec"),
+    DriverSpec::of::<fleet::Fleet>("fleet"),
+    DriverSpec::of::<http::Http>("http"),
+    DriverSpec::of::<llm::Llm>("llm"),
+    DriverSpec::of::<sleep::Sleep>("sleep"),
+    DriverSpec::of::<swarm::Swarm>("swarm"),
 ];
 
 pub fn find(name: &str) -> Option<&'static DriverSpec> {

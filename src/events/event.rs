@@ -34,6 +34,9 @@ event_schema! {
         pub name: Option<Arc<str>> => Str,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub agent: Option<Arc<str>> => Str,
+        /// The `planrun worker` (on whichever host) that made the row or runs its agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub worker: Option<Arc<str>> => Str,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub ok: Option<bool> => Bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,7 +123,8 @@ pub trait Observer: Send + Sync {
 }
 
 /// Makes events for one stage: fills the context columns and the clock readings, counts what it
-/// sent (for progress), and hands events to the sink.
+/// sent (for progress), and hands events to the sink. Rows about an agent a worker runs get the
+/// `worker` column (`place`), whoever emits them.
 #[derive(Clone)]
 pub struct Emitter {
     sink: EventSink,
@@ -130,6 +134,14 @@ pub struct Emitter {
     driver: Arc<str>,
     count: Arc<AtomicU64>,
     watch: Option<Arc<dyn Observer>>,
+    placed: Arc<Placed>,
+}
+
+/// Which worker runs which agent, shared by every clone of a stage's emitter.
+#[derive(Default)]
+struct Placed {
+    any: std::sync::atomic::AtomicBool,
+    map: std::sync::RwLock<std::collections::HashMap<Arc<str>, Arc<str>>>,
 }
 
 impl Emitter {
@@ -142,7 +154,33 @@ impl Emitter {
             driver: driver.into(),
             count: Arc::new(AtomicU64::new(0)),
             watch: None,
+            placed: Arc::default(),
         }
+    }
+
+    /// From now on, rows about `agent` say that `worker` runs it.
+    pub fn place(&self, agent: &str, worker: &Arc<str>) {
+        if let Ok(mut m) = self.placed.map.write() {
+            m.insert(agent.into(), Arc::clone(worker));
+            self.placed.any.store(true, Ordering::Release);
+        }
+    }
+
+    /// Emit a row a worker made for this stage: it keeps its own clock readings and columns,
+    /// but the context columns are this stage's (a worker cannot write into another stage) and
+    /// `worker` names it; its agent ids are prefixed with the worker's name (`W-u3`), so users
+    /// of different workers stay apart.
+    pub fn relay(&self, mut ev: Event, worker: &Arc<str>) {
+        ev.phase = Arc::clone(&self.phase);
+        ev.stage = Arc::clone(&self.stage);
+        ev.driver = Arc::clone(&self.driver);
+        if let Some(a) = &ev.agent
+            && !a.starts_with(&format!("{worker}-"))
+        {
+            ev.agent = Some(format!("{worker}-{a}").into());
+        }
+        ev.worker = Some(Arc::clone(worker));
+        self.emit(ev);
     }
 
     /// Also show every event to `watch` (the runner's live abort checks).
@@ -164,7 +202,14 @@ impl Emitter {
         }
     }
 
-    pub fn emit(&self, ev: Event) {
+    pub fn emit(&self, mut ev: Event) {
+        if self.placed.any.load(Ordering::Acquire)
+            && ev.worker.is_none()
+            && let Some(a) = &ev.agent
+            && let Ok(m) = self.placed.map.read()
+        {
+            ev.worker = m.get(a).cloned();
+        }
         self.count.fetch_add(1, Ordering::Relaxed);
         if let Some(w) = &self.watch {
             w.observe(&ev);

@@ -7,7 +7,7 @@
 //! a killed runner loses at most the last second. A write error (a full disk) is kept and
 //! reported by the next `flush()`/`close()`; everything written before it stays on disk.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -73,11 +73,18 @@ impl EventSink {
     /// file's current length when appending.
     pub fn open(path: &Path, start: Position) -> io::Result<(EventSink, SinkHandle)> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
+        EventSink::to_writer(Box::new(file), start)
+    }
+
+    /// The same sink writing its JSONL rows to `out` instead of a file (a worker sends them on
+    /// to the runner). `out` sees whole buffers, which may end inside a row; `flush` comes after
+    /// whole rows only.
+    pub fn to_writer(out: Box<dyn Write + Send>, start: Position) -> io::Result<(EventSink, SinkHandle)> {
         let (tx, rx) = bounded(CHANNEL_CAPACITY);
         let failed = Arc::new(Mutex::new(None));
         let broken = CancellationToken::new();
         let writer = Writer {
-            out: BufWriter::with_capacity(BUFFER_BYTES, file),
+            out: BufWriter::with_capacity(BUFFER_BYTES, out),
             pos: start,
             events: 0,
             failed: Arc::clone(&failed),
@@ -142,7 +149,7 @@ impl Drop for SinkHandle {
 }
 
 struct Writer {
-    out: BufWriter<File>,
+    out: BufWriter<Box<dyn Write + Send>>,
     pos: Position,
     events: u64,
     failed: Arc<Mutex<Option<SinkError>>>,

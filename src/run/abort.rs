@@ -454,6 +454,7 @@ mod tests {
             kind: "k".into(),
             name: Some("n".into()),
             agent: Some("a".into()),
+            worker: Some("w".into()),
             ok: Some(true),
             latency_ms: Some(2.5),
             value: Some(3.5),
@@ -480,7 +481,7 @@ mod tests {
             .collect();
         assert_eq!(
             read.join(" "),
-            "seq=7 t_ms=1.5 phase=ph stage=st driver=dr kind=k name=n agent=a ok=true latency_ms=2.5 value=3.5 \
+            "seq=7 t_ms=1.5 phase=ph stage=st driver=dr kind=k name=n agent=a worker=w ok=true latency_ms=2.5 value=3.5 \
              unit=u error=e bytes=4 tokens_in=5 tokens_out=6 cost_usd=7.5 status=200 method=GET error_kind=status \
              service_ms=8.5 attrs={}"
         );

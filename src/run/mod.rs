@@ -3,7 +3,8 @@
 //! writes `events.parquet`; `resume` picks an interrupted run up from its last checkpoint. The
 //! scheduling itself is in `runner` (live `abort` checks in `abort`, mid-stage checkpoints in
 //! `checkpoint`, what a person sees in `progress`, `plan show` in `schedule`); what a stage does
-//! is in `crate::drivers`; where things are written is `crate::rundir`'s.
+//! is in `crate::drivers`; where things are written is `crate::rundir`'s. `worker` is
+//! `planrun worker`, which runs shares of stages on other hosts.
 
 pub mod abort;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ pub mod schedule;
 pub mod start;
 #[cfg(test)]
 mod tests;
+pub mod worker;
 
 pub use resume::resume;
 pub use start::{DEFAULT_SEED, RunError, RunOptions, RunResult, real_world_stages, resolved_toml, start};

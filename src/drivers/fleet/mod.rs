@@ -9,9 +9,8 @@
 //! restarts — deciding with the `roster` (its book of agents and pending messages); `faults`
 //! kills and pauses agents on schedule; `process` is the operating-system side (which program,
 //! starting, signals, reaping checks, resource sampling). The coordinator talks to agents only
-//! through `transport::Transport`, so a second transport is a new file there. `worker` is
-//! `planrun worker`, which starts a share of a stage's joining agents on another host, and the
-//! stage's side that hands out the shares.
+//! through `transport::Transport`, so a second transport is a new file there. `worker` hands a
+//! stage's joining agents to `planrun worker`s on other hosts and starts a worker's share.
 
 pub mod agent;
 mod config;

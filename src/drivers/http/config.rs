@@ -89,6 +89,10 @@ pub struct Http {
     /// Share of requests that must succeed for the stage to pass (default: at least one must).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_success: Option<f64>,
+    /// Spread the load over `planrun worker` processes on other hosts (docs/distributed.md):
+    /// users, spawn rates and arrival rates are divided among them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<crate::drivers::workers::Workers>,
 }
 
 /// Think time (Locust's four kinds).
@@ -417,6 +421,19 @@ impl StageDriver for Http {
         }
         if self.max_in_flight == Some(0) {
             return Err(FieldError::new("max_in_flight must be at least 1").at(&["max_in_flight"]));
+        }
+        if let Some(w) = &self.workers {
+            w.check()?;
+            let fewest = self.users.or_else(|| self.shape.iter().map(|p| p.users).filter(|&u| u > 0).min());
+            if let Some(u) = fewest
+                && u < w.count
+            {
+                return Err(FieldError::new(format!(
+                    "{} workers share {u} users: give at least one user per worker",
+                    w.count
+                ))
+                .at(&["workers", "count"]));
+            }
         }
         for (k, v) in &self.headers {
             template_ok(v, &["headers", k])?;

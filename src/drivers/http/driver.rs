@@ -40,7 +40,11 @@ async fn run(cfg: &Http, ctx: &StageContext) -> Outcome {
         }
         _ => None,
     };
-    let outcome = load_stage(cfg, ctx, demo.as_ref().map(|d| d.pid)).await;
+    let demo_pid = demo.as_ref().map(|d| d.pid);
+    let outcome = match &cfg.workers {
+        Some(w) => super::remote::run(cfg, w, ctx, demo_pid).await,
+        None => load_stage(cfg, ctx, demo_pid).await,
+    };
     if let Some(d) = demo {
         d.stop().await;
     }

@@ -11,7 +11,8 @@
 //! `exchange` sends one request and reads its response within its limits; `outcome` names
 //! what a request came to; `record` writes events; `stage` is what users share; `closed` and
 //! `open` are the two load models; `demo` starts `serve-demo` for a stage that asks; `driver`
-//! runs an iteration and decides its outcome.
+//! runs an iteration and decides its outcome; `remote` spreads a stage over workers on other
+//! hosts (`workers = { count, redis }`).
 
 mod closed;
 pub mod config;
@@ -21,6 +22,7 @@ mod exchange;
 mod open;
 pub mod outcome;
 mod record;
+mod remote;
 mod stage;
 pub mod target;
 mod task;
