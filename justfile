@@ -65,7 +65,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark
-bench: bench-sink bench-analyze bench-llm bench-fleet bench-http bench-redis
+bench: bench-sink bench-analyze bench-llm bench-fleet bench-http bench-redis bench-ws
 
 # Event sink: 10M events into events.jsonl, events/s and peak RSS
 bench-sink EVENTS="10000000":
@@ -91,3 +91,7 @@ bench-http:
 # Redis: swarm messages/s beside redis-benchmark's XADD; a 1000-agent cycle over files and over Redis
 bench-redis:
     bash scripts/bench-redis.sh
+
+# WebSocket: 10,000 connections held (memory per connection) and echo latency at 1000 x 10/s, beside Python's websockets
+bench-ws:
+    bash scripts/bench-ws.sh

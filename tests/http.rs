@@ -35,6 +35,10 @@ impl Demo {
             line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected line {line:?}")).to_string();
         Demo { child, url }
     }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 /// POST with an empty body to `url`'s `path`, expecting 200.

@@ -20,7 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("plan", &["diag"]),
     ("criteria", &["diag", "events", "plan"]),
     ("rundir", &["events", "plan"]),
-    ("drivers", &["clock", "diag", "events", "plan"]),
+    ("drivers", &["clock", "demo", "diag", "events", "plan"]),
     ("run", &["clock", "criteria", "diag", "drivers", "events", "exit", "plan", "rundir"]),
     ("analyze", &["criteria", "diag", "events", "plan", "rundir"]),
     ("report", &["analyze", "rundir"]),

@@ -14,3 +14,4 @@ mod resume;
 mod run;
 mod structure;
 mod support;
+mod ws;

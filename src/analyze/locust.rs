@@ -263,43 +263,90 @@ pub fn compute(events: &LazyFrame) -> PolarsResult<Locust> {
 
 /// The users running at each second: from the `users` rows (each says how many users one
 /// load generator — a stage, or a worker's share of it — has from then on), the sum of every
-/// generator's latest count.
+/// generator's latest count. A stage's end row ends all its generators (a worker lost with its
+/// last rows unsent, a share that never said 0, count no longer).
 struct Users {
-    /// (unix second, generator, count), in log order.
-    rows: Vec<(i64, String, f64)>,
+    /// (unix second, generator, count; None for a stage's end, whose generator is the stage's
+    /// prefix), in time order.
+    rows: Vec<(i64, String, Option<f64>)>,
 }
 
 impl Users {
     fn at(&self, sec: i64) -> Option<f64> {
         let mut latest: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
+        let mut any = false;
         for (_, g, v) in self.rows.iter().take_while(|(s, _, _)| *s <= sec) {
-            latest.insert(g, *v);
+            match v {
+                Some(v) => {
+                    latest.insert(g, *v);
+                    any = true;
+                }
+                None => latest.retain(|k, _| !k.starts_with(g.as_str())),
+            }
         }
-        (!latest.is_empty()).then(|| latest.values().sum())
+        any.then(|| latest.values().sum())
     }
 }
 
 fn users_per_second(events: &LazyFrame, schema: &Schema) -> PolarsResult<Users> {
-    if !has(schema, "value") {
+    if !has(schema, "value") || !has(schema, "name") {
         return Ok(Users { rows: Vec::new() });
     }
     let worker = if has(schema, "worker") { col("worker").fill_null(lit("")) } else { lit("") };
+    let end = col("kind").eq(lit("stage")).and(col("name").eq(lit("end")));
     let df = events
         .clone()
-        .filter(col("kind").eq(lit("users")))
+        .filter(col("kind").eq(lit("users")).or(end.clone()))
         .select([
             (col("ts").dt().timestamp(TimeUnit::Microseconds) / lit(1_000_000i64)).alias("sec"),
             col("value"),
+            end.alias("end"),
             concat_str([col("phase"), col("stage"), worker], "/", false).alias("generator"),
         ])
         .collect()?;
     let secs = df.column("sec")?.cast(&DataType::Int64)?;
     let vals = df.column("value")?.cast(&DataType::Float64)?;
+    let ends = df.column("end")?.cast(&DataType::Boolean)?;
     let gens = strs(&df, "generator")?;
-    let mut rows: Vec<(i64, String, f64)> =
-        secs.i64()?.iter().zip(vals.f64()?.iter()).zip(gens).filter_map(|((s, v), g)| Some((s?, g, v?))).collect();
+    let mut rows: Vec<(i64, String, Option<f64>)> = secs
+        .i64()?
+        .iter()
+        .zip(vals.f64()?.iter())
+        .zip(ends.bool()?.iter())
+        .zip(gens)
+        .filter_map(|(((s, v), e), g)| match e {
+            // A stage's end: its generators are `phase/stage/…`.
+            Some(true) => Some((s?, g, None)),
+            _ => Some((s?, g, Some(v?))),
+        })
+        .collect();
     // Rows relayed from workers arrive in batches: put them in time order (stable, so rows of
     // one generator in the same second keep their order).
     rows.sort_by_key(|r| r.0);
     Ok(Users { rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Users;
+
+    #[test]
+    fn users_are_summed_over_generators_and_end_with_their_stage() {
+        let row = |s: i64, g: &str, v: Option<f64>| (s, g.to_string(), v);
+        let u = Users {
+            rows: vec![
+                row(10, "p/load/wa", Some(3.0)),
+                row(10, "p/load/wb", Some(2.0)),
+                row(11, "p/other/", Some(4.0)),
+                row(12, "p/load/wb", Some(0.0)),
+                // wa was lost and never said 0: its stage's end ends it.
+                row(14, "p/load/", None),
+            ],
+        };
+        assert_eq!(u.at(9), None);
+        assert_eq!(u.at(10), Some(5.0));
+        assert_eq!(u.at(11), Some(9.0));
+        assert_eq!(u.at(13), Some(7.0));
+        assert_eq!(u.at(14), Some(4.0), "p/load's generators are over; p/other goes on");
+    }
 }

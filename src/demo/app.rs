@@ -9,7 +9,8 @@
 //! `/api/code/execute`, `/api/library/search`. `GET /` answers a small static body (for
 //! benchmarks). `POST /admin/stall?ms=N` freezes every response for N ms; `GET|POST
 //! /admin/config` reads or sets `latency_scale` and `error_rate`. Stored conversations and
-//! events are bounded, so a long soak does not grow the server without limit.
+//! events are bounded, so a long soak does not grow the server without limit. The dashboard's
+//! WebSocket and polling endpoints are in `super::ws`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -92,6 +93,7 @@ struct Bus {
 
 struct App {
     behaviour: Behaviour,
+    hub: Arc<super::ws::Hub>,
     next_id: AtomicU64,
     conversations: Mutex<Conversations>,
     bus: Mutex<Bus>,
@@ -302,6 +304,14 @@ fn router(app: Shared) -> Router {
         )
         .route("/admin/stall", post(stall))
         .route("/admin/config", get(get_config).post(set_config))
+        .route("/api/dashboard/metrics", get(super::ws::poll))
+        .merge(
+            Router::new()
+                .route("/ws", get(super::ws::upgrade))
+                .route("/admin/drop-ws", post(super::ws::drop_all))
+                .route("/admin/ws", get(super::ws::status))
+                .with_state(Arc::clone(&app.hub)),
+        )
         .with_state(app)
 }
 
@@ -313,6 +323,8 @@ pub fn serve(args: &DemoArgs) -> Result<(), String> {
     if !(0.0..=1.0).contains(&args.error_rate) {
         return Err(format!("--error-rate is a share from 0 to 1 (got {})", args.error_rate));
     }
+    // A descriptor per connection (thousands of WebSockets): take the hard limit.
+    raise_open_files();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -329,6 +341,7 @@ pub fn serve(args: &DemoArgs) -> Result<(), String> {
                 args.seed,
                 periodic,
             ),
+            hub: Arc::default(),
             next_id: AtomicU64::new(1),
             conversations: Mutex::default(),
             bus: Mutex::default(),
@@ -364,4 +377,26 @@ pub fn serve(args: &DemoArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("server stopped: {e}"))
     })
+}
+
+/// Raise this process's open-file limit to its hard limit (a WebSocket client or server holds a
+/// descriptor per connection, and many systems start processes at 1024; the `ws` driver calls
+/// it too); the limit it now has.
+pub fn raise_open_files() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not everywhere
+    let n = lim.rlim_cur as u64;
+    n
 }

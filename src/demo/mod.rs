@@ -4,10 +4,13 @@
 //!
 //! `app` holds the endpoints (the fleet suite's services and the stress framework's five),
 //! `behaviour` the knobs every response passes through: a latency distribution per endpoint
-//! class, an error rate, and freezes (the `/admin/stall` switch, or a periodic one).
+//! class, an error rate, and freezes (the `/admin/stall` switch, or a periodic one); `ws` the
+//! dashboard side: a WebSocket that echoes and pushes agent metrics, a polling endpoint, and a
+//! switch that drops every WebSocket once.
 
 mod app;
 mod behaviour;
+mod ws;
 
-pub use app::{DemoArgs, serve};
+pub use app::{DemoArgs, raise_open_files, serve};
 pub use behaviour::Behaviour;

@@ -21,6 +21,7 @@ pub mod llm;
 pub mod sleep;
 pub mod swarm;
 pub mod workers;
+pub mod ws;
 
 pub use context::{CheckpointError, CheckpointStore, StageCheckpoint, StageContext, TagFilter, derive_seed};
 pub use driver::{Bound, BoxFuture, Driver, Outcome, Status};

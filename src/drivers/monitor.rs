@@ -109,3 +109,19 @@ pub async fn sample_targets(cfg: &MonitorCfg, clock: &Clock, events: &Emitter) {
     let me = sysinfo::get_current_pid().ok();
     sample(cfg.interval(), clock, events, "target", |sys| cfg.find(sys, me)).await
 }
+
+/// Memory now, read once: the summed RSS of the processes `cfg` names (None when none is
+/// found), and this process's own RSS.
+pub fn rss_now(cfg: Option<&MonitorCfg>) -> (Option<u64>, Option<u64>) {
+    let Ok(mut sys) = sysinfo::System::new() else { return (None, None) };
+    let what = sysinfo::ProcessRefreshKind::nothing().with_memory().with_cmd(sysinfo::UpdateKind::OnlyIfNotSet);
+    sys.refresh_processes_specifics(sysinfo::ProcessesToUpdate::All, true, what);
+    let me = sysinfo::get_current_pid().ok();
+    let theirs = cfg.and_then(|c| {
+        let found = c.find(&sys, me);
+        (!found.is_empty()).then(|| {
+            found.iter().filter_map(|(_, pid)| sys.process(sysinfo::Pid::from_u32(*pid))).map(|p| p.memory()).sum()
+        })
+    });
+    (theirs, me.and_then(|pid| sys.process(pid)).map(|p| p.memory()))
+}

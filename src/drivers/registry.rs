@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Driver;
-use super::{exec, fleet, http, llm, sleep, swarm};
+use super::{exec, fleet, http, llm, sleep, swarm, ws};
 use crate::plan::Catalog;
 use crate::plan::de::{DeError, from_node};
 use crate::plan::node::Node;
@@ -49,6 +49,7 @@ pub static DRIVERS: &[DriverSpec] = &[
     DriverSpec::of::<llm::Llm>("llm"),
     DriverSpec::of::<sleep::Sleep>("sleep"),
     DriverSpec::of::<swarm::Swarm>("swarm"),
+    DriverSpec::of::<ws::Ws>("ws"),
 ];
 
 pub fn find(name: &str) -> Option<&'static DriverSpec> {

@@ -39,7 +39,7 @@ pub struct WorkerArgs {
 /// server cannot be asked.
 fn stage_running(con: &mut redis::Connection, job: &Job) -> Option<bool> {
     let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(&job.alive_key).query(con);
-    got.ok().map(|v| v.as_deref() == Some(job.prefix.as_str()))
+    got.ok().map(|v| v.as_deref() == Some(job.alive_value.as_str()))
 }
 
 /// The worker's loop; its exit code.
@@ -109,8 +109,9 @@ pub fn run(args: WorkerArgs) -> i32 {
             }
             Work::Stage(sj) => {
                 eprintln!("planrun worker {name}: share {} of {} of stage {}/{}", sj.share, sj.of, sj.phase, sj.stage);
-                let report = stage_job(&url, &name, &job, sj);
-                let mut out = StreamOut::new(&url, &job.prefix, &name);
+                let batch = Arc::new(std::sync::atomic::AtomicU64::new(1));
+                let report = stage_job(&url, &name, &job, sj, Arc::clone(&batch));
+                let mut out = StreamOut::new(&url, &job.events, &name, batch);
                 if let Err(e) =
                     out.as_mut().map_err(|e| e.to_string()).and_then(|o| o.done(&report).map_err(|e| e.to_string()))
                 {
@@ -158,8 +159,13 @@ fn announce(client: redis::Client, name: String, host: String, busy: Arc<AtomicB
 }
 
 /// A sink whose rows go to the stage's stream, and an emitter for the stage's rows.
-fn remote_sink(url: &str, name: &str, job: &Job) -> Result<(EventSink, crate::events::sink::SinkHandle), String> {
-    let out = StreamOut::new(url, &job.prefix, name)?;
+fn remote_sink(
+    url: &str,
+    name: &str,
+    job: &Job,
+    batch: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<(EventSink, crate::events::sink::SinkHandle), String> {
+    let out = StreamOut::new(url, &job.events, name, batch)?;
     EventSink::to_writer(Box::new(out), Position::default()).map_err(|e| e.to_string())
 }
 
@@ -168,7 +174,7 @@ fn agents_job(url: &str, name: &str, job: &Job, join: &str, agents: u32, heartbe
     let t0 = Instant::now();
     let (mut started, failed) = crate::drivers::fleet::worker::start_agents(url, join, heartbeat_ms, name, agents);
     // What this worker saw, for the run's log: how long starting its agents took, and failures.
-    if let Ok((sink, handle)) = remote_sink(url, name, job) {
+    if let Ok((sink, handle)) = remote_sink(url, name, job, Arc::new(std::sync::atomic::AtomicU64::new(1))) {
         let e = Emitter::new(
             sink,
             Clock::new(job.scale, job.t0_ms + t0.elapsed().as_secs_f64() * 1000.0, false),
@@ -209,7 +215,7 @@ fn agents_job(url: &str, name: &str, job: &Job, join: &str, agents: u32, heartbe
 }
 
 /// Run a share of a stage with its driver; how it went.
-fn stage_job(url: &str, name: &str, job: &Job, sj: &StageJob) -> Report {
+fn stage_job(url: &str, name: &str, job: &Job, sj: &StageJob, batch: Arc<std::sync::atomic::AtomicU64>) -> Report {
     let error = |m: String| Report { status: Status::Error, message: Some(m), rows: 0 };
     let Some(spec) = crate::drivers::find(&sj.driver) else {
         return error(format!("this planrun has no `{}` driver (is it the runner's version?)", sj.driver));
@@ -218,7 +224,7 @@ fn stage_job(url: &str, name: &str, job: &Job, sj: &StageJob) -> Report {
         Ok(d) => d,
         Err(e) => return error(format!("cannot read the stage's config ({e}); is this planrun the runner's version?")),
     };
-    let (sink, handle) = match remote_sink(url, name, job) {
+    let (sink, handle) = match remote_sink(url, name, job, batch) {
         Ok(s) => s,
         Err(e) => return error(e),
     };
@@ -249,7 +255,8 @@ fn stage_job(url: &str, name: &str, job: &Job, sj: &StageJob) -> Report {
         watch.abort();
         outcome
     });
-    drop(rt);
+    // A task still blocked (a DNS lookup) does not keep the worker from its next job.
+    rt.shutdown_timeout(Duration::from_secs(2));
     match handle.close() {
         Ok(stats) => Report { status: outcome.status, message: outcome.message, rows: stats.events },
         Err(e) => {
@@ -281,7 +288,7 @@ fn watch_stage(
             let Some(c) = con.as_mut() else { continue };
             let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(&job.alive_key).query_async(c).await;
             match got {
-                Ok(v) if v.as_deref() == Some(job.prefix.as_str()) => gone = 0,
+                Ok(v) if v.as_deref() == Some(job.alive_value.as_str()) => gone = 0,
                 // Twice in a row, so one renewal that came late does not stop the load.
                 Ok(_) => {
                     gone += 1;

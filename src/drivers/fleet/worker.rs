@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::config::Fleet;
 use crate::drivers::StageContext;
-use crate::drivers::workers::{Hire, Job, Relay, Work};
+use crate::drivers::workers::{Hire, Job, Relay, Work, events_key};
 
 /// Start `agents` built-in agents that join `join` through `url`, ids `WORKER-agent-I`; the
 /// ones that started, and for each that did not, why.
@@ -57,7 +57,9 @@ fn start_agent(url: &str, join: &str, heartbeat_ms: u64, id: &str) -> std::io::R
 /// `cfg.expected_agents`, then relay what they report and watch their announcements until the
 /// stage ends (never returns).
 pub async fn dispatch(url: &str, prefix: &str, cfg: &Fleet, ctx: &StageContext) {
-    let mut hire = match Hire::connect(url).await {
+    let token =
+        format!("{:016x}", ctx.seed_for(&["workers", &ctx.iteration.to_string(), &ctx.clock.wall_us().to_string()]));
+    let mut hire = match Hire::connect(url, &token).await {
         Ok(h) => h,
         Err(e) => {
             ctx.events.emit(ctx.events.event("worker").name("expected").ok(false).error(e));
@@ -69,12 +71,20 @@ pub async fn dispatch(url: &str, prefix: &str, cfg: &Fleet, ctx: &StageContext) 
     let n = found.len().max(1) as u32;
     let heartbeat_ms = ctx.clock.scaled(cfg.heartbeat.0).as_millis().max(10) as u64;
     let join = cfg.join.clone().unwrap_or_default();
+    let events = events_key(prefix, &token);
+    // The stage's transport removes its keys (this stream among them) at teardown; the TTL is
+    // for a runner that dies first.
+    let ttl = Duration::from_secs(60);
+    let mut relay = Relay::open(url, &events, ttl).await.ok();
     let mut shares = Vec::new();
     for (i, w) in found.iter().enumerate() {
         let share = cfg.expected_agents / n + u32::from((i as u32) < cfg.expected_agents % n);
         let job = Job {
             prefix: prefix.to_string(),
+            // The join key holds the stage's prefix while it runs.
             alive_key: super::transport::join_key(&join),
+            alive_value: prefix.to_string(),
+            events: events.clone(),
             t0_ms: ctx.clock.elapsed_ms(),
             scale: ctx.clock.scale(),
             work: Work::Agents { join: join.clone(), agents: share, heartbeat_ms },
@@ -85,29 +95,36 @@ pub async fn dispatch(url: &str, prefix: &str, cfg: &Fleet, ctx: &StageContext) 
         }
         shares.push(hire.hand(w, &job, share as f64, "agents", timeout, ctx).await);
     }
-    let mut relay = Relay::new(url, prefix).ok();
     let mut last_check = Instant::now();
+    let mut last_keep = Instant::now();
     loop {
         match relay.as_mut() {
             // A relay that gave up (30 s without the server) says so once; the coordinator's
             // own transport reports the outage too.
             Some(r) => {
-                if let Err(e) = r.pump(&ctx.events).await {
+                if let Err(e) = r.pump(&ctx.events, &mut |_| {}).await {
                     ctx.events.emit(ctx.events.event("warning").name("relay").error(e));
                     relay = None;
+                }
+                if last_keep.elapsed() >= Duration::from_secs(1) {
+                    last_keep = Instant::now();
+                    if let Some(r) = relay.as_mut() {
+                        r.keep(ttl).await;
+                    }
                 }
             }
             None => tokio::time::sleep(Duration::from_millis(250)).await,
         }
         if last_check.elapsed() >= Duration::from_millis(500) {
             last_check = Instant::now();
-            hire.check(
+            let seen = hire.look(&shares).await;
+            Hire::judge(
                 &mut shares,
+                &seen,
                 "agents",
                 |s| format!("its {} agents are gone with it (their share is not moved)", s.size),
                 ctx,
-            )
-            .await;
+            );
         }
     }
 }

@@ -95,14 +95,19 @@ async fn load_stage(cfg: &Http, ctx: &StageContext, demo_pid: Option<u32>) -> Ou
     };
     // Always written, so "no request was left hanging" has data: sum(...) == 0.
     load.count_row("cut_off", load.cut_off.load(Ordering::Relaxed));
+    // The request counts the outcome is judged on (a stage over workers judges their sum).
+    let (finished, failed) =
+        (load.recorder.finished.load(Ordering::Relaxed), load.recorder.failed.load(Ordering::Relaxed));
+    load.count_row("finished", finished);
+    load.count_row("failed", failed);
     if interrupted {
         return Outcome::with(Status::Interrupted, "interrupted");
     }
-    judge(cfg, load.recorder.finished.load(Ordering::Relaxed), load.recorder.failed.load(Ordering::Relaxed))
+    judge(cfg, finished, failed)
 }
 
 /// The stage's outcome from its request counts.
-fn judge(cfg: &Http, finished: u64, failed: u64) -> Outcome {
+pub(super) fn judge(cfg: &Http, finished: u64, failed: u64) -> Outcome {
     if finished == 0 {
         return Outcome::with(Status::Failed, "no request finished within the stage");
     }

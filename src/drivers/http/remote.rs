@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::config::{DEFAULT_GRACEFUL_STOP, Http};
 use crate::drivers::keyspace::{self, stage_prefix, with_password};
 use crate::drivers::monitor::sample_targets;
-use crate::drivers::workers::{Hire, Job, Relay, Report, StageJob, Work, Workers, alive_key};
+use crate::drivers::workers::{Hire, Job, Relay, Report, StageJob, Work, Workers, alive_key, events_key};
 use crate::drivers::{Outcome, StageContext, Status};
 use crate::plan::StageDriver;
 
@@ -66,21 +66,18 @@ pub async fn run(cfg: &Http, w: &Workers, ctx: &StageContext, demo_pid: Option<u
     };
     let run = ctx.run_dir.file_name().and_then(|n| n.to_str()).unwrap_or("run");
     let prefix = stage_prefix(run, &ctx.phase, &ctx.stage);
-    let mut hire = match Hire::connect(&url).await {
+    // This run of the stage (an iteration, a retry): jobs, the alive key's value and the event
+    // stream carry it, so a worker still busy with an earlier run cannot write into this one.
+    let token =
+        format!("{:016x}", ctx.seed_for(&["workers", &ctx.iteration.to_string(), &ctx.clock.wall_us().to_string()]));
+    let mut hire = match Hire::connect(&url, &token).await {
         Ok(h) => h,
         Err(e) => return Outcome::with(Status::Error, e),
     };
     let mut con = hire.connection();
     let _ = keyspace::remove(&mut con, &prefix).await;
-    let alive = alive_key(&prefix);
-    let renew = async |con: &mut redis::aio::ConnectionManager| {
-        let _: redis::RedisResult<()> =
-            redis::cmd("SET").arg(&alive).arg(&prefix).arg("PX").arg(3_000).query_async(con).await;
-    };
-    renew(&mut con).await;
-
     let outcome = tokio::select! {
-        o = drive(cfg, w, &url, &prefix, &mut hire, ctx) => o,
+        o = drive(cfg, w, &url, &prefix, &token, &mut hire, ctx) => o,
         _ = async {
             match &cfg.monitor {
                 Some(m) => {
@@ -91,15 +88,9 @@ pub async fn run(cfg: &Http, w: &Workers, ctx: &StageContext, demo_pid: Option<u
                 None => std::future::pending().await,
             }
         } => Outcome::with(Status::Error, "the target monitor stopped"),
-        _ = async {
-            let mut con = con.clone();
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                renew(&mut con).await;
-            }
-        } => unreachable!(),
     };
-    // The stage is over for its workers too (a share still running stops when this goes).
+    // The stage is over for its workers too: a share still running stops when its stream and
+    // the alive key are gone, and what it would still send cannot re-create them.
     let _ = keyspace::remove(&mut con, &prefix).await;
     outcome
 }
@@ -110,7 +101,19 @@ struct Running {
     lost: bool,
 }
 
-async fn drive(cfg: &Http, w: &Workers, url: &str, prefix: &str, hire: &mut Hire, ctx: &StageContext) -> Outcome {
+/// The alive key's TTL, renewed every second while the stage runs; the event stream's.
+const ALIVE_MS: u64 = 3_000;
+const STREAM_TTL: Duration = Duration::from_secs(60);
+
+async fn drive(
+    cfg: &Http,
+    w: &Workers,
+    url: &str,
+    prefix: &str,
+    token: &str,
+    hire: &mut Hire,
+    ctx: &StageContext,
+) -> Outcome {
     let found = hire.find(w.count as usize, w.timeout(), ctx).await;
     if ctx.cancel.is_cancelled() {
         return Outcome::with(Status::Interrupted, "interrupted");
@@ -121,17 +124,28 @@ async fn drive(cfg: &Http, w: &Workers, url: &str, prefix: &str, hire: &mut Hire
             format!("no worker announced itself within {:?}: start them with `planrun worker --join URL`", w.timeout()),
         );
     }
-    let mut relay = match Relay::new(url, prefix) {
+    let events = events_key(prefix, token);
+    let mut relay = match Relay::open(url, &events, STREAM_TTL).await {
         Ok(r) => r,
         Err(e) => return Outcome::with(Status::Error, e),
     };
+    let alive = alive_key(prefix);
+    let alive_value = format!("{prefix}:{token}");
+    let mut con = hire.connection();
+    let renew = async |con: &mut redis::aio::ConnectionManager| {
+        let _: redis::RedisResult<()> =
+            redis::cmd("SET").arg(&alive).arg(&alive_value).arg("PX").arg(ALIVE_MS).query_async(con).await;
+    };
+    renew(&mut con).await;
     let n = found.len() as u32;
     let mut shares = Vec::new();
     let mut running = Vec::new();
     for (i, name) in found.iter().enumerate() {
         let job = Job {
             prefix: prefix.to_string(),
-            alive_key: alive_key(prefix),
+            alive_key: alive.clone(),
+            alive_value: alive_value.clone(),
+            events: events.clone(),
             t0_ms: ctx.clock.elapsed_ms(),
             scale: ctx.clock.scale(),
             work: Work::Stage(Box::new(StageJob {
@@ -150,52 +164,69 @@ async fn drive(cfg: &Http, w: &Workers, url: &str, prefix: &str, hire: &mut Hire
         };
         let (size, unit) = cfg.share_size(i as u32, n);
         let share = hire.hand(name, &job, size, unit, w.timeout(), ctx).await;
-        running.push(Running { worker: Arc::clone(&share.worker), report: None, lost: !share.alive });
+        running.push(Running { worker: Arc::clone(&share.worker), report: None, lost: false });
         shares.push(share);
     }
-    let unit = shares.first().map_or("share", |_| cfg.share_size(0, n).1);
+    if shares.iter().all(|s| s.finished) {
+        return Outcome::with(Status::Error, "no worker could be handed its job (see the `worker` events)");
+    }
+    let unit = cfg.share_size(0, n).1;
     // Every share should be over by then: its wait for the job, its readiness wait, its load,
     // its graceful stop.
+    let grace = cfg.graceful_stop.map_or(DEFAULT_GRACEFUL_STOP, |d| d.0);
     let expected = w.timeout()
         + cfg.ready_timeout.map_or(Duration::ZERO, |d| d.0)
         + ctx.clock.scaled(ctx.duration.unwrap_or_default())
-        + cfg.graceful_stop.map_or(DEFAULT_GRACEFUL_STOP, |d| d.0)
+        + grace
         + REPORT_MARGIN;
     let mut deadline = Instant::now() + expected;
     let mut interrupted = false;
     let mut last_check = Instant::now();
-    while running.iter().any(|r| r.report.is_none() && !r.lost) {
-        if Instant::now() >= deadline {
-            break;
+    let mut last_renew = Instant::now();
+    // The request counts every share reports at its end (`http_schedule` rows).
+    let (mut finished, mut failed) = (0u64, 0u64);
+    let mut tap = |ev: &crate::events::Event| {
+        if ev.kind == "http_schedule" {
+            match ev.name.as_deref() {
+                Some("finished") => finished += ev.value.unwrap_or(0.0) as u64,
+                Some("failed") => failed += ev.value.unwrap_or(0.0) as u64,
+                _ => {}
+            }
         }
+    };
+    while running.iter().any(|r| r.report.is_none() && !r.lost) && Instant::now() < deadline {
         if !interrupted && ctx.cancel.is_cancelled() {
-            // Ctrl-C or the stage's timeout: the workers stop when the stage's key goes; wait
-            // for what they send until their graceful stop is over.
+            // Ctrl-C or the stage's timeout: no more renewals, and the key goes now, so the
+            // workers stop; what they send until their graceful stop is over is still taken.
             interrupted = true;
-            let mut con = hire.connection();
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(alive_key(prefix)).query_async(&mut con).await;
-            deadline =
-                Instant::now() + cfg.graceful_stop.map_or(DEFAULT_GRACEFUL_STOP, |d| d.0) + Duration::from_secs(3);
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&alive).query_async(&mut con).await;
+            deadline = Instant::now() + grace + Duration::from_secs(3);
         }
-        match relay.pump(&ctx.events).await {
+        if !interrupted && last_renew.elapsed() >= Duration::from_secs(1) {
+            last_renew = Instant::now();
+            renew(&mut con).await;
+            relay.keep(STREAM_TTL).await;
+        }
+        match relay.pump(&ctx.events, &mut tap).await {
             Ok(done) => settle(done, &relay, &mut running, &mut shares, ctx),
             Err(e) => return Outcome::with(Status::Error, e),
         }
         if last_check.elapsed() >= Duration::from_millis(500) {
             last_check = Instant::now();
-            // A worker that finished its share may be gone already: take its report first.
-            match relay.drain(&ctx.events).await {
+            // A worker reports before it takes its announcement down: look first, then take in
+            // what the stream holds, and only then call the ones whose announcement was gone lost.
+            let seen = hire.look(&shares).await;
+            match relay.drain(&ctx.events, &mut tap).await {
                 Ok(done) => settle(done, &relay, &mut running, &mut shares, ctx),
                 Err(e) => return Outcome::with(Status::Error, e),
             }
-            let lost = hire
-                .check(
-                    &mut shares,
-                    unit,
-                    |s| format!("its share ({} {unit}) stopped with it and is not moved to another worker", s.size),
-                    ctx,
-                )
-                .await;
+            let lost = Hire::judge(
+                &mut shares,
+                &seen,
+                unit,
+                |s| format!("its share ({} {unit}) stopped with it and is not moved to another worker", s.size),
+                ctx,
+            );
             for who in lost {
                 if let Some(r) = running.iter_mut().find(|r| r.worker == who && r.report.is_none()) {
                     r.lost = true;
@@ -203,10 +234,11 @@ async fn drive(cfg: &Http, w: &Workers, url: &str, prefix: &str, hire: &mut Hire
             }
         }
     }
+    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&alive).query_async(&mut con).await;
     if interrupted {
         return Outcome::with(Status::Interrupted, "interrupted");
     }
-    combine(&running)
+    combine(cfg, &running, finished, failed)
 }
 
 /// Take the reports of shares that finished; say so when rows a worker wrote did not arrive.
@@ -220,11 +252,11 @@ fn settle(
     for (who, report) in done {
         let Some(r) = running.iter_mut().find(|r| r.worker == who) else { continue };
         let sent = relay.rows.get(&who).copied().unwrap_or(0);
-        if sent < report.rows {
+        if sent != report.rows {
             let mut ev = ctx.events.event("warning").name("relay").error(format!(
-                "worker {who} wrote {} rows and {sent} arrived: {} are missing from the log",
+                "worker {who} wrote {} rows and {sent} arrived: the log is {} for its share",
                 report.rows,
-                report.rows - sent
+                if sent < report.rows { "missing rows" } else { "holding rows twice" }
             ));
             ev.worker = Some(Arc::clone(&who));
             ctx.events.emit(ev);
@@ -234,8 +266,10 @@ fn settle(
     }
 }
 
-/// One outcome from the shares': the worst status, with every worker's reason.
-fn combine(running: &[Running]) -> Outcome {
+/// One outcome for the stage: a share that could not run (an error, a lost worker, one that
+/// never reported) decides it; otherwise the stage's request counts — every share's summed —
+/// are judged as a one-process stage's would be (`min_success` over all its requests).
+fn combine(cfg: &Http, running: &[Running], finished: u64, failed: u64) -> Outcome {
     let rank = |s: Status| match s {
         Status::Passed => 0,
         Status::BudgetExceeded => 1,
@@ -252,6 +286,10 @@ fn combine(running: &[Running]) -> Outcome {
             (None, true) => (Status::Failed, Some("lost mid-stage; its rows up to then are recorded".to_string())),
             (None, false) => (Status::Error, Some("did not report how its share went".to_string())),
         };
+        // A share's own count verdict is not the stage's (the sum is judged below); a lost
+        // worker is.
+        let counts = status == Status::Failed && r.report.is_some();
+        let status = if counts { Status::Passed } else { status };
         if rank(status) > rank(worst) {
             worst = status;
         }
@@ -262,7 +300,7 @@ fn combine(running: &[Running]) -> Outcome {
         }
     }
     match worst {
-        Status::Passed => Outcome::passed(),
+        Status::Passed => super::driver::judge(cfg, finished, failed),
         s => Outcome { status: s, message: Some(why.join("; ")).filter(|m| !m.is_empty()) },
     }
 }
@@ -296,19 +334,27 @@ mod tests {
         assert_eq!(back, h.share(1, 2));
     }
 
+    fn reported(w: &str, status: Status) -> Running {
+        Running { worker: w.into(), report: Some(Report { status, message: Some("why".into()), rows: 3 }), lost: false }
+    }
+
     #[test]
-    fn a_lost_or_silent_worker_fails_the_stage() {
-        let ok = Running {
-            worker: "a".into(),
-            report: Some(Report { status: Status::Passed, message: None, rows: 3 }),
-            lost: false,
-        };
-        let lost = Running { worker: "b".into(), report: None, lost: true };
+    fn a_lost_or_silent_worker_decides_the_stage_and_otherwise_the_summed_counts_do() {
+        let h = http(serde_json::json!({ "users": 2, "min_success": 0.99 }));
+        let lost = || Running { worker: "b".into(), report: None, lost: true };
         let silent = Running { worker: "c".into(), report: None, lost: false };
-        assert_eq!(combine(&[ok]).status, Status::Passed);
-        let o = combine(&[Running { worker: "a".into(), report: None, lost: false }, lost]);
-        assert_eq!(o.status, Status::Error);
+        assert_eq!(combine(&h, &[reported("a", Status::Passed)], 100, 0).status, Status::Passed);
+        let o = combine(&h, &[reported("a", Status::Passed), lost()], 100, 0);
+        assert_eq!(o.status, Status::Failed);
         assert!(o.message.unwrap().contains("worker b: lost mid-stage"));
-        assert_eq!(combine(&[silent]).status, Status::Error);
+        assert_eq!(combine(&h, &[lost(), silent], 100, 0).status, Status::Error);
+        // Shares at 99.5% and 98.5% each: one fails its own 99%, the stage's 99.0% passes.
+        let two = [reported("a", Status::Passed), reported("b", Status::Failed)];
+        assert_eq!(combine(&h, &two, 2000, 20).status, Status::Passed);
+        assert_eq!(combine(&h, &two, 2000, 21).status, Status::Failed);
+        assert_eq!(combine(&h, &[reported("a", Status::Error)], 10, 0).status, Status::Error);
+        // Every request failed, across the shares: the stage fails though no share was lost.
+        let none = http(serde_json::json!({ "users": 2 }));
+        assert_eq!(combine(&none, &[reported("a", Status::Failed)], 10, 10).status, Status::Failed);
     }
 }

@@ -21,9 +21,17 @@ pub fn jobs_key(name: &str) -> String {
     format!("planrun:worker:{name}:jobs")
 }
 
-/// `PREFIX:events`: the stream a stage's workers send their events and results to.
-pub fn events_key(prefix: &str) -> String {
-    format!("{prefix}:events")
+/// `PREFIX:TOKEN:events`: the stream one run of a stage (`token`, new each time the stage
+/// hands out jobs) gets its workers' events and results on. A worker still writing for an
+/// earlier run of the stage finds no stream (it writes with NOMKSTREAM) and stops.
+pub fn events_key(prefix: &str, token: &str) -> String {
+    format!("{prefix}:{token}:events")
+}
+
+/// `planrun:worker:NAME:claim`: held (briefly) by the stage about to hand NAME a job, so two
+/// stages never hire the same idle worker.
+pub fn claim_key(name: &str) -> String {
+    format!("planrun:worker:{name}:claim")
 }
 
 /// `PREFIX:alive`: holds the prefix while the stage runs (renewed, with a TTL); a worker stops
@@ -54,9 +62,12 @@ pub struct Announcement {
 pub struct Job {
     /// The stage's key prefix (`planrun:RUN:PHASE:STAGE`).
     pub prefix: String,
-    /// The stage is running while this key holds `prefix`; a job found otherwise is stale and
-    /// is skipped, and a share whose key goes away stops.
+    /// The stage is running while this key holds `alive_value`; a job found otherwise is
+    /// stale and is skipped, and a share whose key goes away (or changes) stops.
     pub alive_key: String,
+    pub alive_value: String,
+    /// The stream its events and report go to (`events_key`).
+    pub events: String,
     /// The run clock's reading when the job was handed out, so the rows the job makes continue
     /// the run's `t_ms` (give or take the time the job took to arrive).
     pub t0_ms: f64,

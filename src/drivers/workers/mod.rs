@@ -18,6 +18,7 @@ mod relay;
 
 pub use hire::{Hire, Share};
 pub use job::{
-    Announcement, Job, StageJob, WORKER_TTL_MS, Work, Workers, alive_key, events_key, jobs_key, valid_name, worker_key,
+    Announcement, Job, StageJob, WORKER_TTL_MS, Work, Workers, alive_key, claim_key, events_key, jobs_key, valid_name,
+    worker_key,
 };
 pub use relay::{Relay, Report, StreamOut};

@@ -1,11 +1,15 @@
 //! A stage share's events, from the worker that made them to the run directory. On the worker,
-//! `StreamOut` is the writer under its event sink: the sink's JSONL rows go, a batch per entry,
-//! to the stage's stream `PREFIX:events` (field `rows`), and at the end a `Report` (field
-//! `done`) says how the share went and how many rows it sent. On the runner, `Relay` reads that
-//! stream on a connection of its own and writes every row into the run's log through the
-//! stage's emitter (`Emitter::relay`: the `worker` column names who made it), trimming what it
-//! has read; it checks each worker's row count against its report, so a lost batch is said,
-//! not silent. A Redis hiccup is retried on both sides; only 30 s without the server is an error.
+//! `StreamOut` is the writer under its event sink: the sink's JSONL rows go, a numbered batch
+//! per entry, to the stage's stream (`events_key`, field `rows`), and at the end a `Report`
+//! (field `done`) says how the share went and how many rows it wrote. It writes with
+//! NOMKSTREAM: once the stage has removed its stream (it is over), the worker's writes fail and
+//! its share stops, and nothing it sends re-creates a key. On the runner, `Relay` creates the
+//! stream, reads it on a connection of its own and writes every row into the run's log through
+//! the stage's emitter (`Emitter::relay`: the `worker` column names who made it), trimming what
+//! it has read. A batch sent twice (an XADD retried after its reply was lost) is taken once, by
+//! its number; the caller checks each worker's row count against its report, so a lost batch
+//! is said, not silent. A Redis hiccup is retried on both sides; only 30 s without the server
+//! is an error.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -15,7 +19,6 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 
-use super::job::events_key;
 use crate::drivers::Status;
 use crate::drivers::keyspace::shown;
 use crate::events::{Emitter, Event};
@@ -44,16 +47,34 @@ pub struct StreamOut {
     key: String,
     worker: String,
     pending: Vec<u8>,
+    /// The next batch's number, shared by every writer of one share (its sink's, its report's).
+    batch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl StreamOut {
-    pub fn new(url: &str, prefix: &str, worker: &str) -> Result<StreamOut, String> {
+    /// A writer to the stream `key` (the job's `events`). Writers of one share pass the same
+    /// `batch` counter (starting at 1), so their entries' numbers keep growing.
+    pub fn new(
+        url: &str,
+        key: &str,
+        worker: &str,
+        batch: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<StreamOut, String> {
         let client = redis::Client::open(url).map_err(|e| format!("`{}` is not a Redis URL: {e}", shown(url)))?;
-        Ok(StreamOut { client, con: None, key: events_key(prefix), worker: worker.to_string(), pending: Vec::new() })
+        Ok(StreamOut {
+            client,
+            con: None,
+            key: key.to_string(),
+            worker: worker.to_string(),
+            pending: Vec::new(),
+            batch,
+        })
     }
 
-    /// XADD one entry, reconnecting and retrying for up to `GIVE_UP`.
+    /// XADD one entry, reconnecting and retrying for up to `GIVE_UP`. An error too when the
+    /// stream is gone: the stage is over.
     fn add(&mut self, field: &str, body: &[u8]) -> io::Result<()> {
+        let n = self.batch.load(std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
@@ -68,10 +89,23 @@ impl StreamOut {
                 }
             }
             if let Some(c) = self.con.as_mut() {
-                let r: redis::RedisResult<String> =
-                    redis::cmd("XADD").arg(&self.key).arg("*").arg("w").arg(&self.worker).arg(field).arg(body).query(c);
+                let r: redis::RedisResult<Option<String>> = redis::cmd("XADD")
+                    .arg(&self.key)
+                    .arg("NOMKSTREAM")
+                    .arg("*")
+                    .arg("w")
+                    .arg(&self.worker)
+                    .arg("n")
+                    .arg(n)
+                    .arg(field)
+                    .arg(body)
+                    .query(c);
                 match r {
-                    Ok(_) => return Ok(()),
+                    Ok(Some(_)) => {
+                        self.batch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Ok(None) => return Err(io::Error::other("the stage's event stream is gone: the stage is over")),
                     Err(e) if started.elapsed() > GIVE_UP => return Err(io::Error::other(e.to_string())),
                     Err(_) => self.con = None,
                 }
@@ -119,23 +153,60 @@ pub struct Relay {
     names: HashMap<String, Arc<str>>,
     /// Rows relayed per worker.
     pub rows: HashMap<Arc<str>, u64>,
+    /// The last batch number taken per worker.
+    batches: HashMap<Arc<str>, u64>,
     down_since: Option<Instant>,
     garbled: u64,
 }
 
 impl Relay {
-    pub fn new(url: &str, prefix: &str) -> Result<Relay, String> {
+    /// A relay of the stream `key`, which it creates (an entry without a worker, skipped) with
+    /// a TTL of `ttl` that the stage renews (`keep`), so a runner that dies leaves none behind.
+    pub async fn open(url: &str, key: &str, ttl: Duration) -> Result<Relay, String> {
         let client = redis::Client::open(url).map_err(|e| format!("`{}` is not a Redis URL: {e}", shown(url)))?;
-        Ok(Relay {
+        let mut relay = Relay {
             client,
             con: None,
-            key: events_key(prefix),
+            key: key.to_string(),
             last: "0".into(),
             names: HashMap::new(),
             rows: HashMap::new(),
+            batches: HashMap::new(),
             down_since: None,
             garbled: 0,
-        })
+        };
+        let mut con = relay.connect().await.map_err(|e| format!("cannot reach {}: {e}", shown(url)))?;
+        let made: redis::RedisResult<()> = redis::pipe()
+            .cmd("XADD")
+            .arg(key)
+            .arg("*")
+            .arg("opened")
+            .arg(1)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(key)
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .query_async(&mut con)
+            .await;
+        made.map_err(|e| format!("cannot create the workers' event stream on {}: {e}", shown(url)))?;
+        relay.con = Some(con);
+        Ok(relay)
+    }
+
+    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_millis(BLOCK_MS) + Duration::from_secs(5)));
+        self.client.get_multiplexed_async_connection_with_config(&cfg).await
+    }
+
+    /// Renew the stream's TTL.
+    pub async fn keep(&mut self, ttl: Duration) {
+        if let Some(con) = self.con.as_mut() {
+            let _: redis::RedisResult<()> =
+                redis::cmd("PEXPIRE").arg(&self.key).arg(ttl.as_millis() as u64).query_async(con).await;
+        }
     }
 
     fn name(&mut self, w: &str) -> Arc<str> {
@@ -149,16 +220,24 @@ impl Relay {
 
     /// Wait up to 250 ms for entries, relay their rows through `events`, and return the reports
     /// of the shares that finished. An error only after 30 s without the server.
-    pub async fn pump(&mut self, events: &Emitter) -> Result<Vec<(Arc<str>, Report)>, String> {
-        self.read(events, true).await.map(|(_, done)| done)
+    pub async fn pump(
+        &mut self,
+        events: &Emitter,
+        tap: &mut (dyn FnMut(&Event) + Send),
+    ) -> Result<Vec<(Arc<str>, Report)>, String> {
+        self.read(events, true, tap).await.map(|(_, done)| done)
     }
 
     /// Relay everything the stream holds now, without waiting for more (before deciding that a
     /// worker that stopped announcing itself was lost: its report may be in the backlog).
-    pub async fn drain(&mut self, events: &Emitter) -> Result<Vec<(Arc<str>, Report)>, String> {
+    pub async fn drain(
+        &mut self,
+        events: &Emitter,
+        tap: &mut (dyn FnMut(&Event) + Send),
+    ) -> Result<Vec<(Arc<str>, Report)>, String> {
         let mut all = Vec::new();
         loop {
-            let (read, done) = self.read(events, false).await?;
+            let (read, done) = self.read(events, false, tap).await?;
             all.extend(done);
             if read == 0 || self.con.is_none() {
                 return Ok(all);
@@ -166,13 +245,16 @@ impl Relay {
         }
     }
 
-    /// One read: how many entries it got, and the reports among them.
-    async fn read(&mut self, events: &Emitter, block: bool) -> Result<(usize, Vec<(Arc<str>, Report)>), String> {
+    /// One read: how many entries it got, and the reports among them. `tap` sees every row
+    /// relayed, as the worker wrote it.
+    async fn read(
+        &mut self,
+        events: &Emitter,
+        block: bool,
+        tap: &mut (dyn FnMut(&Event) + Send),
+    ) -> Result<(usize, Vec<(Arc<str>, Report)>), String> {
         if self.con.is_none() {
-            let cfg = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_millis(BLOCK_MS) + Duration::from_secs(5)));
-            match self.client.get_multiplexed_async_connection_with_config(&cfg).await {
+            match self.connect().await {
                 Ok(c) => self.con = Some(c),
                 Err(e) => {
                     tokio::time::sleep(Duration::from_millis(BLOCK_MS)).await;
@@ -207,13 +289,21 @@ impl Relay {
                 let who: Option<String> = entry.get("w");
                 let Some(who) = who else { continue };
                 let w = self.name(&who);
+                // A batch seen before (its XADD was retried after a lost reply) is skipped.
+                let n: u64 = entry.get("n").unwrap_or(0);
+                let last = self.batches.entry(Arc::clone(&w)).or_default();
+                if n <= *last {
+                    continue;
+                }
+                *last = n;
                 if let Some(rows) = entry.get::<Vec<u8>>("rows") {
-                    let mut n = 0;
+                    let mut rows_in = 0;
                     for line in rows.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                         match serde_json::from_slice::<Event>(line) {
                             Ok(ev) => {
+                                tap(&ev);
                                 events.relay(ev, &w);
-                                n += 1;
+                                rows_in += 1;
                             }
                             Err(e) => {
                                 self.garbled += 1;
@@ -228,7 +318,7 @@ impl Relay {
                             }
                         }
                     }
-                    *self.rows.entry(Arc::clone(&w)).or_default() += n;
+                    *self.rows.entry(Arc::clone(&w)).or_default() += rows_in;
                 }
                 if let Some(body) = entry.get::<Vec<u8>>("done") {
                     let report = serde_json::from_slice::<Report>(&body).unwrap_or_else(|e| Report {
