@@ -5,18 +5,18 @@
 #   - HOLD connections (10,000) opened and held by one process: how many opened, and resident
 #     memory per connection of the client process (planrun: its `ws_memory` row, (after −
 #     before) / open; the peer: the same two readings of /proc/self/statm);
-#   - CONNS connections (1000) x RATE messages/s (10) for SECONDS: per-message echo latency p50
+#   - CONNS connections (1000) x RATE messages/s (10) for DURATION seconds: per-message echo latency p50
 #     and p99 and messages echoed per second.
 # Every figure is computed here from planrun's events.jsonl (and the peer's own timings), not
 # taken from planrun's report. Installs `websockets` (pip) when missing.
-# Environment: HOLD (10000), CONNS (1000), RATE (10), SECONDS (20).
+# Environment: HOLD (10000), CONNS (1000), RATE (10), DURATION seconds (20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/planrun-target}"
 HOLD="${HOLD:-10000}"
 CONNS="${CONNS:-1000}"
 RATE="${RATE:-10}"
-SECONDS_="${SECONDS:-20}"
+SECS="${DURATION:-20}"
 
 python3 -c 'import websockets' 2>/dev/null || pip install -q websockets
 cargo build --release --bins --locked
@@ -48,13 +48,13 @@ hold_dir="$(plan hold "connections = $HOLD
 connect_rate = 2000
 duration = \"$(( HOLD / 2000 + 8 ))s\"
 connect_timeout = \"20s\"")"
-echo "echoing $CONNS x $RATE/s for ${SECONDS_} s with planrun..." >&2
+echo "echoing $CONNS x $RATE/s for ${SECS} s with planrun..." >&2
 echo_dir="$(plan echo "connections = $CONNS
 connect_rate = 1000
 send_rate = $RATE
-duration = \"${SECONDS_}s\"")"
+duration = \"${SECS}s\"")"
 
-python3 - "$hold_dir/events.jsonl" "$echo_dir/events.jsonl" "$addr" "$HOLD" "$CONNS" "$RATE" "$SECONDS_" <<'PY'
+python3 - "$hold_dir/events.jsonl" "$echo_dir/events.jsonl" "$addr" "$HOLD" "$CONNS" "$RATE" "$SECS" <<'PY'
 import asyncio, json, os, sys, time
 import websockets
 
@@ -100,24 +100,30 @@ async def hold():
     return len(conns), (after - before) / max(len(conns), 1)
 
 async def echo():
-    lats = []; start = time.monotonic()
+    lats = []; arrivals = []; start = time.monotonic()
     async def client(i):
         async with websockets.connect(url, ping_interval=None) as ws:
             async def reader():
                 async for m in ws:
                     d = json.loads(m)
-                    lats.append((time.monotonic() - d["t"]) * 1000)
+                    now = time.monotonic()
+                    lats.append((now - d["t"]) * 1000); arrivals.append(now)
             r = asyncio.create_task(reader())
-            await asyncio.sleep((i % 1000) / 1000 / RATE)
+            # Sends on a fixed schedule (as planrun's ticker), each connection at its own phase.
+            first = time.monotonic() + (i % 1000) / 1000 / RATE
             n = 0
-            while time.monotonic() - start < SECS:
+            while True:
+                at = first + n / RATE
+                if at - start >= SECS: break
+                await asyncio.sleep(max(0, at - time.monotonic()))
                 n += 1
                 await ws.send(json.dumps({"seq": n, "t": time.monotonic(), "c": i}))
-                await asyncio.sleep(1 / RATE)
             await asyncio.sleep(0.5)
             r.cancel()
     await asyncio.gather(*(client(i) for i in range(CONNS)), return_exceptions=True)
-    return lats, time.monotonic() - start
+    # Echoes per second over first-to-last echo, as planrun's figure.
+    span = (max(arrivals) - min(arrivals)) if len(arrivals) > 1 else float("nan")
+    return lats, span
 
 print(f"peer: holding {HOLD} connections...", file=sys.stderr)
 y_opened, y_mem = asyncio.run(hold())

@@ -3,7 +3,7 @@
 //! (through `crate::exit`).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ColorChoice, CommandFactory, Parser, Subcommand, ValueHint};
 use clap_complete::engine::ArgValueCompleter;
@@ -64,10 +64,19 @@ pub enum Cmd {
     },
     /// Analyze a run: metrics, criteria, findings; writes report.md, report.json, junit.xml.
     Analyze(AnalyzeArgs),
+    /// Serve a run directory (finished or still running) as a live page with charts, with
+    /// /api/stats (JSON) and /metrics (Prometheus); until Ctrl-C.
+    Dashboard {
+        /// The run directory (or a results directory: its newest run).
+        run_dir: PathBuf,
+        /// Where to listen (loopback by default; another address is an explicit choice).
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        addr: std::net::SocketAddr,
+    },
     /// Run the built-in fleet agent (the fleet driver starts these; see docs/agent-protocol.md).
     Agent(crate::drivers::fleet::agent::AgentArgs),
-    /// Serve fleet stages from this host: wait on Redis for a share of a stage's agents
-    /// (`workers = N`), start them, repeat (docs/distributed.md).
+    /// Serve stages from this host: wait on Redis for a share of a stage (a fleet stage's
+    /// agents, an http stage's load), run it, repeat (docs/distributed.md).
     Worker(crate::run::worker::WorkerArgs),
     /// Serve a stand-in for an agent fleet over HTTP (the target of plans/fleet-http and
     /// plans/multimodal-stress; endpoints in docs/drivers/http.md).
@@ -192,6 +201,10 @@ pub struct RunArgs {
     /// Skip the analysis at the end (the exit code then reflects the stages only).
     #[arg(long)]
     pub no_analyze: bool,
+    /// Serve a live dashboard of the run while it goes: charts, criteria, /api/stats and
+    /// /metrics (default address 127.0.0.1 on a free port; it is printed).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub dashboard: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -302,6 +315,7 @@ pub fn dispatch(cli: Cli) -> Exit {
             Some(&ReportArgs::default_formats()),
         ),
         Cmd::Analyze(args) => analyze_cmd(args),
+        Cmd::Dashboard { run_dir, addr } => dashboard_cmd(&run_dir, addr),
         Cmd::ServeDemo(args) => match crate::demo::serve(&args) {
             Ok(()) => Exit::Passed,
             Err(e) => {
@@ -325,6 +339,47 @@ pub fn dispatch(cli: Cli) -> Exit {
             }
         },
     }
+}
+
+/// Start the dashboard on `addr` and say where, with a word when it is not loopback only.
+fn start_dashboard(addr: std::net::SocketAddr, dir: Option<PathBuf>) -> Result<crate::dashboard::Dashboard, String> {
+    let d = crate::dashboard::serve(addr, dir)?;
+    eprintln!("dashboard: http://{}/  (also /api/stats and /metrics)", d.addr);
+    if !d.addr.ip().is_loopback() {
+        eprintln!("note: the dashboard listens on {} — reachable from other hosts", d.addr.ip());
+    }
+    Ok(d)
+}
+
+fn dashboard_cmd(run_dir: &Path, addr: std::net::SocketAddr) -> Exit {
+    let dir = match analyze::find_runs(run_dir) {
+        Ok(r) => match r.last() {
+            Some(d) => d.clone(),
+            None => {
+                eprint!("{}", Diag::new(format!("no run directory in {}", run_dir.display())).render(color()));
+                return Exit::Usage;
+            }
+        },
+        Err(e) => {
+            eprint!("{}", Diag::new(e.to_string()).render(color()));
+            return Exit::Usage;
+        }
+    };
+    if let Err(e) = start_dashboard(addr, Some(dir.clone())) {
+        eprint!("{}", Diag::new(e).render(color()));
+        return Exit::Usage;
+    }
+    println!("{}", dir.display());
+    // Serve until Ctrl-C or SIGTERM.
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return Exit::Runtime };
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    });
+    Exit::Passed
 }
 
 fn run_cmd(args: RunArgs) -> Exit {
@@ -352,7 +407,26 @@ fn run_cmd(args: RunArgs) -> Exit {
         args: std::env::args().collect(),
         suspend_after: args.suspend_after,
         tags: crate::drivers::TagFilter::new(args.tags.clone(), args.exclude_tags.clone()),
+        announce: None,
     };
+    let mut options = options;
+    if let Some(addr) = args.dashboard {
+        match start_dashboard(addr, None) {
+            Ok(d) => {
+                let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+                options.announce = Some(tx);
+                std::thread::spawn(move || {
+                    for dir in rx {
+                        d.show(dir);
+                    }
+                });
+            }
+            Err(e) => {
+                eprint!("{}", Diag::new(e).render(color()));
+                return Exit::Usage;
+            }
+        }
+    }
     let report = (!args.no_analyze).then_some(&args.report);
     finish(run::start(plan, &args.plan, &src.text, &options), args.quiet, report)
 }

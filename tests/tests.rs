@@ -1,8 +1,10 @@
 //! Integration tests: one binary, a module per area (see `support` for the runner builder).
 
 mod analyze;
+mod browser;
 mod cli;
 mod criteria;
+mod dashboard;
 mod diagnostics;
 mod fleet;
 mod fuzz;

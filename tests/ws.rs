@@ -79,12 +79,24 @@ fn connections_echo_push_ping_drop_and_come_back_and_the_numbers_match_the_rows(
     assert!(pushes.iter().all(|p| p["value"] == 300.0 && p["latency_ms"].as_f64().unwrap() >= 0.0));
     assert_eq!(summary(&evs, "pushes"), pushes.len() as f64);
     assert!(!of_kind(&evs, "ws_ping").is_empty());
-    // Memory per connection from the server's process, with what it was computed from.
+    // Memory per connection from the server's process: its readings at half and all of the
+    // connections open are of that process (the test reads its memory too), and the figure is
+    // their difference over the connections opened in between.
     let mem = of_kind(&evs, "ws_memory");
     let server = mem.iter().find(|m| m["name"] == "server").expect("server memory");
     let a = attrs(server);
-    let want = (a["after"].as_f64().unwrap() - a["before"].as_f64().unwrap()) / a["open"].as_f64().unwrap();
-    assert_eq!(server["value"].as_f64().unwrap(), want);
+    let (before, after) = (a["before"].as_f64().unwrap(), a["after"].as_f64().unwrap());
+    let (open_before, open) = (a["open_before"].as_f64().unwrap(), a["open"].as_f64().unwrap());
+    assert!((20.0..40.0).contains(&open_before) && open == 40.0, "{server}");
+    assert_eq!(server["value"].as_f64().unwrap(), (after - before) / (open - open_before));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", demo.pid())).unwrap();
+    let rss_kb: f64 =
+        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let now = rss_kb * 1024.0;
+    assert!(
+        before > now / 4.0 && before < now * 4.0 && after > now / 4.0,
+        "readings {before}, {after} vs the server's {now} now"
+    );
     // The report's p95 is the p95 of the echo rows (linear interpolation).
     let mut sorted = echoes.clone();
     sorted.sort_by(f64::total_cmp);
@@ -173,7 +185,7 @@ fn the_dashboard_plans_quick_profile_checks_every_criterion_and_its_figures_matc
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     let criteria = report["criteria"].as_array().unwrap();
-    assert_eq!(criteria.len(), 10);
+    assert_eq!(criteria.len(), 11);
     let evs = events(&dir);
     for c in criteria {
         let check = c["check"].as_str().unwrap();

@@ -265,7 +265,7 @@ pub fn compute(events: &LazyFrame) -> PolarsResult<Locust> {
 /// load generator — a stage, or a worker's share of it — has from then on), the sum of every
 /// generator's latest count. A stage's end row ends all its generators (a worker lost with its
 /// last rows unsent, a share that never said 0, count no longer).
-struct Users {
+pub(super) struct Users {
     /// (unix second, generator, count; None for a stage's end, whose generator is the stage's
     /// prefix), in time order.
     rows: Vec<(i64, String, Option<f64>)>,
@@ -273,9 +273,17 @@ struct Users {
 
 impl Users {
     fn at(&self, sec: i64) -> Option<f64> {
+        self.at_prefix(sec, "")
+    }
+
+    /// The same, over the generators whose name starts with `prefix` (`phase/stage/`: one stage's).
+    pub(super) fn at_prefix(&self, sec: i64, prefix: &str) -> Option<f64> {
         let mut latest: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
         let mut any = false;
         for (_, g, v) in self.rows.iter().take_while(|(s, _, _)| *s <= sec) {
+            if !g.starts_with(prefix) {
+                continue;
+            }
             match v {
                 Some(v) => {
                     latest.insert(g, *v);
@@ -288,7 +296,7 @@ impl Users {
     }
 }
 
-fn users_per_second(events: &LazyFrame, schema: &Schema) -> PolarsResult<Users> {
+pub(super) fn users_per_second(events: &LazyFrame, schema: &Schema) -> PolarsResult<Users> {
     if !has(schema, "value") || !has(schema, "name") {
         return Ok(Users { rows: Vec::new() });
     }

@@ -63,6 +63,8 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
     let tables = sql::run_all(&frame.events(), &sql::stages_table(m)?, &queries);
     timer.lap("sql");
     let locust = if opts.locust { Some(super::locust::compute(&run.events)?) } else { None };
+    let charts = super::charts::compute(&run.events)?;
+    timer.lap("charts");
 
     Ok(Report {
         planrun_version: env!("CARGO_PKG_VERSION").into(),
@@ -78,6 +80,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         criteria,
         stages,
         metrics,
+        charts,
         findings,
         baseline,
         tables,
@@ -122,6 +125,7 @@ fn run_info(run: &Run) -> RunInfo {
         dir: run.dir.display().to_string(),
         plan: m.plan.name.clone(),
         description: run.plan.meta.description.clone(),
+        budget_usd: run.plan.meta.budget_usd,
         status: m.status,
         profile: m.profile.clone(),
         seed: m.seed,

@@ -19,6 +19,8 @@ pub struct Report {
     pub criteria: Vec<CriterionResult>,
     pub stages: Vec<StageResult>,
     pub metrics: Metrics,
+    /// Series over time for the charts (report.html, the live dashboard).
+    pub charts: super::charts::Charts,
     pub findings: Vec<Finding>,
     pub baseline: Option<Baseline>,
     pub tables: Vec<Table>,
@@ -33,6 +35,8 @@ pub struct RunInfo {
     pub dir: String,
     pub plan: String,
     pub description: Option<String>,
+    /// The plan's spending limit (`budget_usd`), if it has one.
+    pub budget_usd: Option<f64>,
     pub status: RunStatus,
     pub profile: Option<String>,
     pub seed: u64,

@@ -61,26 +61,42 @@ fn update(seq: u64, agents: u32) -> String {
 }
 
 impl Hub {
-    fn subscribe(&self, agents: u32, every_ms: u64) -> broadcast::Receiver<Utf8Bytes> {
+    fn subscribe(self: &Arc<Self>, agents: u32, every_ms: u64) -> broadcast::Receiver<Utf8Bytes> {
         let mut p = self.pushers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = p.get(&(agents, every_ms)) {
             return tx.subscribe();
         }
         let (tx, rx) = broadcast::channel(4);
         p.insert((agents, every_ms), tx.clone());
+        let hub = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(every_ms));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let mut seq = 0;
             loop {
                 tick.tick().await;
+                // Nobody listening any more: this pusher ends (under the lock, so a new
+                // subscriber either finds it still running or starts another).
+                {
+                    let mut p = hub.pushers.lock().unwrap_or_else(|p| p.into_inner());
+                    if tx.receiver_count() == 0 {
+                        p.remove(&(agents, every_ms));
+                        return;
+                    }
+                }
                 seq += 1;
-                // Nobody listening yet (or any more) is fine: the next subscriber gets the next tick.
                 let _ = tx.send(Utf8Bytes::from(update(seq, agents)));
             }
         });
         rx
     }
+}
+
+/// A send to a client that stopped reading gives up after this long (and the session ends).
+const SEND_LIMIT: Duration = Duration::from_secs(5);
+
+async fn send(socket: &mut WebSocket, m: Message) -> bool {
+    matches!(tokio::time::timeout(SEND_LIMIT, socket.send(m)).await, Ok(Ok(())))
 }
 
 #[derive(Deserialize)]
@@ -91,7 +107,8 @@ pub struct WsQuery {
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, Query(q): Query<WsQuery>, ws: WebSocketUpgrade) -> Response {
     let push = q.push.map(|n| (n.min(MAX_AGENTS), q.every_ms.unwrap_or(1000).clamp(10, 3_600_000)));
-    ws.on_upgrade(move |socket| session(hub, socket, push))
+    // Small buffers, as a server holding thousands of mostly idle connections would use.
+    ws.read_buffer_size(8 * 1024).write_buffer_size(0).on_upgrade(move |socket| session(hub, socket, push))
 }
 
 async fn session(hub: Arc<Hub>, mut socket: WebSocket, push: Option<(u32, u64)>) {
@@ -103,12 +120,12 @@ async fn session(hub: Arc<Hub>, mut socket: WebSocket, push: Option<(u32, u64)>)
         tokio::select! {
             got = socket.recv() => match got {
                 Some(Ok(Message::Text(t))) => {
-                    if socket.send(Message::Text(t)).await.is_err() {
+                    if !send(&mut socket, Message::Text(t)).await {
                         break;
                     }
                 }
                 Some(Ok(Message::Binary(b))) => {
-                    if socket.send(Message::Binary(b)).await.is_err() {
+                    if !send(&mut socket, Message::Binary(b)).await {
                         break;
                     }
                 }
@@ -123,7 +140,7 @@ async fn session(hub: Arc<Hub>, mut socket: WebSocket, push: Option<(u32, u64)>)
                 }
             } => match frame {
                 Ok(f) => {
-                    if socket.send(Message::Text(f)).await.is_err() {
+                    if !send(&mut socket, Message::Text(f)).await {
                         break;
                     }
                 }
@@ -132,9 +149,8 @@ async fn session(hub: Arc<Hub>, mut socket: WebSocket, push: Option<(u32, u64)>)
                 Err(broadcast::error::RecvError::Closed) => pushes = None,
             },
             _ = drops.changed() => {
-                let _ = socket
-                    .send(Message::Close(Some(CloseFrame { code: 1012, reason: "dropped by /admin/drop-ws".into() })))
-                    .await;
+                let close = CloseFrame { code: 1012, reason: "dropped by /admin/drop-ws".into() };
+                let _ = send(&mut socket, Message::Close(Some(close))).await;
                 break;
             }
         }

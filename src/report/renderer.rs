@@ -21,6 +21,12 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("locust_failures.csv.j2", include_str!("../../templates/locust_failures.csv.j2")),
 ];
 
+/// What report.html inlines, so it opens with no network: the vendored uPlot (vendor/uplot,
+/// MIT) and planrun's chart script, shared with the live dashboard.
+const UPLOT_JS: &str = include_str!("../../vendor/uplot/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../../vendor/uplot/uPlot.min.css");
+const CHARTS_JS: &str = include_str!("../../templates/charts.js");
+
 pub struct Renderer {
     env: Environment<'static>,
 }
@@ -55,14 +61,32 @@ impl Renderer {
         env.add_filter("md", md);
         env.add_filter("cell", cell);
         env.add_filter("csv", csv);
+        env.add_global(
+            "assets",
+            minijinja::context! {
+                uplot_js => Value::from_safe_string(UPLOT_JS.to_string()),
+                uplot_css => Value::from_safe_string(UPLOT_CSS.to_string()),
+                charts_js => Value::from_safe_string(CHARTS_JS.to_string()),
+            },
+        );
         Ok(Renderer { env })
     }
 
     pub fn render(&self, template: &'static str, report: &Report) -> Result<String, ReportError> {
+        self.render_page(template, report, false)
+    }
+
+    /// report.html as the live dashboard serves it: the same page, its data replaced as the
+    /// run goes (`live`).
+    pub fn render_live(&self, report: &Report) -> Result<String, ReportError> {
+        self.render_page("report.html.j2", report, true)
+    }
+
+    fn render_page(&self, template: &'static str, report: &Report, live: bool) -> Result<String, ReportError> {
         let data = Value::from(minijinja::value::Serde(report));
         let tmpl = self.env.get_template(template).map_err(|source| ReportError::Render { template, source })?;
         // The JSON template also gets the whole tree as `report`.
-        let ctx = minijinja::context! { report => data.clone(), ..data };
+        let ctx = minijinja::context! { report => data.clone(), live => live, ..data };
         let out = tmpl.render(ctx).map_err(|source| ReportError::Render { template, source })?;
         if template == "report.json.j2" {
             serde_json::from_str::<serde_json::Value>(&out)

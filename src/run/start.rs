@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub suspend_after: Option<std::time::Duration>,
     /// `--tags` / `--exclude-tags`.
     pub tags: TagFilter,
+    /// Told the run directory once it exists with its manifest (the live dashboard).
+    pub announce: Option<std::sync::mpsc::Sender<PathBuf>>,
 }
 
 #[derive(Debug)]
@@ -150,5 +152,8 @@ pub fn start(plan: Plan, plan_path: &Path, plan_text: &str, opts: &RunOptions) -
         exclude_tags: opts.tags.exclude.clone(),
     };
     dir.write_manifest(&manifest)?;
+    if let Some(tx) = &opts.announce {
+        let _ = tx.send(dir.path().to_path_buf());
+    }
     execute(plan, dir, manifest, opts.progress, opts.suspend_after, None)
 }

@@ -20,7 +20,7 @@ use crate::drivers::keyspace::shown;
 use crate::drivers::workers::{Announcement, Job, Report, StageJob, StreamOut, WORKER_TTL_MS, Work};
 use crate::drivers::workers::{jobs_key, valid_name, worker_key};
 use crate::drivers::{Ledger, StageCheckpoint, StageContext, Status};
-use crate::events::{Emitter, EventSink, Position};
+use crate::events::{Emitter, EventSink, Observer, Position};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct WorkerArgs {
@@ -216,7 +216,7 @@ fn agents_job(url: &str, name: &str, job: &Job, join: &str, agents: u32, heartbe
 
 /// Run a share of a stage with its driver; how it went.
 fn stage_job(url: &str, name: &str, job: &Job, sj: &StageJob, batch: Arc<std::sync::atomic::AtomicU64>) -> Report {
-    let error = |m: String| Report { status: Status::Error, message: Some(m), rows: 0 };
+    let error = |m: String| Report { status: Status::Error, message: Some(m), rows: 0, counts: None };
     let Some(spec) = crate::drivers::find(&sj.driver) else {
         return error(format!("this planrun has no `{}` driver (is it the runner's version?)", sj.driver));
     };
@@ -232,13 +232,15 @@ fn stage_job(url: &str, name: &str, job: &Job, sj: &StageJob, batch: Arc<std::sy
         Ok(rt) => rt,
         Err(e) => return error(format!("cannot start a runtime: {e}")),
     };
+    let counts = Arc::new(Counts::default());
     let outcome = rt.block_on(async {
         let clock = Clock::new(job.scale, job.t0_ms, false);
         let cancel = CancellationToken::new();
         let ctx = StageContext {
             clock: clock.clone(),
             cancel: cancel.clone(),
-            events: Emitter::new(sink.clone(), clock, &sj.phase, &sj.stage, &sj.driver),
+            events: Emitter::new(sink.clone(), clock, &sj.phase, &sj.stage, &sj.driver)
+                .with_watch(Some(Arc::clone(&counts) as Arc<dyn Observer>)),
             phase: sj.phase.clone(),
             stage: sj.stage.clone(),
             duration: sj.duration_ms.map(Duration::from_millis),
@@ -258,10 +260,47 @@ fn stage_job(url: &str, name: &str, job: &Job, sj: &StageJob, batch: Arc<std::sy
     // A task still blocked (a DNS lookup) does not keep the worker from its next job.
     rt.shutdown_timeout(Duration::from_secs(2));
     match handle.close() {
-        Ok(stats) => Report { status: outcome.status, message: outcome.message, rows: stats.events },
-        Err(e) => {
-            Report { status: Status::Error, message: Some(format!("its events could not all be sent: {e}")), rows: 0 }
+        Ok(stats) => {
+            Report { status: outcome.status, message: outcome.message, rows: stats.events, counts: counts.get() }
         }
+        Err(e) => Report {
+            status: Status::Error,
+            message: Some(format!("its events could not all be sent: {e}")),
+            rows: 0,
+            counts: None,
+        },
+    }
+}
+
+/// The request counts a share's driver writes at its end (`http_schedule` rows `finished` and
+/// `failed`), seen as they are emitted, for its report.
+#[derive(Default)]
+struct Counts {
+    finished: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    seen: AtomicBool,
+}
+
+impl Observer for Counts {
+    fn observe(&self, ev: &crate::events::Event) {
+        if ev.kind != "http_schedule" {
+            return;
+        }
+        let n = ev.value.unwrap_or(0.0) as u64;
+        match ev.name.as_deref() {
+            Some("finished") => self.finished.fetch_add(n, Ordering::Relaxed),
+            Some("failed") => self.failed.fetch_add(n, Ordering::Relaxed),
+            _ => return,
+        };
+        self.seen.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Counts {
+    fn get(&self) -> Option<(u64, u64)> {
+        self.seen
+            .load(Ordering::Relaxed)
+            .then(|| (self.finished.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed)))
     }
 }
 

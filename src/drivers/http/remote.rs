@@ -164,7 +164,14 @@ async fn drive(
         };
         let (size, unit) = cfg.share_size(i as u32, n);
         let share = hire.hand(name, &job, size, unit, w.timeout(), ctx).await;
-        running.push(Running { worker: Arc::clone(&share.worker), report: None, lost: false });
+        // A share that could not be handed out is over before it began (its `worker` event says why).
+        let report = share.finished.then(|| Report {
+            status: Status::Error,
+            message: Some("could not be handed its job".into()),
+            rows: 0,
+            counts: None,
+        });
+        running.push(Running { worker: Arc::clone(&share.worker), report, lost: false });
         shares.push(share);
     }
     if shares.iter().all(|s| s.finished) {
@@ -183,17 +190,7 @@ async fn drive(
     let mut interrupted = false;
     let mut last_check = Instant::now();
     let mut last_renew = Instant::now();
-    // The request counts every share reports at its end (`http_schedule` rows).
-    let (mut finished, mut failed) = (0u64, 0u64);
-    let mut tap = |ev: &crate::events::Event| {
-        if ev.kind == "http_schedule" {
-            match ev.name.as_deref() {
-                Some("finished") => finished += ev.value.unwrap_or(0.0) as u64,
-                Some("failed") => failed += ev.value.unwrap_or(0.0) as u64,
-                _ => {}
-            }
-        }
-    };
+    let mut tap = |_: &crate::events::Event| {};
     while running.iter().any(|r| r.report.is_none() && !r.lost) && Instant::now() < deadline {
         if !interrupted && ctx.cancel.is_cancelled() {
             // Ctrl-C or the stage's timeout: no more renewals, and the key goes now, so the
@@ -202,9 +199,13 @@ async fn drive(
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&alive).query_async(&mut con).await;
             deadline = Instant::now() + grace + Duration::from_secs(3);
         }
-        if !interrupted && last_renew.elapsed() >= Duration::from_secs(1) {
+        if last_renew.elapsed() >= Duration::from_secs(1) {
             last_renew = Instant::now();
-            renew(&mut con).await;
+            // The stream lives as long as the loop (reports still come during a graceful stop);
+            // the alive key only while the stage has not been told to stop.
+            if !interrupted {
+                renew(&mut con).await;
+            }
             relay.keep(STREAM_TTL).await;
         }
         match relay.pump(&ctx.events, &mut tap).await {
@@ -238,6 +239,11 @@ async fn drive(
     if interrupted {
         return Outcome::with(Status::Interrupted, "interrupted");
     }
+    // The request counts every share reported (from its own end-of-stage rows).
+    let (finished, failed) = running
+        .iter()
+        .filter_map(|r| r.report.as_ref().and_then(|rep| rep.counts))
+        .fold((0, 0), |(f, x), (a, b)| (f + a, x + b));
     combine(cfg, &running, finished, failed)
 }
 
@@ -335,7 +341,11 @@ mod tests {
     }
 
     fn reported(w: &str, status: Status) -> Running {
-        Running { worker: w.into(), report: Some(Report { status, message: Some("why".into()), rows: 3 }), lost: false }
+        Running {
+            worker: w.into(),
+            report: Some(Report { status, message: Some("why".into()), rows: 3, counts: None }),
+            lost: false,
+        }
     }
 
     #[test]

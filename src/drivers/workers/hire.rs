@@ -97,8 +97,13 @@ impl Hire {
             }
             let body: redis::RedisResult<Option<String>> =
                 redis::cmd("GET").arg(worker_key(&n)).query_async(&mut self.con).await;
-            let a: Announcement = body.ok().flatten().and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default();
-            if !a.busy && self.claim(&n).await {
+            // Gone since the scan, or not a worker's announcement: not hired.
+            let Some(a) = body.ok().flatten().and_then(|b| serde_json::from_str::<Announcement>(&b).ok()) else {
+                continue;
+            };
+            // A job waiting in its list makes it busy too (it has not said so yet).
+            let queued: redis::RedisResult<u64> = redis::cmd("LLEN").arg(jobs_key(&n)).query_async(&mut self.con).await;
+            if !a.busy && queued.unwrap_or(1) == 0 && self.claim(&n).await {
                 idle.push(n);
             }
         }

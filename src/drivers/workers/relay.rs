@@ -38,6 +38,10 @@ pub struct Report {
     pub message: Option<String>,
     /// Rows the share's sink wrote (all sent before this report).
     pub rows: u64,
+    /// The share's request counts (finished, failed), as its driver wrote them at its end
+    /// (`http_schedule` rows): what the stage's outcome is judged on, even if rows were lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<(u64, u64)>,
 }
 
 /// The worker's side: a `Write` that sends whole JSONL rows to the stage's stream.
@@ -74,7 +78,9 @@ impl StreamOut {
     /// XADD one entry, reconnecting and retrying for up to `GIVE_UP`. An error too when the
     /// stream is gone: the stage is over.
     fn add(&mut self, field: &str, body: &[u8]) -> io::Result<()> {
-        let n = self.batch.load(std::sync::atomic::Ordering::Relaxed);
+        // The number is this entry's whatever its tries: one that landed though its reply was
+        // lost, and is sent again, is taken once.
+        let n = self.batch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
@@ -101,10 +107,7 @@ impl StreamOut {
                     .arg(body)
                     .query(c);
                 match r {
-                    Ok(Some(_)) => {
-                        self.batch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        return Ok(());
-                    }
+                    Ok(Some(_)) => return Ok(()),
                     Ok(None) => return Err(io::Error::other("the stage's event stream is gone: the stage is over")),
                     Err(e) if started.elapsed() > GIVE_UP => return Err(io::Error::other(e.to_string())),
                     Err(_) => self.con = None,
@@ -236,13 +239,16 @@ impl Relay {
         tap: &mut (dyn FnMut(&Event) + Send),
     ) -> Result<Vec<(Arc<str>, Report)>, String> {
         let mut all = Vec::new();
-        loop {
+        // Bounded (32 reads of 64 entries), so busy workers cannot keep the stage from its
+        // other duties; what is left is read next time.
+        for _ in 0..32 {
             let (read, done) = self.read(events, false, tap).await?;
             all.extend(done);
             if read == 0 || self.con.is_none() {
-                return Ok(all);
+                break;
             }
         }
+        Ok(all)
     }
 
     /// One read: how many entries it got, and the reports among them. `tap` sees every row
@@ -325,6 +331,7 @@ impl Relay {
                         status: Status::Error,
                         message: Some(format!("worker {w} sent a report that is not one: {e}")),
                         rows: 0,
+                        counts: None,
                     });
                     done.push((w, report));
                 }

@@ -160,6 +160,16 @@ impl StageDriver for Ws {
         {
             return Err(FieldError::new("connect_rate is connections per second, at least 0.001").at(&["connect_rate"]));
         }
+        if let (Some(r), Some(len)) = (self.connect_rate, stage.duration)
+            && self.connections as f64 / r >= len.0.as_secs_f64()
+        {
+            return Err(FieldError::new(format!(
+                "{} connections at {r}/s take {:.1} s to open, longer than the stage's duration: raise connect_rate or the duration",
+                self.connections,
+                self.connections as f64 / r
+            ))
+            .at(&["connect_rate"]));
+        }
         if let Some(r) = self.send_rate
             && !(r == 0.0 || is_rate(r))
         {

@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::stage::Shared;
@@ -80,7 +81,10 @@ async fn connect(sh: &Shared) -> Result<WebSocketStream<TcpStream>, (&'static st
             .map_err(|e| ("connect", format!("cannot connect to {}:{}: {e}", t.host, t.port)))?;
         let _ = tcp.set_nodelay(true);
         let url = format!("ws://{}:{}{}", t.host, t.port, t.resource);
-        match tokio_tungstenite::client_async(url.as_str(), tcp).await {
+        // Small buffers: a connection that holds no big message costs ~10 KiB, not the library's
+        // default 128 KiB read buffer (bigger messages still arrive whole: the buffer grows).
+        let cfg = WebSocketConfig::default().read_buffer_size(8 * 1024).write_buffer_size(0);
+        match tokio_tungstenite::client_async_with_config(url.as_str(), tcp, Some(cfg)).await {
             Ok((ws, _)) => Ok(ws),
             Err(tungstenite::Error::Http(r)) => {
                 Err(("handshake", format!("the server answered the upgrade with HTTP {} instead of 101", r.status())))
@@ -111,7 +115,11 @@ pub async fn run(id: Arc<str>, sh: Arc<Shared>, seed: u64) {
     let e = &sh.events;
     while !sh.stop.is_cancelled() {
         let t0 = Instant::now();
-        let ws = match connect(&sh).await {
+        let attempt = tokio::select! {
+            r = connect(&sh) => r,
+            _ = sh.stop.cancelled() => break,
+        };
+        let ws = match attempt {
             Ok(ws) => ws,
             Err((kind, msg)) => {
                 let mut ev = e.event("ws_connect").agent(Arc::clone(&id)).ok(false).latency(t0.elapsed()).error(msg);
@@ -205,8 +213,11 @@ async fn session(mut ws: WebSocketStream<TcpStream>, id: &Arc<str>, sh: &Shared,
     let mut sends = ticker(send_period, rng);
     let mut pings = ticker(sh.cfg.ping_every.map(|d| sh.clock.scaled(d.0)), rng);
     let pad = "x".repeat(sh.cfg.payload_bytes.unwrap_or(0) as usize);
+    let ping_period = sh.cfg.ping_every.map(|d| sh.clock.scaled(d.0));
     let mut outstanding: HashSet<u64> = HashSet::new();
     let mut seq = 0u64;
+    let mut push = PushSeq::default();
+    let mut last_pong = Instant::now();
     let end = loop {
         tokio::select! {
             _ = sh.stop.cancelled() => break End::Stopped,
@@ -218,16 +229,29 @@ async fn session(mut ws: WebSocketStream<TcpStream>, id: &Arc<str>, sh: &Shared,
                 } else {
                     format!("{{\"seq\":{seq},\"t_us\":{t_us},\"c\":\"{id}\",\"pad\":\"{pad}\"}}")
                 };
-                if let Err(e) = ws.send(Message::text(text)).await {
-                    break End::Closed(format!("sending failed: {e}"));
-                }
+                // Counted as sent before it goes: a send the stage's end cuts short is lost, not unseen.
                 outstanding.insert(seq);
                 sh.tally.sent.fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    r = ws.send(Message::text(text)) => if let Err(e) = r {
+                        break End::Closed(format!("sending failed: {e}"));
+                    },
+                    _ = sh.stop.cancelled() => break End::Stopped,
+                }
             }
             _ = tick(&mut pings) => {
+                // A peer that stopped answering pings is gone, though its socket looks open.
+                if let Some(p) = ping_period
+                    && last_pong.elapsed() > p * 3 + Duration::from_secs(1)
+                {
+                    break End::Closed(format!("no pong for {:.1} s: the connection is dead", last_pong.elapsed().as_secs_f64()));
+                }
                 let t_us = sh.started.elapsed().as_micros() as u64;
-                if let Err(e) = ws.send(Message::Ping(t_us.to_be_bytes().to_vec().into())).await {
-                    break End::Closed(format!("sending a ping failed: {e}"));
+                tokio::select! {
+                    r = ws.send(Message::Ping(t_us.to_be_bytes().to_vec().into())) => if let Err(e) = r {
+                        break End::Closed(format!("sending a ping failed: {e}"));
+                    },
+                    _ = sh.stop.cancelled() => break End::Stopped,
                 }
             }
             got = ws.next() => match got {
@@ -239,7 +263,12 @@ async fn session(mut ws: WebSocketStream<TcpStream>, id: &Arc<str>, sh: &Shared,
                         None => "closed by the server".into(),
                     })
                 }
-                Some(Ok(m)) => received(m, id, sh, &mut outstanding),
+                Some(Ok(m)) => {
+                    if matches!(m, Message::Pong(_)) {
+                        last_pong = Instant::now();
+                    }
+                    received(m, id, sh, &mut outstanding, &mut push)
+                }
             },
         }
     };
@@ -249,7 +278,7 @@ async fn session(mut ws: WebSocketStream<TcpStream>, id: &Arc<str>, sh: &Shared,
         while !outstanding.is_empty() {
             match tokio::time::timeout_at(grace, ws.next()).await {
                 Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => break,
-                Ok(Some(Ok(m))) => received(m, id, sh, &mut outstanding),
+                Ok(Some(Ok(m))) => received(m, id, sh, &mut outstanding, &mut push),
             }
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
@@ -268,7 +297,14 @@ async fn session(mut ws: WebSocketStream<TcpStream>, id: &Arc<str>, sh: &Shared,
     end
 }
 
-fn received(m: Message, id: &Arc<str>, sh: &Shared, outstanding: &mut HashSet<u64>) {
+/// The last push sequence number a session saw: a gap is updates the server skipped (a slow
+/// client's) or lost, counted rather than left out of the push latencies unseen.
+#[derive(Default)]
+struct PushSeq {
+    last: Option<u64>,
+}
+
+fn received(m: Message, id: &Arc<str>, sh: &Shared, outstanding: &mut HashSet<u64>, push: &mut PushSeq) {
     let e = &sh.events;
     let bytes = match &m {
         Message::Text(t) => t.as_bytes(),
@@ -315,16 +351,25 @@ fn received(m: Message, id: &Arc<str>, sh: &Shared, outstanding: &mut HashSet<u6
                 );
             }
         }
-        Some(Incoming { kind: Some(k), sent_us: Some(sent), agents, .. }) if k == "metrics" => {
+        Some(Incoming { kind: Some(k), sent_us: Some(sent), agents, seq: pseq, .. }) if k == "metrics" => {
             sh.tally.pushes.fetch_add(1, Ordering::Relaxed);
-            let now = sh.clock.wall_us();
-            let mut ev = e
-                .event("ws_message")
-                .name("push")
-                .agent(Arc::clone(id))
-                .ok(true)
-                .latency_ms(now.saturating_sub(sent).max(0) as f64 / 1000.0)
-                .bytes(n);
+            if let (Some(last), Some(s)) = (push.last, pseq)
+                && s > last + 1
+            {
+                sh.tally.pushes_missed.fetch_add(s - last - 1, Ordering::Relaxed);
+            }
+            if pseq.is_some() {
+                push.last = pseq;
+            }
+            // The wall clock now (not the run clock's reckoning of it), against the server's.
+            let now = chrono::Utc::now().timestamp_micros();
+            let mut ev = e.event("ws_message").name("push").agent(Arc::clone(id)).ok(true).bytes(n);
+            if now >= sent {
+                ev = ev.latency_ms((now - sent) as f64 / 1000.0);
+            } else {
+                // The server's clock is ahead of ours: no latency can be told; counted.
+                sh.tally.push_clock_behind.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(Count(a)) = agents {
                 ev = ev.value(a as f64, "agents");
             }

@@ -37,6 +37,10 @@ pub struct Tally {
     pub received: AtomicU64,
     pub lost: AtomicU64,
     pub pushes: AtomicU64,
+    /// Pushes skipped, from gaps in their sequence numbers.
+    pub pushes_missed: AtomicU64,
+    /// Pushes sent (by the server's clock) after they arrived (by ours): clocks apart.
+    pub push_clock_behind: AtomicU64,
     pub bytes_in: AtomicU64,
 }
 
@@ -147,32 +151,45 @@ async fn load(
             None => std::future::pending().await,
         }
     };
-    // Memory per connection, once every connection is open (or the connect phase plus one
-    // connect timeout is over).
+    // Memory per connection: the growth from half the connections open to all of them, over
+    // the connections opened in between — so what a server allocates once (thread arenas, its
+    // first buffers, lazy set-up) is not charged to each connection.
     let memory = {
         let sh = Arc::clone(&sh);
         let server = server.clone();
         let connect_phase = gap.map_or(Duration::ZERO, |g| g.mul_f64(n as f64)) + cfg.connect_timeout();
         async move {
             let until = Instant::now() + connect_phase;
-            while sh.tally.open.load(Ordering::Relaxed) < n as u64 && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            // Let buffers the connections just made settle.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let open = sh.tally.open.load(Ordering::Relaxed);
-            let (server_after, client_after) =
-                tokio::task::spawn_blocking(move || rss_now(server.as_ref())).await.unwrap_or((None, None));
+            // Each reading's connection count is taken after it: connections that opened while
+            // it ran count as already there, which errs towards more memory per connection.
+            let reading = |want: u64, settle: Duration| {
+                let sh = Arc::clone(&sh);
+                let server = server.clone();
+                async move {
+                    while sh.tally.open.load(Ordering::Relaxed) < want && Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    tokio::time::sleep(settle).await;
+                    let (s, c) =
+                        tokio::task::spawn_blocking(move || rss_now(server.as_ref())).await.unwrap_or((None, None));
+                    (sh.tally.open.load(Ordering::Relaxed), s, c)
+                }
+            };
+            let mid = reading(n as u64 / 2, Duration::ZERO).await;
+            // Let the buffers the last connections just made settle.
+            let (open, server_after, client_after) = reading(n as u64, Duration::from_millis(200)).await;
+            // Everything opened during the first reading: measure from before the first connection.
+            let (open_mid, server_mid, client_mid) = if mid.0 < open { mid } else { (0, server_before, client_before) };
             let e = &sh.events;
-            for (name, before, after) in
-                [("server", server_before, server_after), ("client", client_before, client_after)]
-            {
-                if let (Some(b), Some(a), true) = (before, after, open > 0) {
+            for (name, before, after) in [("server", server_mid, server_after), ("client", client_mid, client_after)] {
+                if let (Some(b), Some(a), true) = (before, after, open > open_mid) {
                     e.emit(
                         e.event("ws_memory")
                             .name(name)
-                            .value((a as f64 - b as f64) / open as f64, "bytes_per_connection")
-                            .attrs(serde_json::json!({ "before": b, "after": a, "open": open })),
+                            .value((a as f64 - b as f64) / (open - open_mid) as f64, "bytes_per_connection")
+                            .attrs(
+                                serde_json::json!({ "before": b, "after": a, "open_before": open_mid, "open": open }),
+                            ),
                     );
                 }
             }
@@ -240,6 +257,8 @@ fn summarize(cfg: &Ws, sh: &Shared, ctx: &StageContext) -> Outcome {
         ("received", get(&t.received)),
         ("lost", get(&t.lost)),
         ("pushes", get(&t.pushes)),
+        ("pushes_missed", get(&t.pushes_missed)),
+        ("push_clock_behind", get(&t.push_clock_behind)),
         ("bytes_in", get(&t.bytes_in)),
     ];
     for (name, v) in rows {

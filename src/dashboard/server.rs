@@ -1,0 +1,205 @@
+//! The dashboard's routes (axum): `/` the live page (report.html in live mode), `/events` the
+//! page's data as Server-Sent Events — the whole history so far in every message, so a browser
+//! that connects late draws everything — `/api/stats` the whole report tree as JSON, `/metrics`
+//! Prometheus' text format. Listens on loopback unless told otherwise.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures::Stream;
+
+use super::snapshot::{Fresh, Snapshot};
+use crate::report::Renderer;
+
+/// How often the page's data is pushed (and at most how often it is recomputed).
+const EVERY: Duration = Duration::from_secs(1);
+
+struct App {
+    fresh: Fresh,
+    renderer: Renderer,
+}
+
+type Shared = Arc<App>;
+
+/// A dashboard being served: where, and how to tell it the run directory.
+pub struct Dashboard {
+    pub addr: SocketAddr,
+    dir: Arc<Mutex<Option<PathBuf>>>,
+}
+
+impl Dashboard {
+    /// The run directory to show (a run that has just created it).
+    pub fn show(&self, dir: PathBuf) {
+        if let Ok(mut d) = self.dir.lock() {
+            *d = Some(dir);
+        }
+    }
+}
+
+fn unavailable(why: String) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], why).into_response()
+}
+
+/// A page for before the run has data: it reloads itself.
+fn waiting(why: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"1\"><title>planrun — waiting</title></head><body><p id=\"waiting\">{}: this page reloads itself.</p></body></html>",
+        why.replace('&', "&amp;").replace('<', "&lt;")
+    );
+    Html(body).into_response()
+}
+
+async fn snapshot(app: &Shared) -> Result<Arc<Snapshot>, String> {
+    let app = Arc::clone(app);
+    tokio::task::spawn_blocking(move || app.fresh.get()).await.map_err(|e| e.to_string())?
+}
+
+async fn page(State(app): State<Shared>) -> Response {
+    match snapshot(&app).await {
+        Ok(s) => match app.renderer.render_live(&s.report) {
+            Ok(html) => Html(html).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+        Err(why) => waiting(&why),
+    }
+}
+
+async fn stats(State(app): State<Shared>) -> Response {
+    match snapshot(&app).await {
+        Ok(s) => ([(header::CONTENT_TYPE, "application/json")], s.stats.clone()).into_response(),
+        Err(why) => unavailable(why),
+    }
+}
+
+async fn events(State(app): State<Shared>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = futures::stream::unfold((app, None::<Arc<Snapshot>>), |(app, last)| async move {
+        loop {
+            if last.is_some() {
+                tokio::time::sleep(EVERY).await;
+            }
+            if let Ok(s) = snapshot(&app).await {
+                // Only a new analysis is sent again.
+                if last.as_ref().is_none_or(|l| !Arc::ptr_eq(l, &s)) {
+                    let ev = SseEvent::default().data(s.page_data.clone());
+                    return Some((Ok(ev), (app, Some(s))));
+                }
+            } else if last.is_none() {
+                tokio::time::sleep(EVERY).await;
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Prometheus' text exposition format, from the same analysis.
+fn prometheus(s: &Snapshot) -> String {
+    let r = &s.report;
+    let mut out = String::new();
+    let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let stages = serde_json::to_value(&r.metrics.stages).unwrap_or_default();
+    let rows = stages.as_array().cloned().unwrap_or_default();
+    let num = |row: &serde_json::Value, k: &str| row.get(k).and_then(|v| v.as_f64());
+    let series: &[(&str, &str, &str, &str)] = &[
+        ("planrun_events_total", "counter", "count", "Events the stage wrote, its own start and end rows aside."),
+        ("planrun_measured_ok_total", "counter", "ok", "Measured events that succeeded."),
+        ("planrun_measured_failed_total", "counter", "failed", "Measured events that failed."),
+        ("planrun_throughput_per_second", "gauge", "throughput", "Events per second over the stage's window."),
+        ("planrun_cost_usd_total", "counter", "cost_usd", "Cost so far, USD."),
+    ];
+    for (name, kind, field, help) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for row in &rows {
+            if let Some(v) = num(row, field) {
+                let (p, st) = (row["phase"].as_str().unwrap_or(""), row["stage"].as_str().unwrap_or(""));
+                let _ = writeln!(out, "{name}{{phase=\"{}\",stage=\"{}\"}} {v}", esc(p), esc(st));
+            }
+        }
+    }
+    let _ =
+        writeln!(out, "# HELP planrun_latency_ms Latency percentiles per stage, ms.\n# TYPE planrun_latency_ms gauge");
+    for row in &rows {
+        let (p, st) = (row["phase"].as_str().unwrap_or(""), row["stage"].as_str().unwrap_or(""));
+        for (q, field) in [("0.5", "latency_p50"), ("0.95", "latency_p95"), ("0.99", "latency_p99")] {
+            if let Some(v) = num(row, field) {
+                let _ = writeln!(
+                    out,
+                    "planrun_latency_ms{{phase=\"{}\",stage=\"{}\",quantile=\"{q}\"}} {v}",
+                    esc(p),
+                    esc(st)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP planrun_users Users (or connections) running at the last second.\n# TYPE planrun_users gauge"
+    );
+    for s in &r.charts.stages {
+        if let Some(Some(u)) = s.users.as_ref().and_then(|u| u.last()) {
+            let _ = writeln!(out, "planrun_users{{stage=\"{}\"}} {u}", esc(&s.key));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP planrun_criterion_pass 1 while a criterion holds.\n# TYPE planrun_criterion_pass gauge\n# HELP planrun_criterion_observed A criterion's observed value.\n# TYPE planrun_criterion_observed gauge"
+    );
+    for c in &r.criteria {
+        let labels = format!("check=\"{}\",scope=\"{}\"", esc(&c.check), esc(&c.scope));
+        let _ = writeln!(out, "planrun_criterion_pass{{{labels}}} {}", u8::from(c.pass));
+        if let Some(v) = c.observed {
+            let _ = writeln!(out, "planrun_criterion_observed{{{labels}}} {v}");
+        }
+    }
+    let _ = writeln!(out, "# HELP planrun_confidence The run's confidence so far.\n# TYPE planrun_confidence gauge");
+    let _ = writeln!(out, "planrun_confidence {}", r.verdict.confidence);
+    out
+}
+
+async fn metrics(State(app): State<Shared>) -> Response {
+    match snapshot(&app).await {
+        Ok(s) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus(&s)).into_response(),
+        Err(why) => unavailable(why),
+    }
+}
+
+/// Start serving on `addr` (in the background, on a runtime of its own), showing `dir` — or,
+/// with None, the run directory given later (`Dashboard::show`).
+pub fn serve(addr: SocketAddr, dir: Option<PathBuf>) -> Result<Dashboard, String> {
+    let renderer = Renderer::new(None).map_err(|e| e.to_string())?;
+    let shared_dir = Arc::new(Mutex::new(dir));
+    let app = Arc::new(App { fresh: Fresh::new(Arc::clone(&shared_dir), EVERY), renderer });
+    let std_listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("the dashboard cannot listen on {addr}: {e}"))?;
+    let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
+    std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let router = Router::new()
+        .route("/", get(page))
+        .route("/events", get(events))
+        .route("/api/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .with_state(app);
+    std::thread::Builder::new()
+        .name("planrun-dashboard".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) {
+                    let _ = axum::serve(listener, router).await;
+                }
+            });
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Dashboard { addr: bound, dir: shared_dir })
+}
