@@ -44,7 +44,7 @@ for i in $(seq "$ROUNDS"); do
   dir="$("$planrun" run "$work/load.toml" --quiet --no-analyze --out "$work/results")"
   plain+=("$(rate "$dir/events.jsonl")")
   echo "round $i: with the dashboard and a client on its event stream" >&2
-  "$planrun" run "$work/load.toml" --quiet --no-analyze --out "$work/results" --dashboard 127.0.0.1:0 \
+  "$planrun" run "$work/load.toml" --quiet --no-analyze --out "$work/results" --dashboard=127.0.0.1:0 \
     >"$work/run.out" 2>"$work/run.err" &
   run_pid=$!
   until grep -q "dashboard: http://" "$work/run.err" 2>/dev/null; do sleep 0.05; done

@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::{Args, ColorChoice, CommandFactory, Parser, Subcommand, ValueHint};
 use clap_complete::engine::ArgValueCompleter;
@@ -203,7 +204,8 @@ pub struct RunArgs {
     pub no_analyze: bool,
     /// Serve a live dashboard of the run while it goes: charts, criteria, /api/stats and
     /// /metrics (default address 127.0.0.1 on a free port; it is printed).
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    /// (`--dashboard=ADDR` to choose where.)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, require_equals = true, default_missing_value = "127.0.0.1:0")]
     pub dashboard: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub report: ReportArgs,
@@ -342,8 +344,12 @@ pub fn dispatch(cli: Cli) -> Exit {
 }
 
 /// Start the dashboard on `addr` and say where, with a word when it is not loopback only.
-fn start_dashboard(addr: std::net::SocketAddr, dir: Option<PathBuf>) -> Result<crate::dashboard::Dashboard, String> {
-    let d = crate::dashboard::serve(addr, dir)?;
+fn start_dashboard(
+    addr: std::net::SocketAddr,
+    dir: Option<PathBuf>,
+    live: Option<Arc<crate::analyze::charts::LiveCharts>>,
+) -> Result<crate::dashboard::Dashboard, String> {
+    let d = crate::dashboard::serve(addr, dir, live)?;
     eprintln!("dashboard: http://{}/  (also /api/stats and /metrics)", d.addr);
     if !d.addr.ip().is_loopback() {
         eprintln!("note: the dashboard listens on {} — reachable from other hosts", d.addr.ip());
@@ -365,7 +371,7 @@ fn dashboard_cmd(run_dir: &Path, addr: std::net::SocketAddr) -> Exit {
             return Exit::Usage;
         }
     };
-    if let Err(e) = start_dashboard(addr, Some(dir.clone())) {
+    if let Err(e) = start_dashboard(addr, Some(dir.clone()), None) {
         eprint!("{}", Diag::new(e).render(color()));
         return Exit::Usage;
     }
@@ -408,11 +414,19 @@ fn run_cmd(args: RunArgs) -> Exit {
         suspend_after: args.suspend_after,
         tags: crate::drivers::TagFilter::new(args.tags.clone(), args.exclude_tags.clone()),
         announce: None,
+        watch: None,
     };
     let mut options = options;
+    let mut dashboard = None;
     if let Some(addr) = args.dashboard {
-        match start_dashboard(addr, None) {
+        // The charts are kept as the events come (a run-clock span the plan expects, scaled).
+        let expected = plan.expected_duration().as_secs_f64() * args.time_scale;
+        let live = Arc::new(crate::analyze::charts::LiveCharts::new(expected));
+        options.watch = Some(Arc::clone(&live) as Arc<dyn crate::events::Observer>);
+        match start_dashboard(addr, None, Some(live)) {
             Ok(d) => {
+                let d = Arc::new(d);
+                dashboard = Some(Arc::clone(&d));
                 let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
                 options.announce = Some(tx);
                 std::thread::spawn(move || {
@@ -428,7 +442,12 @@ fn run_cmd(args: RunArgs) -> Exit {
         }
     }
     let report = (!args.no_analyze).then_some(&args.report);
-    finish(run::start(plan, &args.plan, &src.text, &options), args.quiet, report)
+    let exit = finish(run::start(plan, &args.plan, &src.text, &options), args.quiet, report);
+    if let Some(d) = dashboard {
+        // The final state (the verdict, every stage ended) reaches the browsers still watching.
+        d.settle();
+    }
+    exit
 }
 
 impl ReportArgs {

@@ -19,7 +19,9 @@
     return e;
   }
 
-  // One chart of several lines over the same x (unix seconds).
+  var plots = [];
+
+  // One chart of several lines over the same x (unix seconds); 1 if it drew a line with data.
   function chart(parent, title, unit, t, lines) {
     var box = el("div", "chart");
     parent.appendChild(box);
@@ -35,8 +37,10 @@
       scales: { x: { time: true } },
     };
     var plot = new uPlot(opts, [t].concat(lines.map(function (l) { return l.values; })), box);
+    plots.push(plot);
     var canvas = box.querySelector("canvas");
-    return plot && canvas && canvas.width > 0 ? 1 : 0;
+    var hasData = t.length > 0 && lines.some(function (l) { return l.values.some(function (v) { return v != null; }); });
+    return plot && canvas && canvas.width > 0 && hasData ? 1 : 0;
   }
 
   // Memory lines (bytes) with their own x values, in MiB on one x axis (the union; missing
@@ -58,6 +62,9 @@
   function render(data) {
     var root = document.getElementById("charts");
     if (!root || !data || !data.charts) return;
+    // uPlot keeps every plot it made until it is destroyed: the old ones go first.
+    plots.forEach(function (p) { p.destroy(); });
+    plots = [];
     root.textContent = "";
     var drawn = 0, expected = 0;
     data.charts.stages.forEach(function (s) {

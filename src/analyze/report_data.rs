@@ -30,6 +30,24 @@ pub struct Report {
     pub locust: Option<super::locust::Locust>,
 }
 
+impl Report {
+    /// What report.html's script draws and the live dashboard pushes — one shape for both, made
+    /// here only: the charts (or `charts`, a live run's), criteria, stages, verdict, metrics per
+    /// stage and per name, and the budget.
+    pub fn page_data(&self, charts: Option<serde_json::Value>) -> serde_json::Value {
+        let charts = charts.unwrap_or_else(|| serde_json::to_value(&self.charts).unwrap_or_default());
+        serde_json::json!({
+            "charts": charts,
+            "criteria": &self.criteria,
+            "stages": &self.stages,
+            "verdict": &self.verdict,
+            "names": &self.metrics.names,
+            "metrics_stages": &self.metrics.stages,
+            "budget_usd": self.run.budget_usd,
+        })
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct RunInfo {
     pub dir: String,

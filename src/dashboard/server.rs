@@ -19,6 +19,7 @@ use axum::routing::get;
 use futures::Stream;
 
 use super::snapshot::{Fresh, Snapshot};
+use crate::analyze::charts::LiveCharts;
 use crate::report::Renderer;
 
 /// How often the page's data is pushed (and at most how often it is recomputed).
@@ -35,6 +36,7 @@ type Shared = Arc<App>;
 pub struct Dashboard {
     pub addr: SocketAddr,
     dir: Arc<Mutex<Option<PathBuf>>>,
+    app: Shared,
 }
 
 impl Dashboard {
@@ -43,6 +45,14 @@ impl Dashboard {
         if let Ok(mut d) = self.dir.lock() {
             *d = Some(dir);
         }
+    }
+
+    /// The run is over: analyze it once more now and give the browsers watching a moment to
+    /// receive that last state before the process ends.
+    pub fn settle(&self) {
+        self.app.fresh.expire();
+        let _ = self.app.fresh.get();
+        std::thread::sleep(EVERY + Duration::from_millis(500));
     }
 }
 
@@ -66,7 +76,7 @@ async fn snapshot(app: &Shared) -> Result<Arc<Snapshot>, String> {
 
 async fn page(State(app): State<Shared>) -> Response {
     match snapshot(&app).await {
-        Ok(s) => match app.renderer.render_live(&s.report) {
+        Ok(s) => match app.renderer.render_live(&s.report, &s.page_data) {
             Ok(html) => Html(html).into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         },
@@ -142,22 +152,41 @@ fn prometheus(s: &Snapshot) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP planrun_users Users (or connections) running at the last second.\n# TYPE planrun_users gauge"
+        "# HELP planrun_users Users (or connections) running in the latest bucket.\n# TYPE planrun_users gauge"
     );
-    for s in &r.charts.stages {
-        if let Some(Some(u)) = s.users.as_ref().and_then(|u| u.last()) {
-            let _ = writeln!(out, "planrun_users{{stage=\"{}\"}} {u}", esc(&s.key));
+    let charts = s
+        .live
+        .as_ref()
+        .and_then(|v| v.get("stages"))
+        .cloned()
+        .unwrap_or_else(|| serde_json::to_value(&r.charts.stages).unwrap_or_default());
+    for st in charts.as_array().cloned().unwrap_or_default() {
+        let users = st.get("users").and_then(|u| u.as_array()).and_then(|u| u.last()).and_then(|u| u.as_f64());
+        if let (Some(u), Some((phase, stage))) = (users, st["key"].as_str().and_then(|k| k.split_once('/'))) {
+            let _ = writeln!(out, "planrun_users{{phase=\"{}\",stage=\"{}\"}} {u}", esc(phase), esc(stage));
         }
+    }
+    // A criterion's status is a label (pass, fail, no_data, skipped): a 0 is not "failed" for
+    // one that has no data yet. Each family's samples together, as the format asks.
+    let labels = |c: &crate::analyze::report_data::CriterionResult| {
+        format!("check=\"{}\",scope=\"{}\"", esc(&c.check), esc(&c.scope))
+    };
+    let _ = writeln!(
+        out,
+        "# HELP planrun_criterion_pass 1 while a criterion holds; its status as a label.\n# TYPE planrun_criterion_pass gauge"
+    );
+    for c in &r.criteria {
+        let status =
+            serde_json::to_value(c.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let _ = writeln!(out, "planrun_criterion_pass{{{},status=\"{status}\"}} {}", labels(c), u8::from(c.pass));
     }
     let _ = writeln!(
         out,
-        "# HELP planrun_criterion_pass 1 while a criterion holds.\n# TYPE planrun_criterion_pass gauge\n# HELP planrun_criterion_observed A criterion's observed value.\n# TYPE planrun_criterion_observed gauge"
+        "# HELP planrun_criterion_observed A criterion's observed value.\n# TYPE planrun_criterion_observed gauge"
     );
     for c in &r.criteria {
-        let labels = format!("check=\"{}\",scope=\"{}\"", esc(&c.check), esc(&c.scope));
-        let _ = writeln!(out, "planrun_criterion_pass{{{labels}}} {}", u8::from(c.pass));
         if let Some(v) = c.observed {
-            let _ = writeln!(out, "planrun_criterion_observed{{{labels}}} {v}");
+            let _ = writeln!(out, "planrun_criterion_observed{{{}}} {v}", labels(c));
         }
     }
     let _ = writeln!(out, "# HELP planrun_confidence The run's confidence so far.\n# TYPE planrun_confidence gauge");
@@ -173,11 +202,12 @@ async fn metrics(State(app): State<Shared>) -> Response {
 }
 
 /// Start serving on `addr` (in the background, on a runtime of its own), showing `dir` — or,
-/// with None, the run directory given later (`Dashboard::show`).
-pub fn serve(addr: SocketAddr, dir: Option<PathBuf>) -> Result<Dashboard, String> {
+/// with None, the run directory given later (`Dashboard::show`) — with its charts from `live`
+/// when the run is watched as it goes.
+pub fn serve(addr: SocketAddr, dir: Option<PathBuf>, live: Option<Arc<LiveCharts>>) -> Result<Dashboard, String> {
     let renderer = Renderer::new(None).map_err(|e| e.to_string())?;
     let shared_dir = Arc::new(Mutex::new(dir));
-    let app = Arc::new(App { fresh: Fresh::new(Arc::clone(&shared_dir), EVERY), renderer });
+    let app = Arc::new(App { fresh: Fresh::new(Arc::clone(&shared_dir), live), renderer });
     let std_listener =
         std::net::TcpListener::bind(addr).map_err(|e| format!("the dashboard cannot listen on {addr}: {e}"))?;
     let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
@@ -187,7 +217,7 @@ pub fn serve(addr: SocketAddr, dir: Option<PathBuf>) -> Result<Dashboard, String
         .route("/events", get(events))
         .route("/api/stats", get(stats))
         .route("/metrics", get(metrics))
-        .with_state(app);
+        .with_state(Arc::clone(&app));
     std::thread::Builder::new()
         .name("planrun-dashboard".into())
         .spawn(move || {
@@ -201,5 +231,5 @@ pub fn serve(addr: SocketAddr, dir: Option<PathBuf>) -> Result<Dashboard, String
             });
         })
         .map_err(|e| e.to_string())?;
-    Ok(Dashboard { addr: bound, dir: shared_dir })
+    Ok(Dashboard { addr: bound, dir: shared_dir, app: Arc::clone(&app) })
 }

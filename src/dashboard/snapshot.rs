@@ -1,91 +1,130 @@
-//! What the dashboard shows: the analysis of a run directory as it stands, kept fresh. A
-//! running run's events are in `events.jsonl` (flushed at least every second), which the
-//! analysis reads when there is no Parquet yet, so a snapshot is exactly what `planrun analyze`
-//! would say at that moment. Recomputing costs time proportional to the events so far, so the
-//! next one waits at least four times as long as the last took (and at least `every`): on a
-//! busy run the dashboard gets less fresh rather than slowing the run down.
+//! What the dashboard shows, kept fresh. Two sources, one shape: the charts of a running run
+//! come from `LiveCharts` (fed every event by the runner; cheap, so they are new every second),
+//! and everything else — criteria with their values, stages, metrics, the verdict so far — from
+//! the analysis of what the run has written (`events.jsonl` is flushed at least every second,
+//! and the analysis reads it when there is no Parquet yet), which is exactly what `planrun
+//! analyze` would say at that moment. The analysis costs time in proportion to the events so
+//! far, so while a run goes it is redone only when at least 20 times its last duration (and 5 s)
+//! have passed: watching takes at most about a twentieth of the machine from the run. A
+//! finished run is analyzed again only when its files change.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::analyze::charts::LiveCharts;
 use crate::analyze::report_data::Report;
 use crate::analyze::{AnalyzeOptions, analyze, load_run};
 
-/// One analysis, and the JSON the page and `/api/stats` get.
+/// What the page, `/api/stats` and `/metrics` get.
 pub struct Snapshot {
-    pub report: Report,
-    /// `{charts, criteria, stages, verdict, names, budget_usd}`: what the page's script draws.
+    pub report: Arc<Report>,
+    /// `Report::page_data`: what the page's script draws.
     pub page_data: String,
-    /// The whole report tree (`report.json`'s shape).
+    /// The whole report tree (`report.json`'s shape), its charts the live ones.
     pub stats: String,
-    pub took: Duration,
+    /// The live charts' data, when the run is live.
+    pub live: Option<serde_json::Value>,
 }
 
-/// The latest snapshot of one run directory.
 pub struct Fresh {
     dir: Arc<Mutex<Option<PathBuf>>>,
-    every: Duration,
+    live: Option<Arc<LiveCharts>>,
     state: Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
-    last: Option<Arc<Snapshot>>,
+    report: Option<Arc<Report>>,
+    took: Duration,
     at: Option<Instant>,
+    /// The run directory's files as they were at the last analysis (length, modified).
+    files: Vec<(u64, Option<SystemTime>)>,
     error: Option<String>,
+    /// The snapshot last built, and what it was built from (analysis time, live events).
+    built: Option<(Arc<Snapshot>, Option<Instant>, u64)>,
+}
+
+fn files(dir: &Path) -> Vec<(u64, Option<SystemTime>)> {
+    ["events.jsonl", "events.parquet", "manifest.json"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None)))
+        .collect()
 }
 
 impl Fresh {
-    /// A dashboard over `dir`, which may be known only later (a run not started yet).
-    pub fn new(dir: Arc<Mutex<Option<PathBuf>>>, every: Duration) -> Fresh {
-        Fresh { dir, every, state: Mutex::new(State::default()) }
+    pub fn new(dir: Arc<Mutex<Option<PathBuf>>>, live: Option<Arc<LiveCharts>>) -> Fresh {
+        Fresh { dir, live, state: Mutex::new(State::default()) }
     }
 
-    pub fn dir(&self) -> Option<PathBuf> {
+    /// Analyze again at the next `get` (the run has ended).
+    pub fn expire(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.at = None;
+    }
+
+    fn dir(&self) -> Option<PathBuf> {
         self.dir.lock().ok().and_then(|d| d.clone())
     }
 
-    /// The snapshot, recomputed first if it is due; or why there is none.
+    /// The snapshot, brought up to date first when it is due; or why there is none.
     pub fn get(&self) -> Result<Arc<Snapshot>, String> {
         let Some(dir) = self.dir() else { return Err("the run has not started yet".into()) };
-        let mut st = self.state.lock().map_err(|_| "the dashboard's state is poisoned".to_string())?;
-        let due = match (&st.last, st.at) {
-            (Some(s), Some(at)) => at.elapsed() >= self.every.max(s.took * 4),
-            (None, Some(at)) => at.elapsed() >= self.every,
-            _ => true,
+        // A panic in an analysis must not leave the dashboard dead: the state is taken back.
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now_files = files(&dir);
+        let due = match st.at {
+            None => true,
+            Some(at) if self.live.is_some() => at.elapsed() >= (st.took * 20).max(Duration::from_secs(5)),
+            Some(at) => now_files != st.files && at.elapsed() >= (st.took * 4).max(Duration::from_secs(1)),
         };
         if due {
-            st.at = Some(Instant::now());
-            match compute(&dir) {
-                Ok(s) => {
-                    st.last = Some(Arc::new(s));
+            let started = Instant::now();
+            st.at = Some(started);
+            st.files = now_files;
+            match std::panic::catch_unwind(|| compute(&dir)) {
+                Ok(Ok(r)) => {
+                    st.report = Some(Arc::new(r));
                     st.error = None;
                 }
-                Err(e) => st.error = Some(e),
+                Ok(Err(e)) => st.error = Some(e),
+                Err(_) => st.error = Some("the analysis of the run so far failed (a panic); it is tried again".into()),
             }
+            st.took = started.elapsed();
         }
-        match (&st.last, &st.error) {
-            (Some(s), _) => Ok(Arc::clone(s)),
-            (None, Some(e)) => Err(e.clone()),
-            (None, None) => Err("no events yet".into()),
+        let Some(report) = st.report.clone() else {
+            return Err(st.error.clone().unwrap_or_else(|| "no events yet".into()));
+        };
+        let live_events = self.live.as_ref().map_or(0, |l| l.events());
+        if let Some((s, at, n)) = &st.built
+            && *at == st.at
+            && *n == live_events
+        {
+            return Ok(Arc::clone(s));
         }
+        let s = Arc::new(build(report, self.live.as_deref())?);
+        st.built = Some((Arc::clone(&s), st.at, live_events));
+        Ok(s)
     }
 }
 
-fn compute(dir: &Path) -> Result<Snapshot, String> {
-    let started = Instant::now();
+fn compute(dir: &Path) -> Result<Report, String> {
     let run = load_run(dir).map_err(|e| e.to_string())?;
-    let report = analyze(&run, &AnalyzeOptions::default()).map_err(|e| e.to_string())?;
-    let page = serde_json::json!({
-        "charts": &report.charts,
-        "criteria": &report.criteria,
-        "stages": &report.stages,
-        "verdict": &report.verdict,
-        "names": &report.metrics.names,
-        "budget_usd": report.run.budget_usd,
-    });
-    let page_data = serde_json::to_string(&page).map_err(|e| e.to_string())?;
-    let stats = serde_json::to_string(&report).map_err(|e| e.to_string())?;
-    Ok(Snapshot { report, page_data, stats, took: started.elapsed() })
+    analyze(&run, &AnalyzeOptions::default()).map_err(|e| e.to_string())
+}
+
+fn build(report: Arc<Report>, live: Option<&LiveCharts>) -> Result<Snapshot, String> {
+    let charts = match live {
+        Some(l) => serde_json::to_value(l.charts()).map_err(|e| e.to_string())?,
+        None => serde_json::to_value(&report.charts).map_err(|e| e.to_string())?,
+    };
+    let page = report.page_data(Some(charts.clone()));
+    let mut tree = serde_json::to_value(&*report).map_err(|e| e.to_string())?;
+    tree["charts"] = charts.clone();
+    Ok(Snapshot {
+        page_data: serde_json::to_string(&page).map_err(|e| e.to_string())?,
+        stats: serde_json::to_string(&tree).map_err(|e| e.to_string())?,
+        live: live.map(|_| charts),
+        report,
+    })
 }

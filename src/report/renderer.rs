@@ -73,20 +73,26 @@ impl Renderer {
     }
 
     pub fn render(&self, template: &'static str, report: &Report) -> Result<String, ReportError> {
-        self.render_page(template, report, false)
+        self.render_page(template, report, None)
     }
 
-    /// report.html as the live dashboard serves it: the same page, its data replaced as the
-    /// run goes (`live`).
-    pub fn render_live(&self, report: &Report) -> Result<String, ReportError> {
-        self.render_page("report.html.j2", report, true)
+    /// report.html as the live dashboard serves it: the same page in live mode, with the data
+    /// its script draws given (`page_data`, the JSON the dashboard also pushes).
+    pub fn render_live(&self, report: &Report, page_data: &str) -> Result<String, ReportError> {
+        self.render_page("report.html.j2", report, Some(page_data))
     }
 
-    fn render_page(&self, template: &'static str, report: &Report, live: bool) -> Result<String, ReportError> {
+    fn render_page(&self, template: &'static str, report: &Report, live: Option<&str>) -> Result<String, ReportError> {
         let data = Value::from(minijinja::value::Serde(report));
         let tmpl = self.env.get_template(template).map_err(|source| ReportError::Render { template, source })?;
-        // The JSON template also gets the whole tree as `report`.
-        let ctx = minijinja::context! { report => data.clone(), live => live, ..data };
+        // The JSON template also gets the whole tree as `report`; a live page its data as pushed
+        // (parsed back, so the template writes it with the same escaping as a report's).
+        let page_data = live
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .unwrap_or_else(|| report.page_data(None));
+        let page_data = Value::from(minijinja::value::Serde(page_data));
+        let ctx =
+            minijinja::context! { report => data.clone(), live => live.is_some(), page_data => page_data, ..data };
         let out = tmpl.render(ctx).map_err(|source| ReportError::Render { template, source })?;
         if template == "report.json.j2" {
             serde_json::from_str::<serde_json::Value>(&out)

@@ -26,6 +26,7 @@ pub(super) fn execute(
     mode: Mode,
     suspend_after: Option<std::time::Duration>,
     resume_note: Option<String>,
+    watch: Option<Arc<dyn crate::events::Observer>>,
 ) -> Result<RunResult, RunError> {
     let virtual_time = manifest.clock == ClockKind::Virtual;
     let runtime = if virtual_time {
@@ -96,6 +97,7 @@ pub(super) fn execute(
             cancel: cancel.clone(),
             seed,
             tags: Arc::new(TagFilter::new(tags.0, tags.1)),
+            watch,
         };
         let status = runner.run().await;
         if let Some(t) = ticker {

@@ -70,5 +70,5 @@ pub fn resume(path: &Path, mode: Mode, suspend_after: Option<std::time::Duration
     } else {
         String::new()
     };
-    execute(plan, dir, manifest, mode, suspend_after, Some(progress_note))
+    execute(plan, dir, manifest, mode, suspend_after, Some(progress_note), None)
 }

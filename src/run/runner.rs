@@ -106,6 +106,8 @@ pub struct Runner {
     pub seed: u64,
     /// Which tagged tasks run (`--tags`, `--exclude-tags`).
     pub tags: Arc<TagFilter>,
+    /// Sees every event of every stage (the live dashboard).
+    pub watch: Option<Arc<dyn crate::events::Observer>>,
 }
 
 impl Runner {
@@ -236,6 +238,7 @@ impl Runner {
                     key: key.clone(),
                     abort: watch.clone(),
                     progress: Arc::clone(&self.progress),
+                    extra: self.watch.clone(),
                 })));
         let expected = Some(stage.expected_duration()).filter(|d| !d.is_zero()).map(|d| self.clock.scaled(d));
         self.progress.stage_started(&key, &emitter, expected);

@@ -18,7 +18,7 @@ use crate::rundir::{
 
 pub const DEFAULT_SEED: u64 = 1;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunOptions {
     pub out: PathBuf,
     pub time_scale: f64,
@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub tags: TagFilter,
     /// Told the run directory once it exists with its manifest (the live dashboard).
     pub announce: Option<std::sync::mpsc::Sender<PathBuf>>,
+    /// Sees every event of every stage as it is emitted (the live dashboard's charts).
+    pub watch: Option<std::sync::Arc<dyn crate::events::Observer>>,
 }
 
 #[derive(Debug)]
@@ -155,5 +157,5 @@ pub fn start(plan: Plan, plan_path: &Path, plan_text: &str, opts: &RunOptions) -
     if let Some(tx) = &opts.announce {
         let _ = tx.send(dir.path().to_path_buf());
     }
-    execute(plan, dir, manifest, opts.progress, opts.suspend_after, None)
+    execute(plan, dir, manifest, opts.progress, opts.suspend_after, None, opts.watch.clone())
 }

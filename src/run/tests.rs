@@ -90,6 +90,7 @@ fn run(stages: &str) -> (RunStatus, Manifest, tempfile::TempDir) {
         suspend_after: None,
         tags: Default::default(),
         announce: None,
+        watch: None,
     };
     let r = start(plan, std::path::Path::new("t.toml"), &text, &opts).unwrap();
     let m = RunDir::at(&r.dir).read_manifest().unwrap();
