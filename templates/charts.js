@@ -139,6 +139,22 @@
         st.appendChild(tr);
       });
     }
+    var metrics = document.getElementById("metric-rows");
+    if (metrics && data.metrics_stages) {
+      metrics.textContent = "";
+      data.metrics_stages.forEach(function (m) {
+        var tr = el("tr");
+        cell(tr, m.phase + "/" + m.stage);
+        cell(tr, String(m.count));
+        cell(tr, String(m.failed));
+        cell(tr, m.success_rate == null ? "" : (m.success_rate * 100).toFixed(1) + "%");
+        cell(tr, m.throughput == null ? "" : Number(m.throughput).toFixed(1));
+        cell(tr, m.latency_p50 == null ? "" : Number(m.latency_p50).toFixed(1));
+        cell(tr, m.latency_p95 == null ? "" : Number(m.latency_p95).toFixed(1));
+        cell(tr, m.latency_p99 == null ? "" : Number(m.latency_p99).toFixed(1));
+        metrics.appendChild(tr);
+      });
+    }
     var names = document.getElementById("name-rows");
     var f1 = function (x) { return x == null ? "" : Number(x).toFixed(1); };
     if (names && data.names) {

@@ -104,6 +104,12 @@ fn a_finished_run_is_served_as_json_prometheus_and_events_equal_to_its_analysis(
     let first = first_event(&addr);
     assert_eq!(first["charts"], report["charts"]);
     assert_eq!(first["criteria"], report["criteria"]);
+    // A page elsewhere that rebinds a name to 127.0.0.1 is refused.
+    let mut raw = TcpStream::connect(&addr).unwrap();
+    write!(raw, "GET /api/stats HTTP/1.1\r\nhost: attacker.example\r\nconnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = raw.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     // The page is report.html in live mode.
     let (code, page) = get(&addr, "/");
     assert_eq!(code, 200);

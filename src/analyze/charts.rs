@@ -348,7 +348,10 @@ impl LiveCharts {
                     end: ls.acc.end,
                     users: ls.acc.users.clone(),
                 };
-                for (b, o) in &ls.open {
+                // A running stage's newest bucket is still filling: left out, or it would show
+                // as a dip at the live edge.
+                let filling = ls.acc.end.is_none().then(|| (ls.latest_ms / (1000.0 * w)).floor() as i64);
+                for (b, o) in ls.open.iter().filter(|(b, _)| Some(**b) != filling) {
                     acc.buckets.insert(*b, (o.n, o.fails, o.quantiles()));
                 }
                 acc.series(t0, w)

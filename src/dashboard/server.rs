@@ -212,12 +212,25 @@ pub fn serve(addr: SocketAddr, dir: Option<PathBuf>, live: Option<Arc<LiveCharts
         std::net::TcpListener::bind(addr).map_err(|e| format!("the dashboard cannot listen on {addr}: {e}"))?;
     let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
     std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let loopback = bound.ip().is_loopback();
     let router = Router::new()
         .route("/", get(page))
         .route("/events", get(events))
         .route("/api/stats", get(stats))
         .route("/metrics", get(metrics))
-        .with_state(Arc::clone(&app));
+        .with_state(Arc::clone(&app))
+        // On loopback, only pages of this machine may ask (no DNS rebinding from a web page).
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+                let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+                if loopback && !matches!(name, "127.0.0.1" | "localhost" | "[::1]" | "") {
+                    return (StatusCode::FORBIDDEN, "this dashboard answers requests for 127.0.0.1 or localhost only")
+                        .into_response();
+                }
+                next.run(req).await
+            },
+        ));
     std::thread::Builder::new()
         .name("planrun-dashboard".into())
         .spawn(move || {
