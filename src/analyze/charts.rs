@@ -476,6 +476,7 @@ mod tests {
         // A stall: nothing for 3 s, then the stage ends; a second stage with one event.
         evs.push(ev(10_000.0, "load", "stage").name("end").ok(true));
         evs.push(ev(10_500.0, "other", "exec").ok(false).latency_ms(5.0));
+        evs.push(ev(10_600.0, "other", "stage").name("end").ok(false));
         let dir = tempfile::tempdir().unwrap();
         let jsonl = dir.path().join("events.jsonl");
         let (sink, handle) = crate::events::EventSink::open(&jsonl, Default::default()).unwrap();
@@ -507,6 +508,12 @@ mod tests {
                 assert!(x.iter().zip(y).all(|(x, y)| close(x, y)), "{x:?} vs {y:?}");
             }
         }
+        // While a stage runs, its newest bucket (still filling) is not shown live.
+        let running = LiveCharts::new(10.5);
+        // (Up to t = 1.5 s: second 0 is shown, second 1 is filling.)
+        evs.iter().take(100).for_each(|e| running.observe(e));
+        let partial = running.charts();
+        assert_eq!(partial.stages[0].t.len(), 1, "{:?}", partial.stages[0].t);
         let load = &now.stages[0];
         assert_eq!(load.t.len(), 11, "from the first second to the stage's end, the stall as zeros");
         assert_eq!(&load.throughput[7..], &[0.0, 0.0, 0.0, 0.0]);
