@@ -223,10 +223,12 @@ fn compute_with(events: &LazyFrame, schema: &Schema, t0: f64, width: f64) -> Pol
 
     if has(schema, "value") && has(schema, "name") {
         let agent = if has(schema, "agent") { col("agent").fill_null(lit("")) } else { lit("") };
+        let worker = if has(schema, "worker") { col("worker").fill_null(lit("")) } else { lit("") };
+        let proc = concat_str([worker, agent], "/", false);
         let df = events
             .clone()
             .filter(col("kind").eq(lit("sample")).and(col("name").str().ends_with(lit("_rss_bytes"))))
-            .with_columns([bucket(width), agent.alias("_proc")])
+            .with_columns([bucket(width), proc.alias("_proc")])
             .group_by([col("name"), col("b"), col("_proc")])
             .agg([col("value").mean().alias("v")])
             .group_by([col("name"), col("b")])
@@ -307,6 +309,8 @@ struct LiveState {
     memory: BTreeMap<String, MemoryBuckets>,
     cost: BTreeMap<i64, f64>,
     events: u64,
+    /// The newest run-clock reading seen, ms.
+    latest_ms: f64,
 }
 
 /// The charts of a run while it goes: fed every event (`Observer`), asked for `Charts` at any
@@ -332,27 +336,50 @@ impl LiveCharts {
     }
 
     pub fn charts(&self) -> Charts {
-        let st = match self.state.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
         let w = self.width;
-        let t0 = st.t0.unwrap_or(0.0);
-        let mut series: Vec<StageSeries> = st
-            .stages
-            .values()
-            .filter_map(|ls| {
-                let mut acc = StageAcc {
-                    key: ls.acc.key.clone(),
-                    buckets: ls.acc.buckets.clone(),
-                    end: ls.acc.end,
-                    users: ls.acc.users.clone(),
-                };
-                // A running stage's newest bucket is still filling: left out, or it would show
-                // as a dip at the live edge.
-                let filling = ls.acc.end.is_none().then(|| (ls.latest_ms / (1000.0 * w)).floor() as i64);
-                for (b, o) in ls.open.iter().filter(|(b, _)| Some(**b) != filling) {
-                    acc.buckets.insert(*b, (o.n, o.fails, o.quantiles()));
+        // Copied under the lock (the emit path waits on it); sorted and summed outside it.
+        let (t0, stages, memory, cost) = {
+            let st = match self.state.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            // The run clock's newest reading: a running stage's span reaches the bucket before
+            // it (that one is still filling), so a stage gone quiet shows zeros, not an end.
+            let filling = (st.latest_ms / (1000.0 * w)).floor() as i64;
+            let stages: Vec<(StageAcc, Vec<(i64, Open)>)> = st
+                .stages
+                .values()
+                .map(|ls| {
+                    let running = ls.acc.end.is_none();
+                    let acc = StageAcc {
+                        key: ls.acc.key.clone(),
+                        buckets: ls.acc.buckets.clone(),
+                        end: if running { Some(filling - 1) } else { ls.acc.end },
+                        users: ls.acc.users.clone(),
+                    };
+                    let open = ls
+                        .open
+                        .iter()
+                        .filter(|(b, _)| !(running && **b >= filling))
+                        .map(|(b, o)| (*b, Open { n: o.n, fails: o.fails, lat: o.lat.clone() }))
+                        .collect();
+                    (acc, open)
+                })
+                .collect();
+            let memory: BTreeMap<String, BTreeMap<i64, f64>> = st
+                .memory
+                .iter()
+                .map(|(name, by)| {
+                    (name.clone(), by.iter().map(|(b, procs)| (*b, procs.values().map(|(s, n)| s / n).sum())).collect())
+                })
+                .collect();
+            (st.t0.unwrap_or(0.0), stages, memory, st.cost.clone())
+        };
+        let mut series: Vec<StageSeries> = stages
+            .into_iter()
+            .filter_map(|(mut acc, open)| {
+                for (b, o) in open {
+                    acc.buckets.insert(b, (o.n, o.fails, o.quantiles()));
                 }
                 acc.series(t0, w)
             })
@@ -360,14 +387,7 @@ impl LiveCharts {
         series.sort_by(|a, b| {
             a.t.first().partial_cmp(&b.t.first()).unwrap_or(std::cmp::Ordering::Equal).then(a.key.cmp(&b.key))
         });
-        let memory: BTreeMap<String, BTreeMap<i64, f64>> = st
-            .memory
-            .iter()
-            .map(|(name, by)| {
-                (name.clone(), by.iter().map(|(b, procs)| (*b, procs.values().map(|(s, n)| s / n).sum())).collect())
-            })
-            .collect();
-        Charts { width_s: w, stages: series, memory: lines(memory, t0, w), cost: cumulative(st.cost.clone(), t0, w) }
+        Charts { width_s: w, stages: series, memory: lines(memory, t0, w), cost: cumulative(cost, t0, w) }
     }
 }
 
@@ -375,6 +395,7 @@ impl Observer for LiveCharts {
     fn observe(&self, ev: &Event) {
         let Ok(mut st) = self.state.lock() else { return };
         st.events += 1;
+        st.latest_ms = st.latest_ms.max(ev.t_ms);
         if st.t0.is_none() {
             st.t0 = Some(ev.ts as f64 / 1e6 - ev.t_ms / 1000.0);
         }
@@ -387,7 +408,8 @@ impl Observer for LiveCharts {
             && let (Some(name), Some(v)) = (ev.name.as_deref(), ev.value)
             && name.ends_with("_rss_bytes")
         {
-            let proc = ev.agent.as_deref().unwrap_or("").to_string();
+            // A process is its worker's and its own (workers' `runner_rss_bytes` have no agent).
+            let proc = format!("{}/{}", ev.worker.as_deref().unwrap_or(""), ev.agent.as_deref().unwrap_or(""));
             let e = st.memory.entry(name.to_string()).or_default().entry(b).or_default().entry(proc).or_default();
             e.0 += v;
             e.1 += 1.0;
@@ -407,6 +429,11 @@ impl Observer for LiveCharts {
         if is_end {
             ls.acc.end = Some(ls.acc.end.map_or(b, |e| e.max(b)));
             ls.acc.users.push((b, String::new(), None));
+            // The stage is over: nothing more comes for its buckets (a row a worker relays
+            // later is still counted, its latency not).
+            for (k, o) in std::mem::take(&mut ls.open) {
+                ls.acc.buckets.insert(k, (o.n, o.fails, o.quantiles()));
+            }
         }
         if is_users {
             ls.acc.users.push((b, ev.worker.as_deref().unwrap_or("").to_string(), ev.value));

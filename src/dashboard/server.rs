@@ -50,7 +50,7 @@ impl Dashboard {
     /// The run is over: analyze it once more now and give the browsers watching a moment to
     /// receive that last state before the process ends.
     pub fn settle(&self) {
-        self.app.fresh.expire();
+        self.app.fresh.finish();
         let _ = self.app.fresh.get();
         std::thread::sleep(EVERY + Duration::from_millis(500));
     }
@@ -201,6 +201,17 @@ async fn metrics(State(app): State<Shared>) -> Response {
     }
 }
 
+/// Whether a Host header names this machine's loopback: `localhost`, or a loopback address
+/// (`127.0.0.1`, `127.0.0.2`, `[::1]`), with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Start serving on `addr` (in the background, on a runtime of its own), showing `dir` — or,
 /// with None, the run directory given later (`Dashboard::show`) — with its charts from `live`
 /// when the run is watched as it goes.
@@ -222,9 +233,14 @@ pub fn serve(addr: SocketAddr, dir: Option<PathBuf>, live: Option<Arc<LiveCharts
         // On loopback, only pages of this machine may ask (no DNS rebinding from a web page).
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-                let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-                if loopback && !matches!(name, "127.0.0.1" | "localhost" | "[::1]" | "") {
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                    .unwrap_or_default();
+                if loopback && !loopback_host(&host) {
                     return (StatusCode::FORBIDDEN, "this dashboard answers requests for 127.0.0.1 or localhost only")
                         .into_response();
                 }
@@ -245,4 +261,17 @@ pub fn serve(addr: SocketAddr, dir: Option<PathBuf>, live: Option<Arc<LiveCharts
         })
         .map_err(|e| e.to_string())?;
     Ok(Dashboard { addr: bound, dir: shared_dir, app: Arc::clone(&app) })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        for ok in ["127.0.0.1:8090", "localhost:1", "LOCALHOST", "[::1]:8090", "[::1]", "127.0.0.2:9"] {
+            assert!(super::loopback_host(ok), "{ok}");
+        }
+        for no in ["attacker.example", "attacker.example:8090", "10.0.0.5:8090", "", "127.0.0.1.evil:80"] {
+            assert!(!super::loopback_host(no), "{no}");
+        }
+    }
 }

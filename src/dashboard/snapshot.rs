@@ -43,6 +43,8 @@ struct State {
     error: Option<String>,
     /// The snapshot last built, and what it was built from (analysis time, live events).
     built: Option<(Arc<Snapshot>, Option<Instant>, u64)>,
+    /// The run has ended: its charts are the analysis's, as report.json has them.
+    finished: bool,
 }
 
 fn files(dir: &Path) -> Vec<(u64, Option<SystemTime>)> {
@@ -57,10 +59,12 @@ impl Fresh {
         Fresh { dir, live, state: Mutex::new(State::default()) }
     }
 
-    /// Analyze again at the next `get` (the run has ended).
-    pub fn expire(&self) {
+    /// The run has ended: analyze it once more at the next `get`, and show the analysis's
+    /// charts from then on (what report.json has).
+    pub fn finish(&self) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.at = None;
+        st.finished = true;
     }
 
     fn dir(&self) -> Option<PathBuf> {
@@ -75,8 +79,12 @@ impl Fresh {
         let now_files = files(&dir);
         let due = match st.at {
             None => true,
-            Some(at) if self.live.is_some() => at.elapsed() >= (st.took * 20).max(Duration::from_secs(5)),
-            Some(at) => now_files != st.files && at.elapsed() >= (st.took * 4).max(Duration::from_secs(1)),
+            Some(at) if self.live.is_some() && !st.finished => {
+                at.elapsed() >= (st.took * 20).max(Duration::from_secs(5))
+            }
+            // A directory another process is still writing is analyzed as sparingly; a
+            // finished one only when its files change.
+            Some(at) => now_files != st.files && at.elapsed() >= (st.took * 20).max(Duration::from_secs(1)),
         };
         if due {
             let started = Instant::now();
@@ -102,7 +110,8 @@ impl Fresh {
         {
             return Ok(Arc::clone(s));
         }
-        let s = Arc::new(build(report, self.live.as_deref())?);
+        let live = self.live.as_deref().filter(|_| !st.finished);
+        let s = Arc::new(build(report, live)?);
         st.built = Some((Arc::clone(&s), st.at, live_events));
         Ok(s)
     }
