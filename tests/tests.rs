@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a module per area (see `support` for the runner builder).
 
 mod analyze;
+mod bench;
 mod browser;
 mod cli;
 mod criteria;

@@ -8,6 +8,7 @@
 use polars::prelude::*;
 
 use crate::criteria::{Agg, Check, Cmp, Filter, Lhs, Lit, Named};
+use crate::events::BENCH_RUN;
 
 /// Rows that are measurements (not the runner's stage markers).
 pub fn data_mask() -> Expr {
@@ -128,6 +129,9 @@ pub fn columns(check: &Check) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
+    if let Lhs::Ratio { .. } = &check.lhs {
+        out.extend(["latency_ms", "name", "ok"].map(String::from));
+    }
     if let Lhs::Agg { agg, field, filter } = &check.lhs {
         out.push(match (field, agg) {
             (Some(f), _) => f.clone(),
@@ -172,6 +176,17 @@ pub fn compile_staged(check: &Check, sm: Expr, aux: Option<&str>) -> (Expr, Expr
                     (crashes.cast(DataType::UInt32).sum().cast(DataType::Float64), scope_rows)
                 }
             }
+        }
+        Lhs::Ratio { num, den } => {
+            let runs = |name: &str| {
+                let m = sm.clone().and(data.clone()).and(col("kind").eq(lit(BENCH_RUN))).and(col("name").eq(lit(name)));
+                let m = m.and(col("ok").eq(lit(true))).and(col("latency_ms").is_not_null()).fill_null(lit(false));
+                let n = m.clone().cast(DataType::UInt32).sum().cast(DataType::Float64);
+                (col("latency_ms").cast(DataType::Float64).filter(m).mean(), n)
+            };
+            let ((a, na), (b, nb)) = (runs(num), runs(den));
+            let support = when(na.clone().lt(nb.clone())).then(na).otherwise(nb);
+            (a / b, support)
         }
         Lhs::Agg { agg, field, filter } => {
             let mut mask = sm.clone().and(data);

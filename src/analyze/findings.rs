@@ -35,7 +35,10 @@ fn scope_of(k: &NameKey) -> String {
     if k.name().is_empty() { base } else { format!("{base} {}:{}", k.kind(), k.name()) }
 }
 
-pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
+/// The findings of a run. `unpaced` names the stages (`phase/stage`) whose event rate is not a
+/// throughput — a `bench` stage runs commands of different lengths one after another by design —
+/// so a falling rate there is no finding.
+pub fn find(m: &Metrics, criteria: &[CriterionResult], unpaced: &[String]) -> Vec<Finding> {
     let mut out = Vec::new();
     for LevelRow { key, stats: r } in &m.names {
         let count = r.count as f64;
@@ -73,7 +76,7 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult]) -> Vec<Finding> {
             let third = pts.len() / 3;
             let head = pts[..third].iter().sum::<f64>() / third as f64;
             let tail = pts[pts.len() - third..].iter().sum::<f64>() / third as f64;
-            if head > 0.0 && tail < 0.8 * head {
+            if head > 0.0 && tail < 0.8 * head && !unpaced.contains(&scope) {
                 out.push(Finding {
                     priority: Priority::Medium,
                     scope: scope.clone(),

@@ -100,6 +100,13 @@ impl<'a> Cells<'a> {
         })
     }
 
+    pub fn bool(&self, name: &str, i: usize) -> Option<bool> {
+        self.with(name, i, |v| match v {
+            AnyValue::Boolean(b) => Some(b),
+            _ => None,
+        })
+    }
+
     /// Text, categoricals included.
     pub fn str(&self, name: &str, i: usize) -> Option<String> {
         self.with(name, i, |v| match any_to_json(v) {

@@ -2,11 +2,13 @@
 //! is missing or stale) once into memory (`data`), compute metrics (`metrics`, typed rows in
 //! `metric_rows`), evaluate the plan's criteria compiled to polars (`evaluate`, `compile`),
 //! decide the verdict and confidence (`verdict`), derive findings (`findings`), compare with a
-//! baseline (`baseline`), run the SQL tables (`sql`), compute Locust's CSV tables (`locust`) and the charts' series (`charts`), and assemble the report data
+//! baseline (`baseline`), run the SQL tables (`sql`), compute Locust's CSV tables (`locust`), the charts' series (`charts`) and the benchmark
+//! table (`bench`), and assemble the report data
 //! (`report_data`); `pipeline` orders the steps and `error` says what went wrong. Rendering
 //! that data is `crate::report`'s job.
 
 pub mod baseline;
+pub mod bench;
 pub mod charts;
 pub mod compile;
 pub mod data;

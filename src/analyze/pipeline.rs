@@ -47,7 +47,9 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
     let threshold = run.plan.meta.pass_threshold.unwrap_or(DEFAULT_THRESHOLD);
     let verdict = verdict::decide(&m.status, &criteria, &stages, threshold);
 
-    let findings = findings::find(&metrics, &criteria);
+    let bench = super::bench::compute(&run.events)?;
+    let unpaced: Vec<String> = bench.iter().map(|b| b.stage.clone()).collect();
+    let findings = findings::find(&metrics, &criteria, &unpaced);
 
     let baseline = match &opts.baseline {
         Some(b) => {
@@ -65,6 +67,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
     let locust = if opts.locust { Some(super::locust::compute(&run.events)?) } else { None };
     let charts = super::charts::compute(&run.events)?;
     timer.lap("charts");
+    timer.lap("bench");
 
     Ok(Report {
         planrun_version: env!("CARGO_PKG_VERSION").into(),
@@ -81,6 +84,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         stages,
         metrics,
         charts,
+        bench,
         findings,
         baseline,
         tables,

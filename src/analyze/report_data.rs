@@ -21,6 +21,8 @@ pub struct Report {
     pub metrics: Metrics,
     /// Series over time for the charts (report.html, the live dashboard).
     pub charts: super::charts::Charts,
+    /// Each `bench` stage's statistics and speed-ups.
+    pub bench: Vec<super::bench::BenchStage>,
     pub findings: Vec<Finding>,
     pub baseline: Option<Baseline>,
     pub tables: Vec<Table>,

@@ -2,6 +2,8 @@
 //! fleet driver starts this one when it sits next to `planrun`, because it starts several times
 //! faster: it links none of the analysis code, so the loader has a few thousand relocations to
 //! apply instead of the full binary's ~150,000, and 1000 agents start in a fraction of the time.
+//! It is also the launcher `bench` stages measure commands through (`bench-launch`), for the
+//! same reason: a command forked from a small process has a small peak-RSS floor.
 
 use clap::Parser;
 
@@ -14,6 +16,10 @@ struct Cli {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(planrun::drivers::bench::launch::SUBCOMMAND) {
+        std::process::exit(planrun::drivers::bench::launch::main(&args[1..]));
+    }
     let code = planrun::drivers::fleet::agent::run(Cli::parse().args);
     std::process::exit(if code == 0 { 0 } else { planrun::exit::Exit::Runtime as i32 });
 }

@@ -82,7 +82,7 @@ impl Agg {
 /// Aggregate names, for help texts.
 pub const AGGS: &[&str] = &[
     "count", "sum", "mean", "min", "max", "stddev", "cov", "p50", "p75", "p90", "p95", "p99", "p999", "p", "tail",
-    "rate", "growth", "change", "slope",
+    "rate", "growth", "change", "slope", "ratio",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,8 +183,19 @@ pub enum Filter {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Lhs {
-    Agg { agg: Agg, field: Option<String>, filter: Option<Filter> },
+    Agg {
+        agg: Agg,
+        field: Option<String>,
+        filter: Option<Filter>,
+    },
     Named(Named),
+    /// `ratio(A, B)`: the mean wall time of `bench` command A's successful runs over command
+    /// B's (their `bench_run` rows): `ratio(baseline, candidate) > 40` is "the candidate is more
+    /// than 40 times as fast as the baseline".
+    Ratio {
+        num: String,
+        den: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

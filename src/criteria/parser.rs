@@ -117,6 +117,7 @@ impl Parser {
         };
         let lhs = match Named::from_name(&word) {
             Some(named) => Lhs::Named(named),
+            None if word == "ratio" => self.ratio()?,
             None => self.aggregate_call(&word, at)?,
         };
         let (t, at) = self.next();
@@ -179,6 +180,25 @@ impl Parser {
         }
         self.expect(Tok::RParen, "`)`")?;
         Ok(Lhs::Agg { agg, field: field.map(|(f, _)| f), filter })
+    }
+
+    /// `ratio(A, B)`, its name already read: two bench command names, bare or quoted.
+    fn ratio(&mut self) -> Result<Lhs, ParseError> {
+        self.expect(Tok::LParen, "`(` after `ratio`")?;
+        let name = |p: &mut Parser| match p.next() {
+            (Tok::Ident(s) | Tok::Str(s), _) => Ok(s),
+            (_, at) => {
+                Err(ParseError::new("ratio(A, B) takes two bench command names, e.g. ratio(baseline, candidate)", at))
+            }
+        };
+        let num = name(self)?;
+        self.expect(Tok::Comma, "`,` between the two command names")?;
+        let den = name(self)?;
+        if num == den {
+            return self.err(format!("ratio of `{num}` to itself is always 1"));
+        }
+        self.expect(Tok::RParen, "`)`")?;
+        Ok(Lhs::Ratio { num, den })
     }
 
     /// `p(Q, ...`: the percentile, in percent, and its comma.

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod monitor;
 pub mod registry;
 
+pub mod bench;
 pub mod exec;
 pub mod fleet;
 pub mod http;

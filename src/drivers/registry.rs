@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Driver;
-use super::{exec, fleet, http, llm, sleep, swarm, ws};
+use super::{bench, exec, fleet, http, llm, sleep, swarm, ws};
 use crate::plan::Catalog;
 use crate::plan::de::{DeError, from_node};
 use crate::plan::node::Node;
@@ -43,6 +43,7 @@ pub fn config_of<T: Serialize>(cfg: &T) -> serde_json::Value {
 
 /// Every driver planrun knows, by the name plans use.
 pub static DRIVERS: &[DriverSpec] = &[
+    DriverSpec::of::<bench::Bench>("bench"),
     DriverSpec::of::<exec::Exec>("exec"),
     DriverSpec::of::<fleet::Fleet>("fleet"),
     DriverSpec::of::<http::Http>("http"),

@@ -73,6 +73,10 @@ event_schema! {
     }
 }
 
+/// The kind of a `bench` stage's timed runs, which the criteria's `ratio(A, B)`, the live
+/// abort checks and the analysis's benchmark table read (one name, declared here).
+pub const BENCH_RUN: &str = "bench_run";
+
 impl Event {
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = Some(name.into());

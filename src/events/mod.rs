@@ -10,6 +10,6 @@ pub mod schema;
 pub mod sink;
 
 pub use event::ts_format;
-pub use event::{COLUMNS, Emitter, Event, Observer};
+pub use event::{BENCH_RUN, COLUMNS, Emitter, Event, Observer};
 pub use schema::{Cell, Column, Kind};
 pub use sink::{EventSink, Position, SinkError, SinkStats};

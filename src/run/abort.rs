@@ -228,6 +228,8 @@ struct Watched {
     check: Check,
     threshold: f64,
     live: Live,
+    /// `ratio(A, B)`'s B (A is `live`).
+    den: Live,
 }
 
 /// The abort criteria of one running stage.
@@ -249,9 +251,9 @@ impl AbortWatch {
             .map(|(text, check, threshold)| {
                 let live = Live::new(match &check.lhs {
                     Lhs::Agg { agg, .. } => Some(agg),
-                    Lhs::Named(_) => None,
+                    Lhs::Named(_) | Lhs::Ratio { .. } => None,
                 });
-                Watched { text, check, threshold, live }
+                Watched { text, check, threshold, live, den: Live::new(None) }
             })
             .collect();
         Some(AbortWatch { stage_start_ms, expected_end_ms: None, checks: Mutex::new(checks) })
@@ -313,6 +315,19 @@ impl Observer for AbortWatch {
                         w.live.timeouts += f64::from(u8::from(is_timeout(ev)));
                     }
                 }
+                Lhs::Ratio { num, den } => {
+                    let (Some(name), Some(true), Some(ms)) = (ev.name.as_deref(), ev.ok, ev.latency_ms) else {
+                        continue;
+                    };
+                    if ev.kind != crate::events::BENCH_RUN {
+                        continue;
+                    }
+                    if name == num {
+                        w.live.add(ev.t_ms, ms);
+                    } else if name == den {
+                        w.den.add(ev.t_ms, ms);
+                    }
+                }
                 Lhs::Agg { field: f, filter, .. } => {
                     if filter.as_ref().is_some_and(|flt| !matches(flt, ev)) {
                         continue;
@@ -339,6 +354,8 @@ impl AbortWatch {
             let l = &w.live;
             let value = match &w.check.lhs {
                 Lhs::Named(Named::Crashes) => Some(l.crashes),
+                Lhs::Ratio { .. } if l.n == 0.0 || w.den.n == 0.0 || w.den.mean == 0.0 => None,
+                Lhs::Ratio { .. } => Some(l.mean / w.den.mean),
                 Lhs::Named(_) if l.n == 0.0 => None,
                 Lhs::Named(Named::SuccessRate) => Some(l.ok / l.n),
                 Lhs::Named(Named::ErrorRate) => Some(1.0 - l.ok / l.n),
