@@ -65,7 +65,7 @@ lint:
     cargo clippy --all-targets -- -D warnings
 
 # Every benchmark
-bench: bench-sink bench-analyze bench-llm bench-fleet bench-http bench-redis bench-ws bench-dashboard
+bench: bench-sink bench-analyze bench-llm bench-fleet bench-http bench-redis bench-ws bench-dashboard bench-bench
 
 # Event sink: 10M events into events.jsonl, events/s and peak RSS
 bench-sink EVENTS="10000000":
@@ -95,6 +95,10 @@ bench-redis:
 # WebSocket: 10,000 connections held (memory per connection) and echo latency at 1000 x 10/s, beside Python's websockets
 bench-ws:
     bash scripts/bench-ws.sh
+
+# The bench driver beside hyperfine on the same commands: means and standard deviations side by side
+bench-bench:
+    bash scripts/bench-bench.sh
 
 # The live dashboard's cost to the run it watches: one http stage with and without --dashboard
 bench-dashboard:

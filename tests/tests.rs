@@ -10,6 +10,7 @@ mod diagnostics;
 mod fleet;
 mod fuzz;
 mod http;
+mod include;
 mod llm;
 mod plans;
 mod redis;

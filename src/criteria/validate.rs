@@ -12,6 +12,8 @@ use crate::plan::{Plan, Scope, StageDriver};
 pub fn check_criteria<D: StageDriver>(plan: &Plan<D>, src: &Source) -> Vec<Diag> {
     let mut out = Vec::new();
     for (scope, c) in plan.criteria() {
+        // A criterion of an included plan is located in that plan's file.
+        let src = c.origin.0.as_ref().unwrap_or(src);
         let text = &c.check.value;
         let at = |r: std::ops::Range<usize>| -> std::ops::Range<usize> {
             let Some(span) = &c.check.span else { return 0..0 };

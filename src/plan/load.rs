@@ -69,7 +69,7 @@ impl Catalog for Raw {
 }
 
 const TOP_KEYS: &[&str] = &["plan", "vars", "profile", "defaults", "phase", "analysis"];
-const PHASE_KEYS: &[&str] = &["name", "label", "description", "criteria", "stage"];
+const PHASE_KEYS: &[&str] = &["name", "label", "description", "criteria", "stage", "include"];
 
 /// Load a plan file with its driver fields left as written; the returned `Source` is kept for
 /// later diagnostics (criteria checks).
@@ -87,7 +87,7 @@ pub fn load_file_with<C: Catalog>(
     let syntax = Syntax::from_path(path)
         .ok_or_else(|| Diag::new(format!("{name}: unknown plan syntax")).help("plan files end in .toml or .kdl"))?;
     let src = read::read_plan(path)?;
-    let plan = load_source(&src, syntax, opts, catalog)?;
+    let plan = super::include::entered(path, || load_source(&src, syntax, opts, catalog))?;
     Ok((plan, src))
 }
 
@@ -275,7 +275,7 @@ fn phase<C: Catalog>(
         #[serde(default)]
         criteria: Vec<super::Criterion>,
     }
-    let (stage_part, head_part) = split(t, &["stage"]);
+    let (stage_part, head_part) = split(t, &["stage", "include"]);
     let head = match from_node::<Head>(&Node::new(n.span.clone(), NodeKind::Table(head_part))) {
         Ok(h) => h,
         Err(e) => {
@@ -283,7 +283,27 @@ fn phase<C: Catalog>(
             return None;
         }
     };
-    let stages: Vec<Stage<C::Driver>> = match stage_part.entries.first() {
+    if let Some(inc) = stage_part.get("include") {
+        if let Some(s) = stage_part.get("stage") {
+            diags.push(
+                Diag::new(format!("phase `{}` includes another plan's phase and also has stages", head.name))
+                    .at(src, s.key_span.clone())
+                    .help("a phase with `include` takes its stages from the included plan; put these in a phase of their own"),
+            );
+            return None;
+        }
+        return super::include::phase(
+            head.name,
+            head.label,
+            head.description,
+            head.criteria,
+            &inc.value,
+            src,
+            catalog,
+            diags,
+        );
+    }
+    let stages: Vec<Stage<C::Driver>> = match stage_part.get("stage") {
         Some(e) => items(&e.value).iter().filter_map(|s| stage(s, defaults, src, catalog, diags)).collect(),
         None => {
             diags.push(Diag::new(format!("phase `{}` has no stages", head.name)).at(src, n.span.clone()));

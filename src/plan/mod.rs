@@ -1,9 +1,11 @@
 //! Plans: two syntaxes (TOML, KDL v2) lowered to one spanned tree (`node`), vars and profiles
 //! applied (`vars`), load-time templates resolved (`template`), then deserialized into the typed
-//! model (`model`) with errors at file:line:col (`de`). `load` runs those passes in order.
+//! model (`model`) with errors at file:line:col (`de`). `load` runs those passes in order; a
+//! phase may `include` another plan's phase (`include`).
 
 pub mod de;
 pub mod duration;
+pub mod include;
 pub mod kdl_scan;
 pub mod limits;
 pub mod load;

@@ -72,6 +72,20 @@ pub struct Criterion {
     pub abort: bool,
     #[serde(skip_serializing_if = "is_one")]
     pub weight: f64,
+    /// The file it was written in, when that is an included plan (`include`), for diagnostics.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// The plan file an included criterion comes from. Where a criterion was written does not
+/// change what it is: any two are equal.
+#[derive(Clone, Debug, Default)]
+pub struct Origin(pub Option<crate::diag::Source>);
+
+impl PartialEq for Origin {
+    fn eq(&self, _: &Origin) -> bool {
+        true
+    }
 }
 
 fn is_one(w: &f64) -> bool {
@@ -105,14 +119,19 @@ impl<'de> Deserialize<'de> for Criterion {
         let form = Spanned::<Form>::deserialize(d)?;
         let span = form.span;
         Ok(match form.value {
-            Form::Short(check) => {
-                Criterion { check: Spanned { span, value: check }, optional: false, abort: false, weight: 1.0 }
-            }
+            Form::Short(check) => Criterion {
+                check: Spanned { span, value: check },
+                optional: false,
+                abort: false,
+                weight: 1.0,
+                origin: Origin::default(),
+            },
             Form::Full(f) => Criterion {
                 check: Spanned { span, value: f.check },
                 optional: f.optional,
                 abort: f.abort,
                 weight: f.weight,
+                origin: Origin::default(),
             },
         })
     }

@@ -6,14 +6,15 @@
 //! `echo` would read as the runner's 70 MiB. Forked from this launcher, it starts from the
 //! launcher's couple of MiB, as under GNU time.
 //!
-//! Protocol (one line each on stdout): `pid N` once the command is started, then
-//! `done WALL_NS USER_US SYS_US MAXRSS_KIB EXIT SIGNAL` (EXIT or SIGNAL `-` when absent), or
-//! `error MESSAGE` when it cannot be started. Arguments:
+//! Protocol: one line on stdout once the command has ended,
+//! `done PID WALL_NS USER_US SYS_US MAXRSS_KIB EXIT SIGNAL` (EXIT or SIGNAL `-` when absent), or
+//! `error MESSAGE` when it cannot be started. Nothing is written while the command runs, so
+//! the runner is not woken to compete with it for a core. The command stays in the launcher's
+//! process group, which the runner made: signalling that group stops both. Arguments:
 //! `bench-launch STDOUT STDERR CWD -- PROGRAM ARGS...`, where STDOUT is a file to write the
 //! command's stdout to or `-` for none, STDERR a file, and CWD a directory or `-`.
 
 use std::io::Write;
-use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -33,7 +34,7 @@ pub fn main(args: &[String]) -> i32 {
         return 2;
     };
     let mut c = Command::new(program);
-    c.args(rest).stdin(Stdio::null()).process_group(0);
+    c.args(rest).stdin(Stdio::null());
     let open = |p: &str| std::fs::OpenOptions::new().write(true).truncate(true).create(true).open(p);
     match stdout.as_str() {
         "-" => {
@@ -70,8 +71,6 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     let pid = child.id();
-    let _ = writeln!(out, "pid {pid}");
-    let _ = out.flush();
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -98,7 +97,7 @@ pub fn main(args: &[String]) -> i32 {
     };
     let _ = writeln!(
         out,
-        "done {} {} {} {} {exit} {signal}",
+        "done {pid} {} {} {} {} {exit} {signal}",
         wall.as_nanos(),
         us(usage.ru_utime),
         us(usage.ru_stime),

@@ -1,5 +1,5 @@
-//! One timed execution of a command, through the launcher (`launch`): the launcher starts it in
-//! its own process group, times it from just before the spawn to `wait4`'s return (what
+//! One timed execution of a command, through the launcher (`launch`), which planrun starts in a
+//! process group of its own (the command joins it): the launcher times it from just before the spawn to `wait4`'s return (what
 //! hyperfine times) and reports the kernel's accounting of exactly that child — user and system
 //! CPU time, peak RSS. Output goes to temporary files, not pipes, so a chatty command cannot
 //! block on a full pipe; the tail of stderr and, when an op count is wanted, stdout are read
@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -107,11 +108,11 @@ fn read_tail(f: &mut File, keep: u64) -> String {
 pub struct Running {
     launcher: std::process::Child,
     report: BufReader<std::process::ChildStdout>,
-    /// The command's pid (it leads its own process group).
+    /// The launcher's pid, which leads the process group the command runs in.
     pub pid: u32,
 }
 
-/// Start the command through the launcher; returns once it has started.
+/// Start the command through the launcher.
 pub fn spawn(launcher: &Launcher, spec: &Spec, out: &Outputs) -> Result<Running, String> {
     let path = |p: &Path| p.to_string_lossy().into_owned();
     let mut cmd = Command::new(&launcher.program);
@@ -126,29 +127,14 @@ pub fn spawn(launcher: &Launcher, spec: &Spec, out: &Outputs) -> Result<Running,
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    cmd.process_group(0);
     let mut child =
         cmd.spawn().map_err(|e| format!("cannot start the launcher {}: {e}", launcher.program.display()))?;
     let Some(stdout) = child.stdout.take() else {
         return Err("the launcher's stdout is not piped".into());
     };
-    let mut report = BufReader::new(stdout);
-    let mut line = String::new();
-    let _ = report.read_line(&mut line);
-    match line.trim_end().split_once(' ') {
-        Some(("pid", n)) => match n.parse::<u32>() {
-            Ok(pid) => Ok(Running { launcher: child, report, pid }),
-            Err(_) => Err(format!("the launcher said `{}`", line.trim_end())),
-        },
-        Some(("error", why)) => {
-            let _ = child.wait();
-            Err(why.to_string())
-        }
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!("the launcher {} said `{}` instead of a pid", launcher.program.display(), line.trim_end()))
-        }
-    }
+    let pid = child.id();
+    Ok(Running { launcher: child, report: BufReader::new(stdout), pid })
 }
 
 /// Wait for a started run (blocking), and read its figures.
@@ -156,33 +142,35 @@ pub fn wait(mut run: Running, out: &mut Outputs) -> Result<Measured, String> {
     let mut line = String::new();
     let _ = run.report.read_line(&mut line);
     let _ = run.launcher.wait();
+    if let Some(why) = line.trim_end().strip_prefix("error ") {
+        return Err(why.to_string());
+    }
     let f: Vec<&str> = line.split_whitespace().collect();
     let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok());
     let opt = |i: usize| f.get(i).and_then(|s| s.parse::<i32>().ok());
-    if f.first() != Some(&"done") || f.len() != 7 {
-        return Err(format!("the launcher's report was `{}`", line.trim_end()));
+    if f.first() != Some(&"done") || f.len() != 8 {
+        return Err(format!("the launcher ended without a report (it said `{}`)", line.trim_end()));
     }
     let stdout = match &mut out.stdout {
         Some(t) => read_tail(t.as_file_mut(), STDOUT_CAP),
         None => String::new(),
     };
     Ok(Measured {
-        pid: run.pid,
-        wall: Duration::from_nanos(num(1).unwrap_or(0)),
-        user: Duration::from_micros(num(2).unwrap_or(0)),
-        sys: Duration::from_micros(num(3).unwrap_or(0)),
-        max_rss: num(4).unwrap_or(0) * 1024,
-        exit: opt(5),
-        signal: opt(6),
+        pid: num(1).unwrap_or(0) as u32,
+        wall: Duration::from_nanos(num(2).unwrap_or(0)),
+        user: Duration::from_micros(num(3).unwrap_or(0)),
+        sys: Duration::from_micros(num(4).unwrap_or(0)),
+        max_rss: num(5).unwrap_or(0) * 1024,
+        exit: opt(6),
+        signal: opt(7),
         stdout,
         stderr_tail: read_tail(out.stderr.as_file_mut(), STDERR_TAIL),
     })
 }
 
-/// Signal the process group the command leads.
+/// Signal the process group a launcher leads (the command is in it).
 pub fn signal_group(pid: u32, sig: i32) {
-    // SAFETY: kill(2) with a negative pid signals the process group the launcher made for the
-    // command.
+    // SAFETY: kill(2) with a negative pid signals the process group made for the launcher.
     unsafe {
         libc::kill(-(pid as i32), sig);
     }
