@@ -124,13 +124,13 @@ fn include_errors_name_the_file_and_the_place() {
     let r = sb.run(&["validate", "suite.toml"]);
     assert!(r.code == 2 && r.stderr.contains("badc.toml:") && r.stderr.contains("sucess_rate"), "{}", r.stderr);
 
-    // A phase with both include and stages.
+    // A stage of the including phase named like an included one.
     sb.write(
         "suite.toml",
-        "[plan]\nname = \"s\"\n[[phase]]\nname = \"x\"\ninclude = { plan = \"part.toml\" }\n[[phase.stage]]\nname = \"a\"\ndriver = \"exec\"\nrun = \"true\"\n",
+        "[plan]\nname = \"s\"\n[[phase]]\nname = \"x\"\ninclude = { plan = \"part.toml\" }\n[[phase.stage]]\nname = \"echo\"\ndriver = \"exec\"\nrun = \"true\"\n",
     );
     let r = sb.run(&["validate", "suite.toml"]);
-    assert!(r.code == 2 && r.stderr.contains("also has stages"), "{}", r.stderr);
+    assert!(r.code == 2 && r.stderr.contains("`echo` is already a stage of the included phase"), "{}", r.stderr);
 }
 
 #[test]

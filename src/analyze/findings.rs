@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::metric_rows::{AgentRow, LevelKey, LevelRow, NameKey};
 use super::metrics::Metrics;
-use super::report_data::CriterionResult;
+use super::report_data::{CriterionResult, CriterionStatus};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -136,6 +136,22 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult], unpaced: &[String]) -> Ve
         }
     }
     slow_agents(&m.agents, &mut out);
+    for c in criteria.iter().filter(|c| !c.pass && !c.optional) {
+        let detail = match c.status {
+            CriterionStatus::NoData => format!("`{}` had no data: no events matched it", c.check),
+            _ => format!("`{}` observed {}, against {} {}", c.check, c.observed_text, c.op, c.threshold_text),
+        };
+        out.push(Finding {
+            priority: Priority::High,
+            scope: c.scope.clone(),
+            title: "criterion below target".into(),
+            detail,
+            recommendation: match c.status {
+                CriterionStatus::NoData => "Check that the stage ran and that the criterion's filter names the events it writes (docs/events.md).".into(),
+                _ => "This target is not met: see the stage's metrics and the findings above for where the time or the failures go.".into(),
+            },
+        });
+    }
     for c in criteria {
         if let (true, Some(margin)) = (c.pass, c.margin)
             && margin < NEAR_LIMIT
@@ -166,6 +182,43 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult], unpaced: &[String]) -> Ve
     }
     out.sort_by_key(|f| f.priority);
     out
+}
+
+/// Regressions against a baseline run, as MEDIUM findings ("performance degradation"), the
+/// largest changes first; they replace the "no bottlenecks" note.
+pub fn regressions(b: &super::baseline::Baseline, out: &mut Vec<Finding>) {
+    if b.regressions.is_empty() {
+        return;
+    }
+    out.retain(|f| f.priority != Priority::Info);
+    let mut worst: Vec<_> = b.regressions.iter().collect();
+    worst.sort_by(|x, y| y.change.abs().total_cmp(&x.change.abs()));
+    for d in worst.iter().take(5) {
+        out.push(Finding {
+            priority: Priority::Medium,
+            scope: d.scope.clone(),
+            title: "regression against the baseline".into(),
+            detail: format!(
+                "{} went from {:.3} to {:.3} ({:+.1}%), beyond the {:.0}% tolerance",
+                d.metric,
+                d.baseline,
+                d.current,
+                d.change * 100.0,
+                b.tolerance * 100.0
+            ),
+            recommendation: format!("Compare with the baseline run `{}`: what changed between the two?", b.dir),
+        });
+    }
+    if worst.len() > 5 {
+        out.push(Finding {
+            priority: Priority::Medium,
+            scope: "plan".into(),
+            title: "more regressions".into(),
+            detail: format!("{} more metrics regressed (the baseline section lists them all)", worst.len() - 5),
+            recommendation: "See the comparison with the baseline below.".into(),
+        });
+    }
+    out.sort_by_key(|f| f.priority);
 }
 
 /// One agent much slower than its peers in the same stage.

@@ -45,11 +45,14 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
 
     let stages = verdict::stage_results(m, &criteria);
     let threshold = run.plan.meta.pass_threshold.unwrap_or(DEFAULT_THRESHOLD);
-    let verdict = verdict::decide(&m.status, &criteria, &stages, threshold);
+    let mut verdict = verdict::decide(&m.status, &criteria, &stages, threshold);
+    if run.plan.meta.confidence == crate::plan::ConfidenceRule::Phases {
+        verdict::by_phases(&mut verdict);
+    }
 
     let bench = super::bench::compute(&run.events)?;
     let unpaced: Vec<String> = bench.iter().map(|b| b.stage.clone()).collect();
-    let findings = findings::find(&metrics, &criteria, &unpaced);
+    let mut findings = findings::find(&metrics, &criteria, &unpaced);
 
     let baseline = match &opts.baseline {
         Some(b) => {
@@ -60,6 +63,9 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
         }
         None => None,
     };
+    if let Some(b) = &baseline {
+        findings::regressions(b, &mut findings);
+    }
 
     timer.lap("findings");
     let tables = sql::run_all(&frame.events(), &sql::stages_table(m)?, &queries);

@@ -106,6 +106,21 @@ pub struct Verdict {
     pub criteria_no_data: usize,
     /// Optional criteria without data: neither pass nor fail.
     pub criteria_skipped: usize,
+    /// `criteria` (the weighted share of all criteria) or `phases` (the mean of `components`).
+    pub confidence_rule: crate::plan::ConfidenceRule,
+    /// Each phase's confidence: the weighted share of its own and its stages' criteria passing
+    /// (the share of its stages passing when it has no criteria).
+    pub components: Vec<Component>,
+}
+
+/// One phase's confidence, for the per-component table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Component {
+    pub phase: String,
+    pub confidence: f64,
+    pub pass: bool,
+    pub criteria_total: usize,
+    pub criteria_passed: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]

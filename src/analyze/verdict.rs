@@ -2,7 +2,8 @@
 //! PASS, FAIL or INCOMPLETE with its cause and reasons. It reads criteria results and the
 //! manifest; it does not evaluate criteria.
 
-use super::report_data::{CriterionResult, CriterionStatus, Label, StageOutcome, StageResult, Verdict};
+use super::report_data::{Component, CriterionResult, CriterionStatus, Label, StageOutcome, StageResult, Verdict};
+use crate::plan::ConfidenceRule;
 use crate::rundir::{Manifest, RunStatus, StageStatus};
 
 /// The weighted share of `criteria` that pass, skipped ones excluded; None without any.
@@ -100,7 +101,46 @@ pub fn decide(run: &RunStatus, criteria: &[CriterionResult], stages: &[StageResu
         criteria_failed: criteria.iter().filter(|c| c.status == CriterionStatus::Fail).count(),
         criteria_no_data: criteria.iter().filter(|c| c.status == CriterionStatus::NoData).count(),
         criteria_skipped: criteria.iter().filter(|c| c.status == CriterionStatus::Skipped).count(),
+        confidence_rule: ConfidenceRule::Criteria,
+        components: components(criteria, stages, threshold),
     }
+}
+
+/// Each phase's confidence, in plan order.
+pub fn components(criteria: &[CriterionResult], stages: &[StageResult], threshold: f64) -> Vec<Component> {
+    let mut phases: Vec<&str> = Vec::new();
+    for s in stages {
+        if !phases.contains(&s.phase.as_str()) {
+            phases.push(&s.phase);
+        }
+    }
+    phases
+        .into_iter()
+        .map(|p| {
+            let inside = |scope: &str| scope == p || scope.strip_prefix(p).is_some_and(|r| r.starts_with('/'));
+            let mine: Vec<&CriterionResult> = criteria.iter().filter(|c| inside(&c.scope)).collect();
+            let st: Vec<&StageResult> = stages.iter().filter(|s| s.phase == p).collect();
+            let share = st.iter().filter(|s| s.ok).count() as f64 / st.len().max(1) as f64;
+            let confidence = confidence(&mine).unwrap_or(share);
+            Component {
+                phase: p.to_string(),
+                confidence,
+                pass: confidence >= threshold,
+                criteria_total: mine.len(),
+                criteria_passed: mine.iter().filter(|c| c.status == CriterionStatus::Pass).count(),
+            }
+        })
+        .collect()
+}
+
+/// The run's confidence by `[plan] confidence = "phases"`: the mean of the phases'.
+pub fn by_phases(v: &mut Verdict) {
+    if v.components.is_empty() {
+        return;
+    }
+    v.confidence = v.components.iter().map(|c| c.confidence).sum::<f64>() / v.components.len() as f64;
+    v.confidence_pass = v.confidence >= v.threshold;
+    v.confidence_rule = ConfidenceRule::Phases;
 }
 
 /// Why the run did not pass, in a few words for the verdict line (None when it passed): the run

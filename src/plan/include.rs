@@ -4,7 +4,8 @@
 //! loads that plan (path relative to the including plan's file) with its own vars, profile and
 //! `[defaults]`, `vars` applied as `--set` would be, and takes the named phase (or its only one):
 //! its stages, its criteria, and — when the plan has just that phase, so the plan's scope is the
-//! phase's — its plan-level criteria too. Errors inside the included plan point into that file;
+//! phase's — its plan-level criteria too. The including phase may add stages of its own after
+//! the included ones. The included criteria's `vars.NAME` become the included plan's values. Errors inside the included plan point into that file;
 //! a plan that includes itself, directly or not, is an error naming the chain.
 
 use std::cell::RefCell;
@@ -44,6 +45,27 @@ fn set_text(v: &serde_json::Value) -> String {
         serde_json::Value::Array(items) => items.iter().map(set_text).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
+}
+
+/// `text` (a criterion) with each `vars.NAME` the included plan declares replaced by its value —
+/// a number as written, a duration in milliseconds, as criteria compare them — so it means in
+/// the including plan what it meant in its own (whose vars the including plan does not have).
+fn with_values(text: &str, vars: &[(String, super::vars::Var)]) -> String {
+    static VAR: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\bvars\.([A-Za-z_][A-Za-z0-9_]*)").expect("a valid regex"));
+    VAR.replace_all(text, |c: &regex::Captures| {
+        let name = &c[1];
+        let value = vars.iter().find(|(n, _)| n == name).map(|(_, v)| &v.value);
+        match value {
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(serde_json::Value::String(s)) => match super::Dur::parse(s) {
+                Ok(d) => format!("{}", d.0.as_secs_f64() * 1000.0),
+                Err(_) => c[0].to_string(),
+            },
+            _ => c[0].to_string(),
+        }
+    })
+    .into_owned()
 }
 
 /// Run `f` with `path` pushed on the include chain (so a top-level load knows its own file).
@@ -95,7 +117,8 @@ pub(super) fn phase<C: Catalog>(
         return None;
     }
     let opts = LoadOptions {
-        profile: inc.profile.clone(),
+        // An empty profile is none (so a template can choose one or not).
+        profile: inc.profile.clone().filter(|p| !p.is_empty()),
         sets: inc.vars.iter().map(|(k, v)| (k.clone(), set_text(v))).collect(),
     };
     let (plan, inner_src) = match entered(&path, || load_file_with(&path, &opts, catalog)) {
@@ -134,14 +157,18 @@ pub(super) fn phase<C: Catalog>(
     let plan_criteria = if whole { plan.meta.criteria.clone() } else { Vec::new() };
     let mut picked = plan.phases.into_iter().nth(i)?;
     let origin = Origin(Some(inner_src));
+    let own_vars = |c: &mut Criterion| {
+        c.origin = origin.clone();
+        c.check.value = with_values(&c.check.value, &plan.vars);
+    };
     let mut all = criteria;
     for mut c in plan_criteria.into_iter().chain(std::mem::take(&mut picked.criteria)) {
-        c.origin = origin.clone();
+        own_vars(&mut c);
         all.push(c);
     }
     for s in &mut picked.stages {
         for c in &mut s.common.criteria {
-            c.origin = origin.clone();
+            own_vars(c);
         }
     }
     Some(Phase {

@@ -284,24 +284,24 @@ fn phase<C: Catalog>(
         }
     };
     if let Some(inc) = stage_part.get("include") {
-        if let Some(s) = stage_part.get("stage") {
-            diags.push(
-                Diag::new(format!("phase `{}` includes another plan's phase and also has stages", head.name))
-                    .at(src, s.key_span.clone())
-                    .help("a phase with `include` takes its stages from the included plan; put these in a phase of their own"),
-            );
-            return None;
+        // The included phase's stages, then any of this phase's own.
+        let own: Vec<Stage<C::Driver>> = match stage_part.get("stage") {
+            Some(e) => items(&e.value).iter().filter_map(|s| stage(s, defaults, src, catalog, diags)).collect(),
+            None => Vec::new(),
+        };
+        let (name, label, description, criteria) = (head.name, head.label, head.description, head.criteria);
+        let mut p = super::include::phase(name, label, description, criteria, &inc.value, src, catalog, diags)?;
+        for s in own {
+            if p.stages.iter().any(|x| x.common.name == s.common.name) {
+                diags.push(
+                    Diag::new(format!("stage name `{}` is already a stage of the included phase", s.common.name))
+                        .at(src, n.span.clone()),
+                );
+                return None;
+            }
+            p.stages.push(s);
         }
-        return super::include::phase(
-            head.name,
-            head.label,
-            head.description,
-            head.criteria,
-            &inc.value,
-            src,
-            catalog,
-            diags,
-        );
+        return Some(p);
     }
     let stages: Vec<Stage<C::Driver>> = match stage_part.get("stage") {
         Some(e) => items(&e.value).iter().filter_map(|s| stage(s, defaults, src, catalog, diags)).collect(),

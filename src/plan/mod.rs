@@ -19,6 +19,6 @@ pub mod vars;
 
 pub use duration::Dur;
 pub use load::{Catalog, LoadOptions, Raw, load_file, load_file_with, load_str};
-pub use model::{ClockKind, Criterion, FieldError, Phase, Plan, RawDriver, Scope, Stage, StageDriver};
+pub use model::{ClockKind, ConfidenceRule, Criterion, FieldError, Phase, Plan, RawDriver, Scope, Stage, StageDriver};
 pub use select::{SelectError, Selector};
 pub use spanned::Spanned;

@@ -38,6 +38,23 @@ impl std::fmt::Display for ClockKind {
     }
 }
 
+/// How a run's confidence is made (`[plan] confidence`): the weighted share of all its criteria
+/// passing (`criteria`, the default), or the mean of each phase's confidence (`phases`: the
+/// 1000-agent suite's "(fleet + redis + dashboard + commands) / 4", a phase per component).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfidenceRule {
+    #[default]
+    Criteria,
+    Phases,
+}
+
+impl ConfidenceRule {
+    fn is_default(&self) -> bool {
+        *self == ConfidenceRule::Criteria
+    }
+}
+
 /// The `[plan]` table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +71,9 @@ pub struct Meta {
     /// Confidence at or above which the run passes (0–1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_threshold: Option<f64>,
+    /// How the run's confidence is made: from all criteria, or as the mean of the phases'.
+    #[serde(default, skip_serializing_if = "ConfidenceRule::is_default")]
+    pub confidence: ConfidenceRule,
     /// Relative change counted as a regression against a baseline run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regression_tolerance: Option<f64>,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::config::{Bench, BenchCommand, DEFAULT_MIN_RUNS, DEFAULT_MIN_TIME};
 use super::measure::{self, Launcher, Measured, Outputs, Spec};
 use crate::drivers::{Outcome, StageContext, Status};
+use crate::drivers::exec::command::RUN_DIR_ENV;
 use crate::events::BENCH_RUN;
 
 const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -188,7 +189,9 @@ impl Bench {
             let started = match out {
                 Ok(out) => {
                     let (launcher, program, args) = (launcher.clone(), program.clone(), args.clone());
-                    let (env, cwd) = (self.env.clone(), self.cwd.clone());
+                    let (mut env, cwd) = (self.env.clone(), self.cwd.clone());
+                    let run_dir = std::path::absolute(&ctx.run_dir).unwrap_or_else(|_| ctx.run_dir.clone());
+                    env.entry(RUN_DIR_ENV.to_string()).or_insert_with(|| run_dir.to_string_lossy().into_owned());
                     tokio::task::spawn_blocking(move || {
                         let spec = Spec {
                             program: &program,

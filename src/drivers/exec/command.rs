@@ -11,6 +11,7 @@ use tokio::process::Command;
 
 use super::config::Exec;
 use crate::drivers::{Outcome, StageContext, Status};
+use crate::events::Event;
 use crate::plan::Dur;
 
 const TAIL_CAP_BYTES: usize = 16 * 1024;
@@ -33,6 +34,27 @@ async fn tail_of(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
     keep.into()
 }
 
+/// The variable naming the run directory (absolute), for commands that leave files there.
+pub const RUN_DIR_ENV: &str = "PLANRUN_RUN_DIR";
+
+/// `planrun-metric NAME VALUE [UNIT]` lines a command printed (in the kept tail of its stdout):
+/// each becomes a `metric` row, so a build can report its package size.
+fn metric_lines(stdout: &[u8]) -> Vec<(String, f64, Option<String>)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.trim().split_whitespace();
+            if w.next()? != "planrun-metric" {
+                return None;
+            }
+            let name = w.next()?.to_string();
+            let value = w.next()?.parse::<f64>().ok().filter(|v| v.is_finite())?;
+            let unit = w.next().map(str::to_string);
+            w.next().is_none().then_some((name, value, unit))
+        })
+        .collect()
+}
+
 fn last_lines(bytes: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.lines().collect();
@@ -50,7 +72,9 @@ impl Exec {
     pub(super) async fn execute(&self, ctx: &StageContext) -> Outcome {
         let (program, args) = self.program();
         let mut cmd = Command::new(&program);
+        let run_dir = std::path::absolute(&ctx.run_dir).unwrap_or_else(|_| ctx.run_dir.clone());
         cmd.args(&args)
+            .env(RUN_DIR_ENV, run_dir)
             .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -156,6 +180,14 @@ impl Exec {
             ev = ev.error(e.clone());
         }
         ctx.events.emit(ev);
+        for (name, value, unit) in metric_lines(&stdout) {
+            let mut ev = ctx.events.event("metric").name(name);
+            ev = match unit {
+                Some(u) => ev.value(value, u),
+                None => Event { value: Some(value), ..ev },
+            };
+            ctx.events.emit(ev.attrs(serde_json::json!({ "iteration": ctx.iteration })));
+        }
         Outcome { status, message: error.map(|e| format!("`{}`: {e}", self.shown())) }
     }
 }
@@ -163,6 +195,15 @@ impl Exec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_metric_lines_and_nothing_else() {
+        let out = b"building\nplanrun-metric package_bytes 18874368 bytes\nplanrun-metric files 12\nplanrun-metric bad x\nplanrun-metric a 1 b extra\n";
+        assert_eq!(
+            metric_lines(out),
+            vec![("package_bytes".into(), 18874368.0, Some("bytes".into())), ("files".into(), 12.0, None)]
+        );
+    }
 
     #[test]
     fn keeps_last_lines() {
