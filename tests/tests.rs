@@ -17,5 +17,6 @@ mod redis;
 mod resume;
 mod run;
 mod structure;
+mod suite;
 mod support;
 mod ws;

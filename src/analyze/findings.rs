@@ -181,6 +181,42 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult], unpaced: &[String]) -> Ve
         });
     }
     out.sort_by_key(|f| f.priority);
+    collapse(out)
+}
+
+/// More findings of one kind in one stage than this (one per event name, say, for 100 swarms)
+/// become one finding: the first (highest priority) stands for them, and says how many more.
+const SAME_IN_STAGE: usize = 3;
+
+fn collapse(found: Vec<Finding>) -> Vec<Finding> {
+    let stage_of = |f: &Finding| f.scope.split(' ').next().unwrap_or("").to_string();
+    let mut groups: Vec<((String, String), Vec<Finding>)> = Vec::new();
+    for f in found {
+        let key = (stage_of(&f), f.title.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(f),
+            None => groups.push((key, vec![f])),
+        }
+    }
+    let mut out = Vec::new();
+    for ((stage, _), mut g) in groups {
+        if g.len() <= SAME_IN_STAGE {
+            out.extend(g);
+            continue;
+        }
+        let more = g.len() - 1;
+        let names: Vec<String> =
+            g[1..].iter().take(5).map(|f| f.scope.trim_start_matches(&stage).trim().to_string()).collect();
+        let mut first = g.swap_remove(0);
+        first.detail = format!(
+            "{}; and {more} more in {stage} ({}{})",
+            first.detail,
+            names.join(", "),
+            if more > names.len() { ", …" } else { "" }
+        );
+        out.push(first);
+    }
+    out.sort_by_key(|f| f.priority);
     out
 }
 
