@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(s.median_ms, Some(12.0));
         assert_eq!((s.min_ms, s.max_ms), (Some(10.0), Some(100.0)));
         let sd = s.stddev_ms.unwrap();
-        assert!((sd - 39.6257).abs() < 1e-3, "{sd}");
+        assert!((sd - 39.5942).abs() < 1e-3, "{sd}");
         assert_eq!((s.outliers, s.outliers_severe), (1, 1), "100 is far outside Q1 11, Q3 13");
     }
 

@@ -77,18 +77,24 @@ pub(super) fn entered<T>(path: &Path, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// What the including phase says of itself.
+pub(super) struct Head {
+    pub name: String,
+    pub label: Option<String>,
+    pub description: Option<String>,
+    pub criteria: Vec<Criterion>,
+}
+
 /// The phase `node` (the `include` entry's value) names, under the including phase's `name`,
 /// `label` and `description`.
 pub(super) fn phase<C: Catalog>(
-    name: String,
-    label: Option<String>,
-    description: Option<String>,
-    criteria: Vec<Criterion>,
+    head: Head,
     node: &Node,
     src: &Source,
     catalog: &C,
     diags: &mut Vec<Diag>,
 ) -> Option<Phase<C::Driver>> {
+    let Head { name, label, description, criteria } = head;
     let inc = match from_node::<Include>(node) {
         Ok(i) => i,
         Err(e) => {

@@ -289,8 +289,13 @@ fn phase<C: Catalog>(
             Some(e) => items(&e.value).iter().filter_map(|s| stage(s, defaults, src, catalog, diags)).collect(),
             None => Vec::new(),
         };
-        let (name, label, description, criteria) = (head.name, head.label, head.description, head.criteria);
-        let mut p = super::include::phase(name, label, description, criteria, &inc.value, src, catalog, diags)?;
+        let head = super::include::Head {
+            name: head.name,
+            label: head.label,
+            description: head.description,
+            criteria: head.criteria,
+        };
+        let mut p = super::include::phase(head, &inc.value, src, catalog, diags)?;
         for s in own {
             if p.stages.iter().any(|x| x.common.name == s.common.name) {
                 diags.push(

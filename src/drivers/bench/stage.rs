@@ -255,10 +255,10 @@ impl Bench {
     }
 }
 
-fn collect(
-    done: Vec<Result<(u32, Result<Measured, String>), tokio::task::JoinError>>,
-    c: &BenchCommand,
-) -> Result<Vec<(u32, Measured)>, Stop> {
+/// One copy's instance number and what waiting for it gave.
+type Waited = (u32, Result<Measured, String>);
+
+fn collect(done: Vec<Result<Waited, tokio::task::JoinError>>, c: &BenchCommand) -> Result<Vec<(u32, Measured)>, Stop> {
     let mut out = Vec::with_capacity(done.len());
     for d in done {
         match d {

@@ -43,7 +43,7 @@ fn metric_lines(stdout: &[u8]) -> Vec<(String, f64, Option<String>)> {
     String::from_utf8_lossy(stdout)
         .lines()
         .filter_map(|l| {
-            let mut w = l.trim().split_whitespace();
+            let mut w = l.split_whitespace();
             if w.next()? != "planrun-metric" {
                 return None;
             }
