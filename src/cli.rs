@@ -65,6 +65,10 @@ pub enum Cmd {
     },
     /// Analyze a run: metrics, criteria, findings; writes report.md, report.json, junit.xml.
     Analyze(AnalyzeArgs),
+    /// Every run of a plan under a results directory, oldest first: each metric and criterion
+    /// across the runs, and where a run regressed beyond the tolerance against the run before
+    /// and the best; writes history.md, history.json, history.html (exit 1: the newest regressed).
+    History(HistoryArgs),
     /// Serve a run directory (finished or still running) as a live page with charts, with
     /// /api/stats (JSON) and /metrics (Prometheus); until Ctrl-C.
     Dashboard {
@@ -119,6 +123,25 @@ pub struct AnalyzeArgs {
     pub all: bool,
     #[command(flatten)]
     pub report: ReportArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// A results directory (the runs right under it).
+    #[arg(value_hint = ValueHint::DirPath)]
+    pub dir: PathBuf,
+    /// Which plan's runs (default: the newest run's plan).
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Relative change that counts as a regression (default 0.10, or the plan's).
+    #[arg(long, value_parser = tolerance)]
+    pub tolerance: Option<f64>,
+    /// Formats to write (md, json, html).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Format::Md, Format::Json, Format::Html])]
+    pub format: Vec<Format>,
+    /// Where to write them (default: DIR/history).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -317,6 +340,7 @@ pub fn dispatch(cli: Cli) -> Exit {
             Some(&ReportArgs::default_formats()),
         ),
         Cmd::Analyze(args) => analyze_cmd(args),
+        Cmd::History(args) => history_cmd(args),
         Cmd::Dashboard { run_dir, addr } => dashboard_cmd(&run_dir, addr),
         Cmd::ServeDemo(args) => match crate::demo::serve(&args) {
             Ok(()) => Exit::Passed,
@@ -575,6 +599,60 @@ fn analyze_cmd(args: AnalyzeArgs) -> Exit {
         }
     }
     worst
+}
+
+fn history_cmd(args: HistoryArgs) -> Exit {
+    let usage = |m: String| {
+        eprint!("{}", Diag::new(m).render(color()));
+        Exit::Usage
+    };
+    if let Some(f) = args.format.iter().find(|f| !matches!(f, Format::Md | Format::Json | Format::Html)) {
+        return usage(format!("history writes md, json and html, not {f:?}").to_lowercase());
+    }
+    let h = match analyze::history::collect(&args.dir, args.plan.as_deref(), args.tolerance) {
+        Ok(h) => h,
+        Err(e) => return usage(e.to_string()),
+    };
+    let out = args.out.clone().unwrap_or_else(|| args.dir.join("history"));
+    let written = match Renderer::new(None).and_then(|r| r.write_history(&h, &args.format, &out)) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("planrun history: {e}");
+            return Exit::Runtime;
+        }
+    };
+    for s in &h.skipped {
+        eprintln!("skipped {}: {}", s.dir, s.reason);
+    }
+    if !h.other_plans.is_empty() {
+        eprintln!("note: {} also has runs of {} (--plan NAME)", args.dir.display(), h.other_plans.join(", "));
+    }
+    let files = written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    if h.newest_regressions.is_empty() {
+        eprintln!(
+            "{} runs of {} · the newest shows no regression (tolerance {:.0}%) · {files}",
+            h.runs.len(),
+            h.plan,
+            h.tolerance * 100.0
+        );
+        println!("{}", out.display());
+        Exit::Passed
+    } else {
+        eprintln!(
+            "{} runs of {} · the newest regressed (tolerance {:.0}%) · {files}",
+            h.runs.len(),
+            h.plan,
+            h.tolerance * 100.0
+        );
+        for r in h.newest_regressions.iter().take(10) {
+            eprintln!("  - {r}");
+        }
+        if h.newest_regressions.len() > 10 {
+            eprintln!("  … and {} more in history.md", h.newest_regressions.len() - 10);
+        }
+        println!("{}", out.display());
+        Exit::Failed
+    }
 }
 
 fn finish(result: Result<run::RunResult, RunError>, quiet: bool, report: Option<&ReportArgs>) -> Exit {

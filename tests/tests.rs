@@ -9,6 +9,7 @@ mod dashboard;
 mod diagnostics;
 mod fleet;
 mod fuzz;
+mod history;
 mod http;
 mod include;
 mod llm;

@@ -28,13 +28,14 @@ pub struct Baseline {
 }
 
 /// A compared metric: its name in the report, its value in a row, and whether higher is worse.
-struct Compared {
-    metric: &'static str,
-    value: fn(&Stats) -> Option<f64>,
-    higher_worse: bool,
+/// Also what `history` follows across runs.
+pub(super) struct Compared {
+    pub metric: &'static str,
+    pub value: fn(&Stats) -> Option<f64>,
+    pub higher_worse: bool,
 }
 
-const COMPARED: &[Compared] = &[
+pub(super) const COMPARED: &[Compared] = &[
     Compared { metric: "success_rate", value: |s| s.success_rate, higher_worse: false },
     Compared { metric: "throughput", value: |s| s.throughput, higher_worse: false },
     Compared { metric: "latency_mean", value: |s| s.latency_mean, higher_worse: true },
@@ -47,7 +48,7 @@ const COMPARED: &[Compared] = &[
 ];
 
 /// How a row is matched with the baseline's and named in the deltas.
-trait Scope {
+pub(super) trait Scope {
     fn scope(&self) -> String;
 }
 
@@ -70,8 +71,7 @@ fn deltas<K: LevelKey + Scope>(current: &[LevelRow<K>], base: &[LevelRow<K>], to
         let Some(b) = base.iter().find(|b| b.key.scope() == k) else { continue };
         for m in COMPARED {
             let (Some(bv), Some(cv)) = ((m.value)(&b.stats), (m.value)(&c.stats)) else { continue };
-            let change =
-                if bv == 0.0 { if cv == 0.0 { 0.0 } else { f64::INFINITY.copysign(cv) } } else { (cv - bv) / bv.abs() };
+            let change = relative(bv, cv);
             let worse = if m.higher_worse { change } else { -change };
             out.push(Delta {
                 scope: k.clone(),
@@ -82,6 +82,15 @@ fn deltas<K: LevelKey + Scope>(current: &[LevelRow<K>], base: &[LevelRow<K>], to
                 regression: worse > tolerance,
             });
         }
+    }
+}
+
+/// (current − base) / |base|; ±∞ from a base of 0.
+pub(super) fn relative(base: f64, current: f64) -> f64 {
+    if base == 0.0 {
+        if current == 0.0 { 0.0 } else { f64::INFINITY.copysign(current) }
+    } else {
+        (current - base) / base.abs()
     }
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod evaluate;
 pub mod findings;
 pub mod frame;
+pub mod history;
 pub mod load;
 pub mod locust;
 pub mod metric_rows;

@@ -9,6 +9,7 @@ use minijinja::{Environment, Value};
 use super::error::ReportError;
 use super::filters::{cell, csv, md, ms, num, pct, signed_pct};
 use super::format::Format;
+use crate::analyze::history::History;
 use crate::analyze::report_data::Report;
 
 const BUILT_IN: &[(&str, &str)] = &[
@@ -19,6 +20,9 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("locust_stats.csv.j2", include_str!("../../templates/locust_stats.csv.j2")),
     ("locust_stats_history.csv.j2", include_str!("../../templates/locust_stats_history.csv.j2")),
     ("locust_failures.csv.j2", include_str!("../../templates/locust_failures.csv.j2")),
+    ("history.md.j2", include_str!("../../templates/history.md.j2")),
+    ("history.json.j2", include_str!("../../templates/history.json.j2")),
+    ("history.html.j2", include_str!("../../templates/history.html.j2")),
 ];
 
 /// What report.html inlines, so it opens with no network: the vendored uPlot (vendor/uplot,
@@ -99,6 +103,34 @@ impl Renderer {
                 .map_err(|source| ReportError::InvalidJson { template, source })?;
         }
         Ok(out)
+    }
+
+    /// A history (`planrun history`) as `history.md`, `history.json` and `history.html`, those of
+    /// `formats` it asks for (md, json, html), into `dir`; returns the files written.
+    pub fn write_history(&self, h: &History, formats: &[Format], dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::CreateDir { path: dir.to_path_buf(), source })?;
+        let mut written = Vec::new();
+        for f in formats {
+            let (template, output) = match f {
+                Format::Md => ("history.md.j2", "history.md"),
+                Format::Json => ("history.json.j2", "history.json"),
+                Format::Html => ("history.html.j2", "history.html"),
+                _ => continue,
+            };
+            let data = Value::from(minijinja::value::Serde(h));
+            let tmpl = self.env.get_template(template).map_err(|source| ReportError::Render { template, source })?;
+            let out = tmpl
+                .render(minijinja::context! { history => data.clone(), ..data })
+                .map_err(|source| ReportError::Render { template, source })?;
+            if *f == Format::Json {
+                serde_json::from_str::<serde_json::Value>(&out)
+                    .map_err(|source| ReportError::InvalidJson { template, source })?;
+            }
+            let path = dir.join(output);
+            write_atomically(&path, &out).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+            written.push(path);
+        }
+        Ok(written)
     }
 
     /// Render each format into `dir`; returns the files written.

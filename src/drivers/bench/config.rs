@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::drivers::{BoxFuture, Driver, Outcome, StageContext, config_of};
+use crate::drivers::{BoxFuture, Driver, Outcome, StageContext, config_of, exec};
 use crate::plan::Dur;
 use crate::plan::model::StageCommon;
 use crate::plan::{FieldError, StageDriver};
@@ -26,21 +26,11 @@ pub struct BenchCommand {
 
 impl BenchCommand {
     pub fn program(&self) -> (String, Vec<String>) {
-        match (&self.run, &self.cmd) {
-            (Some(line), _) => ("sh".into(), vec!["-c".into(), line.clone()]),
-            (None, Some(cmd)) => (cmd.clone(), self.args.clone()),
-            (None, None) => (String::new(), Vec::new()),
-        }
+        exec::config::program(&self.run, &self.cmd, &self.args)
     }
 
     pub fn shown(&self) -> String {
-        match &self.run {
-            Some(line) => line.clone(),
-            None => {
-                let (p, a) = self.program();
-                std::iter::once(p).chain(a).collect::<Vec<_>>().join(" ")
-            }
-        }
+        exec::config::shown(&self.run, &self.cmd, &self.args)
     }
 }
 

@@ -48,23 +48,34 @@ fn is_default_tail(n: &usize) -> bool {
     *n == default_tail()
 }
 
+/// The program and arguments for `run` (a shell line, `sh -c`) or `cmd` + `args` (no shell):
+/// how `exec` and `bench` commands are written.
+pub fn program(run: &Option<String>, cmd: &Option<String>, args: &[String]) -> (String, Vec<String>) {
+    match (run, cmd) {
+        (Some(line), _) => ("sh".into(), vec!["-c".into(), line.clone()]),
+        (None, Some(cmd)) => (cmd.clone(), args.to_vec()),
+        (None, None) => (String::new(), Vec::new()),
+    }
+}
+
+/// The command as a person would type it.
+pub fn shown(run: &Option<String>, cmd: &Option<String>, args: &[String]) -> String {
+    match run {
+        Some(line) => line.clone(),
+        None => {
+            let (p, a) = program(run, cmd, args);
+            std::iter::once(p).chain(a).collect::<Vec<_>>().join(" ")
+        }
+    }
+}
+
 impl Exec {
     pub(super) fn program(&self) -> (String, Vec<String>) {
-        match (&self.run, &self.cmd) {
-            (Some(line), _) => ("sh".into(), vec!["-c".into(), line.clone()]),
-            (None, Some(cmd)) => (cmd.clone(), self.args.clone()),
-            (None, None) => (String::new(), Vec::new()),
-        }
+        program(&self.run, &self.cmd, &self.args)
     }
 
     pub(super) fn shown(&self) -> String {
-        match (&self.run, &self.cmd) {
-            (Some(line), _) => line.clone(),
-            _ => {
-                let (p, a) = self.program();
-                std::iter::once(p).chain(a).collect::<Vec<_>>().join(" ")
-            }
-        }
+        shown(&self.run, &self.cmd, &self.args)
     }
 }
 
