@@ -17,6 +17,7 @@ mod plans;
 mod redis;
 mod resume;
 mod run;
+mod scale;
 mod structure;
 mod suite;
 mod support;

@@ -146,6 +146,61 @@ pub struct Fleet {
     /// How long an agent may take to send its first heartbeat.
     #[serde(default = "d_startup")]
     pub startup_timeout: Dur,
+    /// Grow or shrink the fleet at these times of the stage while cycles go on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<ScaleStep>,
+    /// Grow and shrink the fleet by its backlog: each cycle's tasks are spread over the agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<Autoscale>,
+}
+
+/// `autoscale = { min, max, target_backlog, cooldown, step, load = [{ at, tasks }, …] }`.
+///
+/// With it, a cycle is `tasks` messages (the offered load from each `load` step's `at` on), each
+/// to one agent, dealt round the live agents in turn, instead of one message to every agent. An
+/// agent works its messages one at a time, so with too few agents a cycle's tasks are still
+/// outstanding when the next cycle is due: the **backlog** is the tasks unanswered one
+/// `interval` after the cycle was sent, per agent. Above `target_backlog` the fleet grows by
+/// `step`; with no backlog and the cycle done within half its interval (the fleet more than
+/// half idle) it shrinks by `step`; never past `min`/`max`, at most once per `cooldown`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    pub target_backlog: f64,
+    pub cooldown: Dur,
+    /// Agents added or removed per decision (default 1).
+    #[serde(default = "one")]
+    pub step: u32,
+    pub load: Vec<LoadStep>,
+}
+
+/// From `at` (stage time) on, each cycle offers `tasks` tasks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadStep {
+    pub at: Dur,
+    pub tasks: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Autoscale {
+    /// Tasks per cycle at `t` (plan time since the stage began).
+    pub fn tasks_at(&self, t: Duration) -> u32 {
+        self.load.iter().rev().find(|l| l.at.0 <= t).map_or(0, |l| l.tasks)
+    }
+}
+
+/// `scale = [{ at = "1m", agents = 1500 }, …]`: at `at` (stage time), make the fleet `agents`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleStep {
+    pub at: Dur,
+    pub agents: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -272,6 +327,80 @@ impl StageDriver for Fleet {
             return Err(
                 FieldError::new("`coord_dir` is the file transport's; a Redis transport needs none").at(&["coord_dir"])
             );
+        }
+        for (i, s) in self.scale.iter().enumerate() {
+            let at = |k: &str| vec!["scale".to_string(), i.to_string(), k.to_string()];
+            if s.agents == 0 {
+                return Err(FieldError::new("a scale step keeps at least one agent").at(&at("agents")));
+            }
+            if i > 0 && s.at.0 <= self.scale[i - 1].at.0 {
+                return Err(
+                    FieldError::new("scale steps go in time order, each `at` after the one before").at(&at("at"))
+                );
+            }
+            if let Some(d) = stage.duration
+                && s.at.0 >= d.0
+            {
+                return Err(FieldError::new(format!("this step is at or after the stage's end ({d})")).at(&at("at")));
+            }
+        }
+        if let Some(a) = &self.autoscale {
+            let at = |k: &str| vec!["autoscale".to_string(), k.to_string()];
+            if !self.scale.is_empty() {
+                return Err(
+                    FieldError::new("give `scale` (a schedule) or `autoscale` (a policy), not both").at(&["autoscale"])
+                );
+            }
+            if a.min == 0 || a.min > a.max {
+                return Err(FieldError::new(format!("`min` ({}) is at least 1 and at most `max` ({})", a.min, a.max))
+                    .at(&at("min")));
+            }
+            if !(a.min..=a.max).contains(&self.agents) {
+                return Err(FieldError::new(format!(
+                    "the fleet starts with {} agents, outside autoscale's {}..={}",
+                    self.agents, a.min, a.max
+                ))
+                .at(&["agents"]));
+            }
+            if !a.target_backlog.is_finite() || a.target_backlog <= 0.0 {
+                return Err(FieldError::new("`target_backlog` is a number of tasks per agent, above 0")
+                    .at(&at("target_backlog")));
+            }
+            if a.step == 0 {
+                return Err(FieldError::new("`step` is at least 1").at(&at("step")));
+            }
+            if a.load.is_empty() {
+                return Err(FieldError::new(
+                    "`load` says how many tasks a cycle offers: load = [{ at = \"0s\", tasks = 40 }]",
+                )
+                .at(&at("load")));
+            }
+            for (i, l) in a.load.iter().enumerate() {
+                if i > 0 && l.at.0 <= a.load[i - 1].at.0 {
+                    return Err(FieldError::new("load steps go in time order, each `at` after the one before").at(&[
+                        "autoscale".to_string(),
+                        "load".to_string(),
+                        i.to_string(),
+                        "at".to_string(),
+                    ]));
+                }
+            }
+            if self.fanout.is_some() {
+                return Err(FieldError::new("autoscale deals each cycle's tasks over the agents; leave out `fanout`")
+                    .at(&["fanout"]));
+            }
+            if self.interval.is_none() {
+                return Err(FieldError::new(
+                    "autoscale measures the backlog one `interval` after each cycle: give an `interval`",
+                )
+                .at(&["autoscale"]));
+            }
+        }
+        if (!self.scale.is_empty() || self.autoscale.is_some()) && (self.expected_agents > 0 || self.workers > 0) {
+            return Err(FieldError::new(
+                "scaling grows and shrinks this host's agents; joined agents and workers are not scaled",
+            )
+            .at(&[if self.scale.is_empty() { "autoscale" } else { "scale" }]));
         }
         let wants_cycles = self.cycles.is_some_and(|c| c > 0) || (self.cycles.is_none() && stage.duration.is_some());
         if wants_cycles && self.interval.is_none() {

@@ -25,6 +25,6 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Fleet, FleetFault, Misbehave, Restart};
+pub use config::{Autoscale, Fleet, FleetFault, LoadStep, Misbehave, Restart, ScaleStep};
 pub use coordinator::Coordinator;
 pub use process::{AgentProgram, LEAN_AGENT};

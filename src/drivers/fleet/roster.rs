@@ -24,6 +24,8 @@ struct AgentState {
     doorbell: bool,
     /// Started by hand elsewhere and joined (no process here).
     remote: bool,
+    /// Being stopped on purpose (a scale-down): no longer addressed, its exit expected.
+    retiring: bool,
 }
 
 /// A message sent to `expected` agents, and what came back so far.
@@ -77,6 +79,8 @@ pub enum Beat {
 #[derive(Debug, PartialEq)]
 pub enum Answer {
     UnknownMessage,
+    /// From an agent a scale-down is stopping: its answer came after it stopped counting.
+    Retired,
     /// From an agent the message was not for, an unknown agent, or a second answer.
     Unexpected,
     Accepted {
@@ -129,6 +133,11 @@ impl Book {
         self.pending.get(message_id).is_none_or(|p| p.got.len() >= p.expected.len())
     }
 
+    /// Every one of `ids` has exited.
+    pub fn gone(&self, ids: &[String]) -> bool {
+        ids.iter().all(|id| self.agents.get(id).is_none_or(|a| !a.alive))
+    }
+
     pub fn none_alive(&self) -> bool {
         self.agents.values().all(|a| !a.alive)
     }
@@ -171,6 +180,7 @@ impl Roster {
                 restarts,
                 doorbell: false,
                 remote: false,
+                retiring: false,
             },
         );
     }
@@ -204,13 +214,33 @@ impl Roster {
         }
     }
 
-    /// The process `pid` of agent `id` ended. True when that was expected (teardown).
+    /// The process `pid` of agent `id` ended. True when that was expected (teardown, or a
+    /// scale-down that stopped it).
     pub fn exited(&self, id: &str, pid: Option<u32>) -> bool {
         let mut b = self.book();
+        let mut retiring = false;
         if let Some(a) = b.agents.get_mut(id).filter(|a| a.pid == pid) {
             a.alive = false;
+            retiring = a.retiring;
         }
-        b.tearing_down
+        b.tearing_down || retiring
+    }
+
+    /// A scale-down stops `ids`: from now on they are not addressed, the messages still open
+    /// no longer wait for them, and their exits are expected. Their pids.
+    pub fn retire(&self, ids: &[String]) -> Vec<u32> {
+        let mut b = self.book();
+        let mut pids = Vec::new();
+        for id in ids {
+            if let Some(a) = b.agents.get_mut(id) {
+                a.retiring = true;
+                pids.extend(a.pid);
+            }
+        }
+        for p in b.pending.values_mut() {
+            p.expected.retain(|a| !ids.contains(a));
+        }
+        pids
     }
 
     /// A heartbeat from `id`, written at `agent_ms` (epoch, its clock) and read at `now_ms`.
@@ -251,6 +281,9 @@ impl Roster {
 
     pub fn answer(&self, r: &Response, now_ms: f64) -> Answer {
         let mut b = self.book();
+        if b.agents.get(&r.agent_id).is_some_and(|a| a.retiring) {
+            return Answer::Retired;
+        }
         let known_agent = b.agents.contains_key(&r.agent_id);
         let Some(p) = b.pending.get_mut(&r.message_id) else { return Answer::UnknownMessage };
         if !known_agent || !p.expected.contains(&r.agent_id) || p.got.contains_key(&r.agent_id) {
@@ -262,9 +295,9 @@ impl Roster {
         Answer::Accepted { latency_ms, kind: p.kind.clone(), cycle: p.cycle }
     }
 
-    /// Live agents' ids, sorted.
+    /// Live agents' ids, sorted (those being stopped by a scale-down left out).
     pub fn alive(&self) -> Vec<String> {
-        self.book().agents.iter().filter(|(_, a)| a.alive).map(|(id, _)| id.clone()).collect()
+        self.book().agents.iter().filter(|(_, a)| a.alive && !a.retiring).map(|(id, _)| id.clone()).collect()
     }
 
     /// Live agents with a pid: (id, pid), sorted by id.
@@ -280,7 +313,7 @@ impl Roster {
         if b.tearing_down {
             return w;
         }
-        for (id, a) in b.agents.iter_mut() {
+        for (id, a) in b.agents.iter_mut().filter(|(_, a)| !a.retiring) {
             if a.alive && a.first_beat && !a.unresponsive && now_ms - a.last_beat_ms > limit_ms {
                 a.unresponsive = true;
                 w.unresponsive.push((id.clone(), now_ms - a.last_beat_ms));

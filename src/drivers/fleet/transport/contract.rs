@@ -45,7 +45,8 @@ pub enum Incoming {
 ///   start later while the message is live; `retire` ends that.
 /// * `send` errors are per message (the cycle fails, the fleet goes on); `lost` says when the
 ///   transport itself is gone and nothing further can be delivered, which stops the stage.
-/// * `close` runs once, at teardown, after every agent has stopped.
+/// * `close` runs once, at teardown, after every agent has stopped; `release` once per agent a
+///   scale-down stopped, after it exited.
 /// * `send` and `close` may do network I/O, so they are async; `enroll`, `retire` and `lost`
 ///   must not block (a network transport queues a retirement, and tracks its connection's
 ///   health as it goes).
@@ -64,6 +65,11 @@ pub trait Transport: Send + Sync {
     /// Remove everything the transport created, unless `keep`; return how much is left (with
     /// `keep`, what it holds; without, what could not be removed). Zero means clean.
     fn close(&self, keep: bool) -> BoxFuture<'_, usize>;
+    /// Agent `agent_id` was stopped for good (a scale-down) and has exited: remove what the
+    /// transport holds of it (its heartbeat) and return how much is left of it (0: clean).
+    fn release<'a>(&'a self, _agent_id: &'a str) -> BoxFuture<'a, usize> {
+        Box::pin(async { 0 })
+    }
     /// Whether agents that cannot watch (past the inotify limit) need the doorbell after a
     /// `send` to learn of it promptly; a transport whose agents block on a read says no.
     fn doorbell(&self) -> bool {

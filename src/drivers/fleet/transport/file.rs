@@ -226,6 +226,14 @@ impl Transport for FileTransport {
         true
     }
 
+    fn release<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, usize> {
+        Box::pin(async move {
+            let status = sub(&self.root, "status").join(format!("{agent_id}.json"));
+            let _ = std::fs::remove_file(&status);
+            usize::from(status.exists())
+        })
+    }
+
     fn close(&self, keep: bool) -> BoxFuture<'_, usize> {
         Box::pin(async move {
             if keep {

@@ -485,6 +485,16 @@ impl Transport for RedisTransport {
         })
     }
 
+    fn release<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, usize> {
+        Box::pin(async move {
+            let mut con = self.con.clone();
+            let key = self.keys.heartbeat(agent_id);
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&key).query_async(&mut con).await;
+            let left: redis::RedisResult<i64> = redis::cmd("EXISTS").arg(&key).query_async(&mut con).await;
+            left.map_or(1, |n| n.max(0) as usize)
+        })
+    }
+
     fn close(&self, keep: bool) -> BoxFuture<'_, usize> {
         Box::pin(async move {
             self.reader.abort();
