@@ -78,8 +78,16 @@ fn the_suite_runs_its_four_components_and_scores_each_and_their_mean() {
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("## Confidence by phase") && md.contains("is the mean of the phases'"), "{md}");
 
-    // The epic figures: the package's size is the file's, the install ran the installed binary.
+    // The fleet phase's own stage after the included one: it auto-scaled up and back down.
     let evs = events(&dir);
+    let scale: Vec<&Value> = of_kind(&evs, "scale").into_iter().filter(|e| e["stage"] == "autoscale").collect();
+    assert!(
+        scale.iter().any(|e| e["name"] == "backlog_high") && scale.iter().any(|e| e["name"] == "backlog_low"),
+        "{scale:?}"
+    );
+    assert!(stages.iter().any(|(p, s, _)| p == "fleet" && s == "autoscale"));
+
+    // The epic figures: the package's size is the file's, the install ran the installed binary.
     let pkg = of_kind(&evs, "metric").into_iter().find(|e| e["name"] == "package_bytes").expect("a package_bytes row");
     let size = std::fs::metadata(dir.join("epic-app.tar.gz")).unwrap().len();
     assert_eq!(pkg["value"].as_f64().unwrap(), size as f64);
