@@ -173,7 +173,7 @@ fn runs_go_on_until_min_runs_and_min_time_and_a_command_timeout_kills_the_group(
 
     let pidfile = sb.path().join("pid");
     let text = plan(&format!(
-        "runs = 2\ncommand_timeout = \"300ms\"\ncommands = [{{ name = \"slow\", run = \"sleep 30 & echo $! > {p}; wait\" }}]\n",
+        "runs = 2\ncommand_timeout = \"300ms\"\ncommands = [{{ name = \"slow\", run = \"trap '' TERM; sleep 30 & echo $! > {p}; wait\" }}]\n",
         p = pidfile.display()
     ));
     let t0 = std::time::Instant::now();
@@ -185,7 +185,20 @@ fn runs_go_on_until_min_runs_and_min_time_and_a_command_timeout_kills_the_group(
     let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let alive = !stat.is_empty() && !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
-    assert!(!alive, "the command's whole process group was killed (pid {pid})");
+    assert!(!alive, "the command's whole process group was killed, TERM ignored or not (pid {pid})");
+
+    // What a run leaves running in its group (`server &`) ends with the run.
+    let text = plan(&format!(
+        "runs = 1\ncommands = [{{ name = \"leaves\", run = \"sleep 30 & echo $! > {p}\" }}]\n",
+        p = pidfile.display()
+    ));
+    let (code, _, err) = run(&sb, &text, &[]);
+    assert_eq!(code, 0, "{err}");
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let alive = !stat.is_empty() && !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+    assert!(!alive, "a background process the command left is killed (pid {pid})");
 }
 
 #[test]

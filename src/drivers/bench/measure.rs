@@ -1,5 +1,4 @@
-//! One timed execution of a command, through the launcher (`launch`), which planrun starts in a
-//! process group of its own (the command joins it): the launcher times it from just before the spawn to `wait4`'s return (what
+//! One timed execution of a command, through the launcher (`launch`): the launcher times it from just before the spawn to `wait4`'s return (what
 //! hyperfine times) and reports the kernel's accounting of exactly that child — user and system
 //! CPU time, peak RSS. Output goes to temporary files, not pipes, so a chatty command cannot
 //! block on a full pipe; the tail of stderr and, when an op count is wanted, stdout are read
@@ -7,7 +6,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -108,7 +106,7 @@ fn read_tail(f: &mut File, keep: u64) -> String {
 pub struct Running {
     launcher: std::process::Child,
     report: BufReader<std::process::ChildStdout>,
-    /// The launcher's pid, which leads the process group the command runs in.
+    /// The launcher's pid.
     pub pid: u32,
 }
 
@@ -127,7 +125,6 @@ pub fn spawn(launcher: &Launcher, spec: &Spec, out: &Outputs) -> Result<Running,
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    cmd.process_group(0);
     let mut child =
         cmd.spawn().map_err(|e| format!("cannot start the launcher {}: {e}", launcher.program.display()))?;
     let Some(stdout) = child.stdout.take() else {
@@ -168,17 +165,22 @@ pub fn wait(mut run: Running, out: &mut Outputs) -> Result<Measured, String> {
     })
 }
 
-/// Signal the process group a launcher leads (the command is in it).
-pub fn signal_group(pid: u32, sig: i32) {
-    // SAFETY: kill(2) with a negative pid signals the process group made for the launcher.
+/// Signal a launcher (it stops its command on SIGTERM).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a launcher we started and have not yet reaped.
     unsafe {
-        libc::kill(-(pid as i32), sig);
+        libc::kill(pid as i32, sig);
     }
 }
 
 /// The op count in `stdout`: the first group of the pattern's last match, as a number.
 pub fn ops_in(stdout: &str, pattern: &regex::Regex) -> Option<f64> {
-    pattern.captures_iter(stdout).last().and_then(|c| c.get(1)).and_then(|m| m.as_str().trim().parse::<f64>().ok())
+    pattern
+        .captures_iter(stdout)
+        .last()
+        .and_then(|c| c.get(1))
+        .and_then(|m| m.as_str().trim().parse::<f64>().ok())
+        .filter(|n| n.is_finite())
 }
 
 #[cfg(test)]

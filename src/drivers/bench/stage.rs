@@ -16,7 +16,8 @@ use crate::drivers::exec::command::RUN_DIR_ENV;
 use crate::drivers::{Outcome, StageContext, Status};
 use crate::events::BENCH_RUN;
 
-const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long the launchers have to stop their commands (their own grace, and a margin).
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a command's runs stopped early.
 enum Stop {
@@ -192,19 +193,19 @@ impl Bench {
                     let (mut env, cwd) = (self.env.clone(), self.cwd.clone());
                     let run_dir = std::path::absolute(&ctx.run_dir).unwrap_or_else(|_| ctx.run_dir.clone());
                     env.entry(RUN_DIR_ENV.to_string()).or_insert_with(|| run_dir.to_string_lossy().into_owned());
-                    tokio::task::spawn_blocking(move || {
-                        let spec = Spec {
-                            program: &program,
-                            args: &args,
-                            env: &env,
-                            cwd: cwd.as_deref(),
-                            capture_stdout: capture,
-                        };
-                        measure::spawn(&launcher, &spec, &out).map(|r| (r, out))
-                    })
-                    .await
-                    .map_err(|e| Stop::Error(e.to_string()))
-                    .and_then(|r| r.map_err(|e| Stop::Error(format!("cannot start `{}` ({}): {e}", c.name, c.shown()))))
+                    // Started from this (long-lived) runtime thread, not a blocking-pool thread
+                    // that may end while the run goes on: the launcher's parent-death signal
+                    // follows the thread that started it.
+                    let spec = Spec {
+                        program: &program,
+                        args: &args,
+                        env: &env,
+                        cwd: cwd.as_deref(),
+                        capture_stdout: capture,
+                    };
+                    measure::spawn(&launcher, &spec, &out)
+                        .map(|r| (r, out))
+                        .map_err(|e| Stop::Error(format!("cannot start `{}` ({}): {e}", c.name, c.shown())))
                 }
                 Err(e) => Err(e),
             };
@@ -212,7 +213,7 @@ impl Bench {
                 Ok(s) => s,
                 Err(stop) => {
                     for p in &pids {
-                        measure::signal_group(*p, libc::SIGKILL);
+                        measure::signal(*p, libc::SIGTERM);
                     }
                     for t in tasks {
                         let _ = t.await;
@@ -241,13 +242,14 @@ impl Bench {
             )),
             _ = ctx.cancel.cancelled() => Stop::Interrupted,
         };
-        // Stop every copy: TERM, then KILL after a grace; the launchers then report and exit.
+        // Stop every copy: each launcher TERMs its command's group, KILLs it after a grace,
+        // then reports. A launcher that does not (it cannot be, short of a bug) is killed.
         for p in &pids {
-            measure::signal_group(*p, libc::SIGTERM);
+            measure::signal(*p, libc::SIGTERM);
         }
         if tokio::time::timeout(KILL_GRACE, &mut all).await.is_err() {
             for p in &pids {
-                measure::signal_group(*p, libc::SIGKILL);
+                measure::signal(*p, libc::SIGKILL);
             }
             let _ = all.await;
         }
