@@ -628,6 +628,9 @@ fn history_cmd(args: HistoryArgs) -> Exit {
         eprintln!("note: {} also has runs of {} (--plan NAME)", args.dir.display(), h.other_plans.join(", "));
     }
     let files = written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    for r in h.newest_vs_previous.iter().take(5) {
+        eprintln!("note: against the run before only (not counted): {r}");
+    }
     if h.newest_regressions.is_empty() {
         eprintln!(
             "{} runs of {} · the newest shows no regression (tolerance {:.0}%) · {files}",

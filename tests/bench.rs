@@ -223,7 +223,7 @@ fn bad_bench_fields_are_plan_errors_at_the_offending_value() {
         ("commands = [{ name = \"a\" }]", "needs `run = \"shell line\"` or `cmd = \"program\"`", ""),
         (
             "instances = 0\ncommands = [{ name = \"a\", run = \"true\" }]",
-            "`instances` is between 1 and 1024",
+            "`instances` is between 1 and 256",
             "instances = 0",
         ),
         (
@@ -247,6 +247,18 @@ fn bad_bench_fields_are_plan_errors_at_the_offending_value() {
     sb.write("f.toml", &plan("commands = [{ name = \"a\", run = \"true\" }]\ncriteria = [\"ratio(a, a) > 2\"]"));
     let r = sb.run(&["validate", "f.toml"]);
     assert!(r.code == 2 && r.stderr.contains("always 1"), "{}", r.stderr);
+    sb.write("f.toml", &plan("commands = [{ name = \"baseline\", run = \"true\" }, { name = \"candidate\", run = \"true\" }]\ncriteria = [\"ratio(basline, candidate) > 2\"]"));
+    let r = sb.run(&["validate", "f.toml"]);
+    assert!(
+        r.code == 2 && r.stderr.contains("ratio names `basline`") && r.stderr.contains("did you mean `baseline`"),
+        "{}",
+        r.stderr
+    );
+    let at_plan = plan("commands = [{ name = \"a\", run = \"true\" }, { name = \"b\", run = \"true\" }]")
+        .replace("name = \"b\"\n[[phase]]", "name = \"b\"\ncriteria = [\"ratio(a, b) > 2\"]\n[[phase]]");
+    sb.write("f.toml", &at_plan);
+    let r = sb.run(&["validate", "f.toml"]);
+    assert!(r.code == 2 && r.stderr.contains("put it in that stage's criteria"), "{}", r.stderr);
     sb.write("f.toml", &plan("commands = [{ name = \"a\", run = \"true\" }]\ncriteria = [\"ratio(a) > 2\"]"));
     let r = sb.run(&["validate", "f.toml"]);
     assert!(r.code == 2 && r.stderr.contains("`,` between the two command names"), "{}", r.stderr);

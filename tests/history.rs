@@ -12,15 +12,15 @@ const PLAN: &str = r#"
 [plan]
 name = "hist"
 [vars]
-nap = "0.02"
+nap = "0.05"
 [[phase]]
 name = "p"
 [[phase.stage]]
 name = "nap"
 driver = "exec"
 run = "sleep {{ vars.nap }}"
-repeat = 8
-criteria = ['p95(latency_ms where kind == "exec") < 60ms']
+repeat = 20
+criteria = ['p95(latency_ms where kind == "exec") < 150ms']
 "#;
 
 fn history(sb: &Sandbox, args: &[&str]) -> (i32, String, Option<Value>) {
@@ -49,7 +49,7 @@ fn a_slower_run_is_flagged_against_the_previous_and_the_best_and_the_figures_are
     let h = h.unwrap();
     assert!(h["newest_regressions"].as_array().unwrap().is_empty(), "{}", h["newest_regressions"]);
 
-    run(&["--set", "nap=0.09"]);
+    run(&["--set", "nap=0.2"]);
     std::fs::create_dir(sb.path().join("results/torn")).unwrap();
     std::fs::write(sb.path().join("results/torn/manifest.json"), "{\"plan\": ").unwrap();
     let (code, err, h) = history(&sb, &["results"]);

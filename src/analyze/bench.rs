@@ -57,9 +57,10 @@ pub struct Speedup {
     pub baseline: String,
     pub candidate: String,
     pub ratio: f64,
-    /// 95% percentile-bootstrap interval of the ratio of means.
-    pub ci_low: f64,
-    pub ci_high: f64,
+    /// 95% percentile-bootstrap interval of the ratio of means (null with fewer than two
+    /// timed runs of either command).
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
     pub resamples: u32,
 }
 
@@ -84,6 +85,9 @@ fn stddev(xs: &[f64]) -> Option<f64> {
 struct Acc {
     role: String,
     wall: Vec<f64>,
+    /// Wall times by timed run: the copies of one run ran together, so the bootstrap resamples
+    /// runs, not copies.
+    by_run: BTreeMap<u64, Vec<f64>>,
     failed: u64,
     user: Vec<f64>,
     sys: Vec<f64>,
@@ -92,8 +96,8 @@ struct Acc {
 }
 
 impl Acc {
-    fn stats(mut self, name: String) -> (CommandStats, Vec<f64>) {
-        let wall = self.wall.clone();
+    fn stats(mut self, name: String) -> (CommandStats, Vec<Vec<f64>>) {
+        let wall: Vec<Vec<f64>> = std::mem::take(&mut self.by_run).into_values().collect();
         self.wall.sort_by(f64::total_cmp);
         let s = &self.wall;
         let (mut outliers, mut severe) = (0, 0);
@@ -136,18 +140,31 @@ impl Acc {
 const BOOTSTRAP_DRAWS: usize = 20_000_000;
 const BOOTSTRAP_SEED: u64 = 0x5eed_be9c;
 
-/// The ratio of means of `base` to `cand` with its 95% percentile-bootstrap interval: both
-/// samples resampled with replacement, the ratio of the resampled means taken each time.
-pub fn speedup(base: &[f64], cand: &[f64]) -> Option<(f64, f64, f64, u32)> {
-    let (mb, mc) = (mean(base)?, mean(cand)?);
+/// The ratio of means of `base` to `cand` — each given as its timed runs, a run being the
+/// wall times of the copies that ran together — with its 95% percentile-bootstrap interval:
+/// both sides' runs resampled with replacement, the ratio of the resampled means taken each
+/// time. The interval is None with fewer than two runs on a side (one run says nothing of the
+/// spread); the ratio is None without runs.
+pub fn speedup(base: &[Vec<f64>], cand: &[Vec<f64>]) -> Option<(f64, Option<(f64, f64)>, u32)> {
+    let flat = |g: &[Vec<f64>]| g.iter().flatten().copied().collect::<Vec<f64>>();
+    let (mb, mc) = (mean(&flat(base))?, mean(&flat(cand))?);
     if mc <= 0.0 {
         return None;
     }
-    let n = base.len() + cand.len();
+    if base.len() < 2 || cand.len() < 2 {
+        return Some((mb / mc, None, 0));
+    }
+    let n = flat(base).len() + flat(cand).len();
     let resamples = (BOOTSTRAP_DRAWS / n).clamp(1000, 10_000);
     let mut rng = StdRng::seed_from_u64(BOOTSTRAP_SEED);
-    let draw = |xs: &[f64], rng: &mut StdRng| -> f64 {
-        (0..xs.len()).map(|_| xs[rng.random_range(0..xs.len())]).sum::<f64>() / xs.len() as f64
+    let draw = |runs: &[Vec<f64>], rng: &mut StdRng| -> f64 {
+        let (mut sum, mut count) = (0.0, 0usize);
+        for _ in 0..runs.len() {
+            let r = &runs[rng.random_range(0..runs.len())];
+            sum += r.iter().sum::<f64>();
+            count += r.len();
+        }
+        sum / count.max(1) as f64
     };
     let mut ratios: Vec<f64> = (0..resamples)
         .map(|_| {
@@ -161,7 +178,7 @@ pub fn speedup(base: &[f64], cand: &[f64]) -> Option<(f64, f64, f64, u32)> {
         return None;
     }
     ratios.sort_by(f64::total_cmp);
-    Some((mb / mc, quantile(&ratios, 0.025), quantile(&ratios, 0.975), resamples as u32))
+    Some((mb / mc, Some((quantile(&ratios, 0.025), quantile(&ratios, 0.975))), resamples as u32))
 }
 
 fn attr(attrs: Option<&str>, key: &str) -> Option<f64> {
@@ -213,6 +230,8 @@ pub fn compute(events: &LazyFrame) -> PolarsResult<Vec<BenchStage>> {
         match (c.bool("ok", i), c.f64("latency_ms", i)) {
             (Some(true), Some(ms)) => {
                 acc.wall.push(ms);
+                let run = attr(attrs, "run").map_or(acc.wall.len() as u64, |r| r as u64);
+                acc.by_run.entry(run).or_default().push(ms);
                 acc.user.extend(attr(attrs, "user_ms"));
                 acc.sys.extend(attr(attrs, "sys_ms"));
                 acc.rss.extend(c.f64("value", i));
@@ -237,13 +256,13 @@ pub fn compute(events: &LazyFrame) -> PolarsResult<Vec<BenchStage>> {
                 if ci == bi {
                     continue;
                 }
-                if let Some((ratio, lo, hi, resamples)) = speedup(&walls[bi], &walls[ci]) {
+                if let Some((ratio, ci, resamples)) = speedup(&walls[bi], &walls[ci]) {
                     speedups.push(Speedup {
                         baseline: b.clone(),
                         candidate: cmd.name.clone(),
                         ratio,
-                        ci_low: lo,
-                        ci_high: hi,
+                        ci_low: ci.map(|c| c.0),
+                        ci_high: ci.map(|c| c.1),
                         resamples,
                     });
                 }
@@ -273,12 +292,21 @@ mod tests {
 
     #[test]
     fn the_interval_brackets_the_ratio_and_narrows_with_more_runs() {
-        let base: Vec<f64> = (0..20).map(|i| 100.0 + f64::from(i % 5)).collect();
-        let cand: Vec<f64> = (0..20).map(|i| 2.0 + f64::from(i % 3) * 0.1).collect();
-        let (r, lo, hi, _) = speedup(&base, &cand).unwrap();
+        let runs = |xs: Vec<f64>| xs.into_iter().map(|x| vec![x]).collect::<Vec<_>>();
+        let base = runs((0..20).map(|i| 100.0 + f64::from(i % 5)).collect());
+        let cand = runs((0..20).map(|i| 2.0 + f64::from(i % 3) * 0.1).collect());
+        let (r, ci, _) = speedup(&base, &cand).unwrap();
+        let (lo, hi) = ci.unwrap();
         assert!(lo <= r && r <= hi, "{lo} {r} {hi}");
-        let (_, lo2, hi2, _) = speedup(&base.repeat(10), &cand.repeat(10)).unwrap();
+        let ten = |g: &[Vec<f64>]| (0..10).flat_map(|_| g.iter().cloned()).collect::<Vec<_>>();
+        let (_, ci2, _) = speedup(&ten(&base), &ten(&cand)).unwrap();
+        let (lo2, hi2) = ci2.unwrap();
         assert!(hi2 - lo2 < hi - lo, "more runs give a narrower interval");
         assert_eq!(speedup(&base, &[]), None);
+        // One run of each: a ratio, but no interval (one sample says nothing of the spread).
+        let (r1, ci1, _) = speedup(&base[..1], &cand[..1]).unwrap();
+        assert!((r1 - 50.0).abs() < 1e-12 && ci1.is_none());
+        // Copies of one run are resampled together: ten copies of one run are still one run.
+        assert!(speedup(&[vec![100.0; 10]], &cand).unwrap().1.is_none());
     }
 }

@@ -35,9 +35,10 @@ fn scope_of(k: &NameKey) -> String {
     if k.name().is_empty() { base } else { format!("{base} {}:{}", k.kind(), k.name()) }
 }
 
-/// The findings of a run. `unpaced` names the stages (`phase/stage`) whose event rate is not a
-/// throughput — a `bench` stage runs commands of different lengths one after another by design —
-/// so a falling rate there is no finding.
+/// The findings of a run. `unpaced` names the `bench` stages (`phase/stage`): their event rate is
+/// not a throughput (commands of different lengths run one after another by design) and their
+/// byte values are each run's peak RSS, not a memory series, so neither a falling rate nor a
+/// memory growth there is a finding.
 pub fn find(m: &Metrics, criteria: &[CriterionResult], unpaced: &[String]) -> Vec<Finding> {
     let mut out = Vec::new();
     for LevelRow { key, stats: r } in &m.names {
@@ -108,10 +109,12 @@ pub fn find(m: &Metrics, criteria: &[CriterionResult], unpaced: &[String]) -> Ve
             }
         }
         // The series of this stage that grew most after its warm-up (docs/criteria.md, growth).
+        // A bench stage's byte values are each run's peak RSS — a fresh process each time, no
+        // series that can leak.
         let worst = m
             .memory
             .iter()
-            .filter(|x| x.phase == s.phase && x.stage == s.stage && x.samples >= 4)
+            .filter(|x| x.phase == s.phase && x.stage == s.stage && x.samples >= 4 && !unpaced.contains(&scope))
             .filter_map(|x| Some((x, x.growth?)))
             .max_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((x, g)) = worst
@@ -199,8 +202,9 @@ fn collapse(found: Vec<Finding>) -> Vec<Finding> {
         }
     }
     let mut out = Vec::new();
-    for ((stage, _), mut g) in groups {
-        if g.len() <= SAME_IN_STAGE {
+    for ((stage, title), mut g) in groups {
+        // Each failed criterion is its own target not met: never folded away.
+        if g.len() <= SAME_IN_STAGE || title == "criterion below target" {
             out.extend(g);
             continue;
         }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::baseline::{COMPARED, Compared, Scope, relative};
 use super::metric_rows::{LevelKey, LevelRow};
 use super::report_data::{Label, Report};
+use crate::rundir::RunStatus;
 
 #[derive(Debug, Serialize)]
 pub struct History {
@@ -23,8 +24,13 @@ pub struct History {
     /// Directories under the results directory that are not runs of this plan, or could not
     /// be read, and why.
     pub skipped: Vec<Skipped>,
-    /// The newest run's regressions, one line each (empty: none).
+    /// The newest run's regressions, one line each (empty: none): metrics beyond the tolerance
+    /// against the best earlier run (and the earlier runs' median), criteria failing now that
+    /// passed in the run before. These make `planrun history` exit 1.
     pub newest_regressions: Vec<String>,
+    /// Metrics of the newest run beyond the tolerance against the run before only (that run may
+    /// have been a lucky one): reported, not counted.
+    pub newest_vs_previous: Vec<String>,
     /// Other plans with runs in the same directory.
     pub other_plans: Vec<String>,
 }
@@ -112,6 +118,17 @@ impl MetricSeries {
     }
 }
 
+/// A percentile of too few samples is their extreme, not a tail: p95 needs 20 and p99 100
+/// (as the findings' tail rule), else the run has no value for it.
+fn value(m: &Compared, s: &super::metric_rows::Stats) -> Option<f64> {
+    let needs = match m.metric {
+        "latency_p95" => 20,
+        "latency_p99" => 100,
+        _ => 0,
+    };
+    if s.count < needs { None } else { (m.value)(s) }
+}
+
 /// The series of rows `rows` picks from each report, matched by scope.
 fn level<K: LevelKey + Scope>(
     reports: &[&Report],
@@ -132,7 +149,7 @@ fn level<K: LevelKey + Scope>(
         for m in COMPARED {
             let values: Vec<Option<f64>> = reports
                 .iter()
-                .map(|r| rows(r).iter().find(|row| row.key.scope() == scope).and_then(|row| (m.value)(&row.stats)))
+                .map(|r| rows(r).iter().find(|row| row.key.scope() == scope).and_then(|row| value(m, &row.stats)))
                 .collect();
             if values.iter().flatten().count() > 0 {
                 out.push(MetricSeries::new(scope.clone(), m, values, tolerance));
@@ -152,12 +169,16 @@ pub fn build(
     let reports: Vec<&Report> = runs.iter().map(|(_, r)| r).collect();
     let mut metrics = Vec::new();
     for m in COMPARED {
-        let values: Vec<Option<f64>> = reports.iter().map(|r| (m.value)(&r.metrics.plan.stats)).collect();
+        let values: Vec<Option<f64>> = reports.iter().map(|r| value(m, &r.metrics.plan.stats)).collect();
         if values.iter().flatten().count() > 0 {
             metrics.push(MetricSeries::new("plan".into(), m, values, tolerance));
         }
     }
+    // A bench stage's own rows mix its commands, warm-ups and hooks (their rate depends on
+    // `min_time`): its per-command rows (below) are what compare.
     level(&reports, |r| &r.metrics.stages, tolerance, &mut metrics);
+    let bench: Vec<String> = reports.iter().flat_map(|r| r.bench.iter().map(|b| b.stage.clone())).collect();
+    metrics.retain(|m| !bench.contains(&m.scope));
     level(&reports, |r| &r.metrics.names, tolerance, &mut metrics);
 
     let mut keys: Vec<(String, String)> = Vec::new();
@@ -188,12 +209,14 @@ pub fn build(
         .collect::<Vec<_>>();
 
     let last = runs.len().saturating_sub(1);
-    let mut newest_regressions = Vec::new();
+    let (mut newest_regressions, mut newest_vs_previous) = (Vec::new(), Vec::new());
     if runs.len() > 1 {
         for m in &metrics {
             if let (Some(how), Some(v)) = (m.regressed[last], m.values[last]) {
                 let change = if how.starts_with("previous") { m.vs_previous[last] } else { m.vs_best[last] };
-                newest_regressions.push(format!(
+                // Against the run before alone it may be that run's luck: noted, not counted.
+                let list = if how.contains("best") { &mut newest_regressions } else { &mut newest_vs_previous };
+                list.push(format!(
                     "{} {}: {v:.3} ({} against the {})",
                     m.scope,
                     m.metric,
@@ -225,6 +248,7 @@ pub fn build(
         criteria,
         skipped,
         newest_regressions,
+        newest_vs_previous,
         other_plans,
     }
 }
@@ -289,8 +313,19 @@ pub fn collect(dir: &std::path::Path, plan: Option<&str>, tolerance: Option<f64>
             Ok((run.plan.meta.name.clone(), run.plan.meta.regression_tolerance, report))
         });
         match analyzed {
+            Ok((_, _, report)) if matches!(report.run.status, RunStatus::Running | RunStatus::Interrupted) => {
+                skipped.push(Skipped {
+                    dir: shown,
+                    reason: format!("the run did not finish ({})", report.run.status.as_str()),
+                });
+            }
             Ok((name, tol, report)) => {
                 tolerances.push((shown.clone(), tol));
+                // Runs of one plan with another profile are other runs: compared apart.
+                let name = match &report.run.profile {
+                    Some(p) => format!("{name} --profile {p}"),
+                    None => name,
+                };
                 runs.push((name, shown, report));
             }
             Err(e) => skipped.push(Skipped { dir: shown, reason: e.to_string() }),
@@ -312,6 +347,8 @@ pub fn collect(dir: &std::path::Path, plan: Option<&str>, tolerance: Option<f64>
     }
     let chosen = match plan {
         Some(p) if plans.iter().any(|n| n == p) => p.to_string(),
+        // The plan's name without a profile: its newest run's profile.
+        Some(p) if let Some(r) = runs.iter().rev().find(|r| r.0.split(" --profile ").next() == Some(p)) => r.0.clone(),
         Some(p) => {
             return Err(HistoryError::NoSuchPlan {
                 want: p.to_string(),

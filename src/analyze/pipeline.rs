@@ -51,6 +51,7 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
     }
 
     let bench = super::bench::compute(&run.events)?;
+    timer.lap("bench");
     let unpaced: Vec<String> = bench.iter().map(|b| b.stage.clone()).collect();
     let mut findings = findings::find(&metrics, &criteria, &unpaced);
 
@@ -73,7 +74,6 @@ pub fn analyze(run: &Run, opts: &AnalyzeOptions) -> Result<Report, AnalyzeError>
     let locust = if opts.locust { Some(super::locust::compute(&run.events)?) } else { None };
     let charts = super::charts::compute(&run.events)?;
     timer.lap("charts");
-    timer.lap("bench");
 
     Ok(Report {
         planrun_version: env!("CARGO_PKG_VERSION").into(),

@@ -3,7 +3,7 @@
 //! it is evaluated in, vars resolved (`threshold`). Shared by the runner's live abort checks and
 //! the analysis.
 
-use super::ast::{Check, Rhs};
+use super::ast::{Check, Lhs, Rhs};
 use super::parser::parse;
 use crate::diag::{Diag, Source, did_you_mean};
 use crate::plan::{Plan, Scope, StageDriver};
@@ -32,6 +32,9 @@ pub fn check_criteria<D: StageDriver>(plan: &Plan<D>, src: &Source) -> Vec<Diag>
         }
         match parse(text) {
             Ok(check) => {
+                if let Some(why) = ratio_problem(&check, &scope, plan) {
+                    out.push(Diag::new(why).at(src, at(0..text.len())));
+                }
                 if let Rhs::Var(v) = &check.rhs {
                     match plan.var(v) {
                         None => {
@@ -65,6 +68,28 @@ pub fn check_criteria<D: StageDriver>(plan: &Plan<D>, src: &Source) -> Vec<Diag>
         }
     }
     out
+}
+
+/// What is wrong with a `ratio(A, B)`, if anything: it reads one bench stage's runs, so it
+/// belongs on that stage's criteria, and names two of its commands.
+fn ratio_problem<D: StageDriver>(check: &Check, scope: &Scope, plan: &Plan<D>) -> Option<String> {
+    let Lhs::Ratio { num, den } = &check.lhs else { return None };
+    let Scope::Stage(phase, stage) = scope else {
+        return Some("ratio(A, B) compares one bench stage's commands: put it in that stage's criteria".into());
+    };
+    let st = plan.phases.iter().find(|p| &p.name == phase)?.stages.iter().find(|s| &s.common.name == stage)?;
+    let config = st.driver.config();
+    let Some(cmds) = config.get("commands").and_then(|c| c.as_array()) else {
+        return Some(format!(
+            "ratio(A, B) compares a bench stage's commands; stage `{stage}` is a `{}` stage",
+            st.common.driver.value
+        ));
+    };
+    let names: Vec<&str> = cmds.iter().filter_map(|c| c.get("name")?.as_str()).collect();
+    let unknown = [num, den].into_iter().find(|n| !names.contains(&n.as_str()))?;
+    let help =
+        did_you_mean(unknown, names.iter().copied()).map(|s| format!("did you mean `{s}`? ")).unwrap_or_default();
+    Some(format!("ratio names `{unknown}`, which is not a command of this stage; {help}commands: {}", names.join(", ")))
 }
 
 /// A var as a number for criteria: numbers as is, durations in ms.

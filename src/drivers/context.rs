@@ -14,6 +14,10 @@ use super::ledger::Ledger;
 use crate::clock::Clock;
 use crate::events::Emitter;
 
+/// The variable naming the run directory (absolute) that `exec` and `bench` commands get, for
+/// commands that leave files there.
+pub const RUN_DIR_ENV: &str = "PLANRUN_RUN_DIR";
+
 /// What a driver gets for one iteration.
 pub struct StageContext {
     pub clock: Clock,

@@ -47,25 +47,28 @@ fn set_text(v: &serde_json::Value) -> String {
     }
 }
 
-/// `text` (a criterion) with each `vars.NAME` the included plan declares replaced by its value —
-/// a number as written, a duration in milliseconds, as criteria compare them — so it means in
-/// the including plan what it meant in its own (whose vars the including plan does not have).
+/// `text` (a criterion) with its threshold `vars.NAME` — a var of the included plan — replaced
+/// by that var's value (a number as written, a duration in milliseconds, as criteria compare
+/// them), so it means in the including plan what it meant in its own, and reads the same from
+/// `plan.resolved.toml`. A var may only be a criterion's threshold, the text after its
+/// comparison at the end; `vars.x` anywhere else (inside a quoted string) is left alone.
 fn with_values(text: &str, vars: &[(String, super::vars::Var)]) -> String {
-    static VAR: std::sync::LazyLock<regex::Regex> =
-        std::sync::LazyLock::new(|| regex::Regex::new(r"\bvars\.([A-Za-z_][A-Za-z0-9_]*)").expect("a valid regex"));
-    VAR.replace_all(text, |c: &regex::Captures| {
-        let name = &c[1];
-        let value = vars.iter().find(|(n, _)| n == name).map(|(_, v)| &v.value);
-        match value {
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            Some(serde_json::Value::String(s)) => match super::Dur::parse(s) {
-                Ok(d) => format!("{}", d.0.as_secs_f64() * 1000.0),
-                Err(_) => c[0].to_string(),
-            },
-            _ => c[0].to_string(),
-        }
-    })
-    .into_owned()
+    static THRESHOLD: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?s)^(.*(?:<=|>=|==|!=|<|>)\s*)vars\.([A-Za-z_][A-Za-z0-9_]*)(\s*)$")
+            .expect("a valid regex")
+    });
+    let Some(c) = THRESHOLD.captures(text) else { return text.to_string() };
+    let value = vars.iter().find(|(n, _)| n == &c[2]).map(|(_, v)| &v.value);
+    let number = match value {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => super::Dur::parse(s).ok().map(|d| d.0.as_secs_f64() * 1000.0),
+        _ => None,
+    };
+    // Rust writes an f64 without an exponent (1e-7 as 0.0000001), which the criteria read.
+    match number.filter(|n| n.is_finite()) {
+        Some(n) => format!("{}{n}{}", &c[1], &c[3]),
+        None => text.to_string(),
+    }
 }
 
 /// Run `f` with `path` pushed on the include chain (so a top-level load knows its own file).
@@ -184,4 +187,35 @@ pub(super) fn phase<C: Catalog>(
         criteria: all,
         stages: picked.stages,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::vars::{Var, VarType};
+
+    fn var(name: &str, value: serde_json::Value) -> (String, Var) {
+        (name.into(), Var { ty: VarType::Int, value, description: None })
+    }
+
+    #[test]
+    fn only_the_threshold_var_becomes_its_value() {
+        let vars = [
+            var("lim", serde_json::json!(5)),
+            var("tiny", serde_json::json!(0.0000001)),
+            var("d", serde_json::json!("2s")),
+        ];
+        assert_eq!(
+            with_values(r#"count(where name == "vars.lim") > vars.lim"#, &vars),
+            r#"count(where name == "vars.lim") > 5"#
+        );
+        assert_eq!(with_values("max(value) < vars.tiny", &vars), "max(value) < 0.0000001");
+        assert_eq!(with_values("p95(latency_ms) <= vars.d", &vars), "p95(latency_ms) <= 2000");
+        assert_eq!(
+            with_values("max(value) < vars.other", &vars),
+            "max(value) < vars.other",
+            "not its var: left for the including plan"
+        );
+        assert_eq!(with_values("count(where kind == \"x\") == 3", &vars), "count(where kind == \"x\") == 3");
+    }
 }

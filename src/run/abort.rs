@@ -232,6 +232,9 @@ struct Watched {
     den: Live,
 }
 
+/// Runs of each command a live `ratio(A, B)` waits for before it judges.
+const MIN_RATIO_RUNS: f64 = 3.0;
+
 /// The abort criteria of one running stage.
 pub struct AbortWatch {
     stage_start_ms: f64,
@@ -354,7 +357,8 @@ impl AbortWatch {
             let l = &w.live;
             let value = match &w.check.lhs {
                 Lhs::Named(Named::Crashes) => Some(l.crashes),
-                Lhs::Ratio { .. } if l.n == 0.0 || w.den.n == 0.0 || w.den.mean == 0.0 => None,
+                // One cold run of each is no speed-up: judge from three of each.
+                Lhs::Ratio { .. } if l.n < MIN_RATIO_RUNS || w.den.n < MIN_RATIO_RUNS || w.den.mean == 0.0 => None,
                 Lhs::Ratio { .. } => Some(l.mean / w.den.mean),
                 Lhs::Named(_) if l.n == 0.0 => None,
                 Lhs::Named(Named::SuccessRate) => Some(l.ok / l.n),

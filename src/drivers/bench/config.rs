@@ -97,8 +97,9 @@ fn is_one(n: &u32) -> bool {
 /// hyperfine's defaults: at least 10 runs and 3 s.
 pub const DEFAULT_MIN_RUNS: u32 = 10;
 pub const DEFAULT_MIN_TIME: std::time::Duration = std::time::Duration::from_secs(3);
-/// More instances at once than this is a fork bomb, not a benchmark.
-pub const MAX_INSTANCES: u32 = 1024;
+/// Copies waited for at once: each holds one of tokio's blocking threads (512 by default), so
+/// more than this would not all run together.
+pub const MAX_INSTANCES: u32 = 256;
 
 impl Bench {
     /// The baseline's name: `baseline`, or the command named "baseline".

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::config::{Bench, BenchCommand, DEFAULT_MIN_RUNS, DEFAULT_MIN_TIME};
 use super::measure::{self, Launcher, Measured, Outputs, Spec};
-use crate::drivers::exec::command::RUN_DIR_ENV;
+use crate::drivers::context::RUN_DIR_ENV;
 use crate::drivers::{Outcome, StageContext, Status};
 use crate::events::BENCH_RUN;
 

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use super::config::Exec;
+use crate::drivers::context::RUN_DIR_ENV;
 use crate::drivers::{Outcome, StageContext, Status};
 use crate::events::Event;
 use crate::plan::Dur;
@@ -33,9 +34,6 @@ async fn tail_of(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
     }
     keep.into()
 }
-
-/// The variable naming the run directory (absolute), for commands that leave files there.
-pub const RUN_DIR_ENV: &str = "PLANRUN_RUN_DIR";
 
 /// `planrun-metric NAME VALUE [UNIT]` lines a command printed (in the kept tail of its stdout):
 /// each becomes a `metric` row, so a build can report its package size.
