@@ -140,12 +140,15 @@ impl Acc {
 const BOOTSTRAP_DRAWS: usize = 20_000_000;
 const BOOTSTRAP_SEED: u64 = 0x5eed_be9c;
 
+/// A ratio of means, its interval (low, high) if any, and the resamples behind it.
+pub type Ratio = (f64, Option<(f64, f64)>, u32);
+
 /// The ratio of means of `base` to `cand` — each given as its timed runs, a run being the
 /// wall times of the copies that ran together — with its 95% percentile-bootstrap interval:
 /// both sides' runs resampled with replacement, the ratio of the resampled means taken each
 /// time. The interval is None with fewer than two runs on a side (one run says nothing of the
 /// spread); the ratio is None without runs.
-pub fn speedup(base: &[Vec<f64>], cand: &[Vec<f64>]) -> Option<(f64, Option<(f64, f64)>, u32)> {
+pub fn speedup(base: &[Vec<f64>], cand: &[Vec<f64>]) -> Option<Ratio> {
     let flat = |g: &[Vec<f64>]| g.iter().flatten().copied().collect::<Vec<f64>>();
     let (mb, mc) = (mean(&flat(base))?, mean(&flat(cand))?);
     if mc <= 0.0 {
