@@ -158,3 +158,25 @@ fn bad_scale_and_autoscale_fields_are_plan_errors_at_the_value() {
         assert!(r.stderr.contains("f.toml:"), "{}", r.stderr);
     }
 }
+
+#[test]
+fn a_fleet_scaled_over_redis_removes_the_stopped_agents_heartbeat_keys() {
+    let redis = crate::support::RedisServer::start();
+    let sb = Sandbox::new();
+    let (_, evs) = run(
+        &sb,
+        &plan(&format!(
+            "transport = \"{}\"\nagents = 3\ninterval = \"200ms\"\nduration = \"3s\"\nscale = [{{ at = \"800ms\", agents = 6 }}, {{ at = \"1800ms\", agents = 2 }}]",
+            redis.url()
+        )),
+    );
+    let sent: Vec<u64> = of_kind(&evs, "cycle").iter().map(|c| attrs(c)["sent"].as_u64().unwrap()).collect();
+    assert!(sent.contains(&6) && sent.last() == Some(&2), "{sent:?}");
+    let down: Vec<&Value> = of_kind(&evs, "teardown").into_iter().filter(|e| e["name"] == "scale_down").collect();
+    assert_eq!(down.len(), 1);
+    // The check asked the server: the 4 stopped agents' heartbeat keys no longer exist.
+    assert_eq!((attrs(down[0])["agents"].as_u64(), attrs(down[0])["files_left"].as_u64()), (Some(4), Some(0)));
+    assert_eq!(down[0]["ok"], true);
+    assert_eq!(redis.planrun_keys(), Vec::<String>::new(), "nothing of the stage left on the server");
+    assert!(of_kind(&evs, "crash").is_empty() && of_kind(&evs, "protocol_error").is_empty());
+}

@@ -28,7 +28,7 @@ pub async fn inject(faults: &[FleetFault], roster: &Roster, rng: &Mutex<StdRng>,
             ctx.clock.sleep_unscaled(Duration::from_secs_f64(wait / 1000.0)).await;
         }
         let n = f.kill.or(f.pause).unwrap_or(1) as usize;
-        let mut chosen: Vec<(String, u32)> = roster.alive_pids();
+        let mut chosen: Vec<(String, u32)> = roster.working_pids();
         if !f.agents.is_empty() {
             chosen.retain(|(id, _)| f.agents.contains(id));
         }

@@ -300,6 +300,16 @@ impl Roster {
         self.book().agents.iter().filter(|(_, a)| a.alive && !a.retiring).map(|(id, _)| id.clone()).collect()
     }
 
+    /// Live agents with a pid that a scale-down is not stopping: what faults may pick.
+    pub fn working_pids(&self) -> Vec<(String, u32)> {
+        self.book()
+            .agents
+            .iter()
+            .filter(|(_, a)| a.alive && !a.retiring)
+            .filter_map(|(id, a)| Some((id.clone(), a.pid?)))
+            .collect()
+    }
+
     /// Live agents with a pid: (id, pid), sorted by id.
     pub fn alive_pids(&self) -> Vec<(String, u32)> {
         self.book().agents.iter().filter(|(_, a)| a.alive).filter_map(|(id, a)| Some((id.clone(), a.pid?))).collect()
