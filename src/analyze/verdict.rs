@@ -121,7 +121,17 @@ pub fn components(criteria: &[CriterionResult], stages: &[StageResult], threshol
             let mine: Vec<&CriterionResult> = criteria.iter().filter(|c| inside(&c.scope)).collect();
             let st: Vec<&StageResult> = stages.iter().filter(|s| s.phase == p).collect();
             let share = st.iter().filter(|s| s.ok).count() as f64 / st.len().max(1) as f64;
-            let confidence = confidence(&mine).unwrap_or(share);
+            // A stage that failed or could not run counts as a failed check of weight 1, so a
+            // phase whose work failed cannot score 1.0 on criteria that happened to pass.
+            let failed = st.iter().filter(|s| matches!(s.outcome, StageOutcome::Failed | StageOutcome::Error)).count();
+            let confidence = match confidence(&mine) {
+                Some(c) => {
+                    let total =
+                        mine.iter().filter(|c| c.status != CriterionStatus::Skipped).map(|c| c.weight).sum::<f64>();
+                    c * total / (total + failed as f64)
+                }
+                None => share,
+            };
             Component {
                 phase: p.to_string(),
                 confidence,
@@ -244,6 +254,19 @@ mod tests {
             events: 0,
             confidence: None,
         }
+    }
+
+    #[test]
+    fn a_phase_whose_stage_failed_does_not_score_full_marks_on_passing_criteria() {
+        let pass = criterion("load/warm", CriterionStatus::Pass, 1.0);
+        let stages = [stage("warm", StageStatus::Passed), stage("probe", StageStatus::TimedOut)];
+        let c = components(std::slice::from_ref(&pass), &stages, 0.75);
+        assert_eq!(c.len(), 1);
+        assert!((c[0].confidence - 0.5).abs() < 1e-12, "1 passing criterion, 1 failed stage: {}", c[0].confidence);
+        let c = components(std::slice::from_ref(&pass), &stages[..1], 0.75);
+        assert_eq!(c[0].confidence, 1.0);
+        let c = components(&[], &stages, 0.75);
+        assert_eq!(c[0].confidence, 0.5, "without criteria: the share of stages that passed");
     }
 
     #[test]
