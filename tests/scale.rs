@@ -134,9 +134,10 @@ fn bad_scale_and_autoscale_fields_are_plan_errors_at_the_value() {
             "at least 1 and at most `max`",
         ),
         (
-            "autoscale = { min = 1, max = 4, target_backlog = 0, cooldown = \"1s\", load = [{ at = \"0s\", tasks = 4 }] }",
+            "autoscale = { min = 1, max = 4, target_backlog = -1, cooldown = \"1s\", load = [{ at = \"0s\", tasks = 4 }] }",
             "`target_backlog`",
         ),
+        ("scale = [{ at = \"9800ms\", agents = 4 }]", "at or after the last cycle starts"),
         (
             "autoscale = { min = 1, max = 4, target_backlog = 1, cooldown = \"1s\", load = [] }",
             "`load` says how many tasks",
@@ -179,4 +180,52 @@ fn a_fleet_scaled_over_redis_removes_the_stopped_agents_heartbeat_keys() {
     assert_eq!(down[0]["ok"], true);
     assert_eq!(redis.planrun_keys(), Vec::<String>::new(), "nothing of the stage left on the server");
     assert!(of_kind(&evs, "crash").is_empty() && of_kind(&evs, "protocol_error").is_empty());
+}
+
+#[test]
+fn a_scale_down_during_an_open_cycle_counts_what_the_stopped_agents_answered_and_nothing_false() {
+    let sb = Sandbox::new();
+    let coord = sb.path().join("coord");
+    // The survivors (agent-1..3) are slow, the agents stopped (agent-4..8) answer at once, and
+    // the scale-down lands while a cycle waits for the slow ones. The directory is kept, so
+    // what the scale-down removed can be checked.
+    let (_, evs) = run(
+        &sb,
+        &plan(&format!(
+            "agents = 8\ninterval = \"1s\"\nduration = \"4s\"\ncoord_dir = \"{}\"\nkeep = true\n\
+             misbehave = {{ agents = [\"agent-1\", \"agent-2\", \"agent-3\"], slow = \"800ms\" }}\n\
+             scale = [{{ at = \"1300ms\", agents = 3 }}]",
+            coord.display()
+        )),
+    );
+    for c in of_kind(&evs, "cycle") {
+        assert_eq!(c["ok"], true, "{c}");
+        assert!(c["value"].as_f64().unwrap() <= 1.0, "never more answers than addressees: {c}");
+        let a = attrs(c);
+        assert!(a["received"].as_u64() <= a["sent"].as_u64(), "{c}");
+    }
+    assert!(of_kind(&evs, "response").iter().all(|r| r["ok"] == true), "no false timeouts");
+    assert!(of_kind(&evs, "protocol_error").is_empty(), "{:?}", of_kind(&evs, "protocol_error"));
+    // Nothing from a stopped agent after the scale-down.
+    let down = of_kind(&evs, "teardown").into_iter().find(|e| e["name"] == "scale_down").unwrap();
+    let t = down["t_ms"].as_f64().unwrap();
+    let victims = ["agent-4", "agent-5", "agent-6", "agent-7", "agent-8"];
+    let late: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["t_ms"].as_f64().unwrap() > t && victims.iter().any(|v| e["agent"] == *v))
+        .filter(|e| e["kind"] != "response" || e["ok"] != true || e["t_ms"].as_f64().unwrap() > t + 50.0)
+        .collect();
+    assert!(late.is_empty(), "{late:?}");
+    // The kept directory: only the survivors' heartbeat files are left.
+    let mut left: Vec<String> = std::fs::read_dir(coord.join("status"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["agent-1.json", "agent-2.json", "agent-3.json"],
+        "release removed the stopped agents' heartbeats"
+    );
 }

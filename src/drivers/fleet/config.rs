@@ -343,6 +343,23 @@ impl StageDriver for Fleet {
             {
                 return Err(FieldError::new(format!("this step is at or after the stage's end ({d})")).at(&at("at")));
             }
+            // The stage ends with its last cycle: a step must come before that cycle starts.
+            let cycles = self.cycle_count(stage.duration.map(|d| d.0));
+            if let Some(i) = self.interval.filter(|_| cycles > 0) {
+                let last = i.0 * (cycles - 1);
+                if s.at.0 >= last {
+                    return Err(FieldError::new(format!(
+                        "this step is at or after the last cycle starts ({} — {cycles} cycles every {i}): it would never run",
+                        Dur(last)
+                    ))
+                    .at(&at("at")));
+                }
+            } else if stage.duration.is_none() {
+                return Err(FieldError::new(
+                    "a scale step needs the stage to last: give a `duration`, or `cycles` and an `interval`",
+                )
+                .at(&at("at")));
+            }
         }
         if let Some(a) = &self.autoscale {
             let at = |k: &str| vec!["autoscale".to_string(), k.to_string()];
@@ -362,8 +379,8 @@ impl StageDriver for Fleet {
                 ))
                 .at(&["agents"]));
             }
-            if !a.target_backlog.is_finite() || a.target_backlog <= 0.0 {
-                return Err(FieldError::new("`target_backlog` is a number of tasks per agent, above 0")
+            if !a.target_backlog.is_finite() || a.target_backlog < 0.0 {
+                return Err(FieldError::new("`target_backlog` is a number of tasks per agent, 0 or more")
                     .at(&at("target_backlog")));
             }
             if a.step == 0 {

@@ -247,8 +247,9 @@ impl<'a> Coordinator<'a> {
             Beat::Again => {}
             Beat::First { latency_ms, restarts } => {
                 let mut ev = self.ctx.events.event("spawn");
-                // Started by a scale-up, while cycles ran: allocation under load.
-                if self.scaled.lock().is_ok_and(|s| s.contains(&st.agent_id)) {
+                // Started by a scale-up, while cycles ran: allocation under load (a restart of
+                // one is a restart, not an allocation).
+                if restarts == 0 && self.scaled.lock().is_ok_and(|s| s.contains(&st.agent_id)) {
                     ev = ev.name("scale");
                 }
                 self.ctx.events.emit(
@@ -433,7 +434,7 @@ impl<'a> Coordinator<'a> {
             return self.task_cycle(cycle, a).await;
         }
         let kind = self.pick_kind(cycle - 1);
-        let mut to = self.roster.alive();
+        let mut to = self.addressed();
         if let (Some(n), Ok(mut rng)) = (self.cfg.fanout, self.rng.lock()) {
             to.shuffle(&mut *rng);
             to.truncate(n as usize);
@@ -519,6 +520,21 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
+    /// The agents a cycle addresses: the live ones not being stopped, less those a scale-up
+    /// started that have not heartbeated yet (they join from the cycle after they are up).
+    fn addressed(&self) -> Vec<String> {
+        let alive = self.roster.alive();
+        let scaled: Vec<String> = match self.scaled.lock() {
+            Ok(s) => alive.iter().filter(|id| s.contains(*id)).cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        if scaled.is_empty() {
+            return alive;
+        }
+        let up = self.roster.started_of(scaled.clone());
+        alive.into_iter().filter(|id| !scaled.contains(id) || up.contains(id)).collect()
+    }
+
     /// Plan time since the fleet began.
     fn plan_elapsed(&self) -> Duration {
         let real = self.ctx.clock.now().duration_since(self.t0).as_secs_f64();
@@ -530,9 +546,11 @@ impl<'a> Coordinator<'a> {
     /// cycle, every task is waited for up to `response_timeout`.
     async fn task_cycle(&self, cycle: u64, a: &super::config::Autoscale) -> Result<(), String> {
         let kind = self.pick_kind(cycle - 1);
-        let agents = self.roster.alive();
+        let agents = self.addressed();
         let tasks = a.tasks_at(self.plan_elapsed()) as usize;
         if agents.is_empty() || tasks == 0 {
+            // No load: no backlog, and an idle fleet the autoscaler may shrink.
+            let _ = self.observed.send(Observed { backlog: 0.0, busy: 0.0 });
             return Ok(());
         }
         let sent_ms = self.now();
@@ -672,6 +690,11 @@ impl<'a> Coordinator<'a> {
             }
             for id in w.restart {
                 self.ctx.clock.sleep(self.cfg.restart_backoff.0).await;
+                if self.roster.is_retiring(&id) {
+                    // A scale-down took it meanwhile: it stays stopped.
+                    self.roster.exited(&id, None);
+                    continue;
+                }
                 self.ctx.events.emit(self.ctx.events.event("restart").agent(id.as_str()));
                 if let Err(e) = self.spawn(&id) {
                     self.ctx.events.emit(self.ctx.events.event("restart").agent(id.as_str()).ok(false).error(e));
@@ -812,6 +835,7 @@ impl<'a> Coordinator<'a> {
         } else if target < from {
             let victims: Vec<String> = alive[target as usize..].to_vec();
             let pids = self.roster.retire(&victims);
+            self.roster.notify();
             for pid in &pids {
                 Signal::Cont.send(*pid);
                 Signal::Term.send(*pid);

@@ -167,7 +167,7 @@ impl Roster {
     /// Agent `id` was (re)started as `pid` at `now_ms` (clock) / `wall_ms` (epoch).
     pub fn started(&self, id: &str, pid: Option<u32>, now_ms: f64, wall_ms: f64) {
         let mut b = self.book();
-        let restarts = b.agents.get(id).map_or(0, |a| a.restarts);
+        let (restarts, retiring) = b.agents.get(id).map_or((0, false), |a| (a.restarts, a.retiring));
         b.agents.insert(
             id.to_string(),
             AgentState {
@@ -180,7 +180,7 @@ impl Roster {
                 restarts,
                 doorbell: false,
                 remote: false,
-                retiring: false,
+                retiring,
             },
         );
     }
@@ -234,13 +234,31 @@ impl Roster {
         for id in ids {
             if let Some(a) = b.agents.get_mut(id) {
                 a.retiring = true;
-                pids.extend(a.pid);
+                match a.pid {
+                    Some(pid) if a.alive => pids.push(pid),
+                    // Claimed for a restart but not started again: nothing runs to stop.
+                    _ => a.alive = false,
+                }
             }
         }
+        // Open messages stop waiting for the stopped agents — but what one already answered
+        // stays answered (its answer counted, the cycle's ratio never above 1).
         for p in b.pending.values_mut() {
-            p.expected.retain(|a| !ids.contains(a));
+            let got = &p.got;
+            p.expected.retain(|a| !ids.contains(a) || got.contains_key(a));
         }
         pids
+    }
+
+    /// Whether a scale-down is stopping `id` (a restart claimed before it must not happen).
+    pub fn is_retiring(&self, id: &str) -> bool {
+        self.book().agents.get(id).is_some_and(|a| a.retiring)
+    }
+
+    /// Of `ids`, those that have sent their first heartbeat.
+    pub fn started_of(&self, ids: Vec<String>) -> Vec<String> {
+        let b = self.book();
+        ids.into_iter().filter(|id| b.has_started(id)).collect()
     }
 
     /// A heartbeat from `id`, written at `agent_ms` (epoch, its clock) and read at `now_ms`.
@@ -336,6 +354,8 @@ impl Roster {
             if !a.alive && restart && !a.remote {
                 a.restarts += 1;
                 a.alive = true;
+                // The old process is gone: never signal its pid again (it may be reused).
+                a.pid = None;
                 w.restart.push(id.clone());
             }
         }
