@@ -423,6 +423,18 @@ impl<'a> Coordinator<'a> {
         m[m.len() - 1].clone()
     }
 
+    /// Cycle `cycle`'s message `message_id` of `kind`, with its payload, to `to` (None: all).
+    fn message(&self, message_id: &str, kind: &str, cycle: u64, to: Option<Vec<String>>) -> Message {
+        Message {
+            message_id: message_id.to_string(),
+            kind: kind.to_string(),
+            timestamp: now_ms(),
+            cycle,
+            data: self.cfg.payload.get(kind).cloned().unwrap_or(serde_json::Value::Null),
+            to,
+        }
+    }
+
     /// A failed `response` event: `agent` did not answer cycle `cycle`'s message (the caller adds why).
     fn no_response(&self, kind: &str, agent: &str, cycle: u64) -> Event {
         self.ctx.events.event("response").name(kind).agent(agent).ok(false).attrs(serde_json::json!({ "cycle": cycle }))
@@ -441,16 +453,10 @@ impl<'a> Coordinator<'a> {
             to.sort();
         }
         let message_id = format!("coord-{cycle}-{}", now_ms());
-        let msg = Message {
-            message_id: message_id.clone(),
-            kind: kind.clone(),
-            timestamp: now_ms(),
-            cycle,
-            data: self.cfg.payload.get(&kind).cloned().unwrap_or(serde_json::Value::Null),
-            // Addressed when only some agents are asked, and when scaling may start agents
-            // while it is live (they must not answer a message sent before they existed).
-            to: (self.cfg.fanout.is_some() || !self.cfg.scale.is_empty()).then(|| to.clone()),
-        };
+        // Addressed when only some agents are asked, and when scaling may start agents while it
+        // is live (they must not answer a message sent before they existed).
+        let addressed = (self.cfg.fanout.is_some() || !self.cfg.scale.is_empty()).then(|| to.clone());
+        let msg = self.message(&message_id, &kind, cycle, addressed);
         let sent_ms = self.now();
         self.roster.open(&message_id, Pending::new(sent_ms, &kind, cycle, &to));
         if let Err(e) = self.transport.send(&msg).await {
@@ -559,14 +565,7 @@ impl<'a> Coordinator<'a> {
         for k in 0..tasks {
             let agent = agents[(offset + k) % agents.len()].clone();
             let message_id = format!("task-{cycle}-{k}-{}", now_ms());
-            let msg = Message {
-                message_id: message_id.clone(),
-                kind: kind.clone(),
-                timestamp: now_ms(),
-                cycle,
-                data: self.cfg.payload.get(&kind).cloned().unwrap_or(serde_json::Value::Null),
-                to: Some(vec![agent.clone()]),
-            };
+            let msg = self.message(&message_id, &kind, cycle, Some(vec![agent.clone()]));
             self.roster.open(&message_id, Pending::new(sent_ms, &kind, cycle, std::slice::from_ref(&agent)));
             if let Err(e) = self.transport.send(&msg).await {
                 self.protocol_error(None, format!("cannot write message: {e}"), None);
