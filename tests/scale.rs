@@ -65,7 +65,11 @@ fn a_schedule_grows_and_shrinks_the_fleet_while_cycles_run_and_leaves_nothing_be
         }
         v
     });
-    assert_eq!(phases, vec![4, 8, 3], "{sent:?}");
+    // (A cycle open while agents come up or stop may address some of them: between, in order.)
+    let peak = phases.iter().position(|&s| s == 8).unwrap_or_else(|| panic!("never 8: {sent:?}"));
+    assert_eq!((phases[0], phases.last().copied()), (4, Some(3)), "{sent:?}");
+    assert!(phases[..=peak].windows(2).all(|w| w[0] < w[1]), "up to 8: {sent:?}");
+    assert!(phases[peak..].windows(2).all(|w| w[0] > w[1]), "down to 3: {sent:?}");
     assert!(of_kind(&evs, "cycle").iter().all(|c| c["ok"] == true && c["value"] == 1.0));
 
     // The scale-down's check, and the stopped agents' processes really gone.
