@@ -228,9 +228,19 @@ impl Transport for FileTransport {
 
     fn release<'a>(&'a self, agent_id: &'a str) -> BoxFuture<'a, usize> {
         Box::pin(async move {
-            let status = sub(&self.root, "status").join(format!("{agent_id}.json"));
+            let dir = sub(&self.root, "status");
+            let status = dir.join(format!("{agent_id}.json"));
             let _ = std::fs::remove_file(&status);
-            usize::from(status.exists())
+            // A heartbeat the agent was writing when it was killed: `.ID.json.PID.tmp`.
+            let partial = format!(".{agent_id}.json.");
+            let mut left = usize::from(status.exists());
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(&partial) {
+                    let _ = std::fs::remove_file(e.path());
+                    left += usize::from(e.path().exists());
+                }
+            }
+            left
         })
     }
 
