@@ -3,7 +3,7 @@
 //! collected until all are in or the response timeout passes), watches heartbeats and restarts
 //! crashed agents, injects faults and samples resources alongside, and tears everything down.
 //! It decides with the `Roster` and turns its answers into events; processes are `process`'s,
-//! bytes are the transport's.
+//! bytes are the transport's; growing and shrinking the running fleet is `scaling`'s.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use super::faults;
 use super::process::{self, AgentProgram, Launcher, Signal, pid_alive};
 use super::protocol::{Message, Response, Status as AgentStatus, now_ms, now_ms_f64};
 use super::roster::{Answer, Beat, Book, Pending, Roster};
+use super::scaling::Observed;
 use super::transport::owner::clear_stale;
 use super::transport::{FileTransport, Incoming, RedisTransport, Transport, default_base};
 use crate::drivers::keyspace::{is_redis_url, stage_prefix, with_password};
@@ -26,39 +27,30 @@ use crate::drivers::{Outcome, StageContext, Status};
 use crate::events::Event;
 
 /// How long agents get to act on SIGTERM at teardown before SIGKILL.
-const TERM_GRACE: Duration = Duration::from_secs(2);
+pub(super) const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for SIGKILLed agents to be reaped.
-const KILL_WAIT: Duration = Duration::from_secs(5);
+pub(super) const KILL_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Coordinator<'a> {
-    cfg: &'a Fleet,
-    ctx: &'a StageContext,
-    transport: Arc<dyn Transport>,
-    incoming: Mutex<Option<UnboundedReceiver<Incoming>>>,
-    launcher: Launcher,
-    roster: Arc<Roster>,
-    rng: Mutex<StdRng>,
+    pub(super) cfg: &'a Fleet,
+    pub(super) ctx: &'a StageContext,
+    pub(super) transport: Arc<dyn Transport>,
+    pub(super) incoming: Mutex<Option<UnboundedReceiver<Incoming>>>,
+    pub(super) launcher: Launcher,
+    pub(super) roster: Arc<Roster>,
+    pub(super) rng: Mutex<StdRng>,
     /// When the stage's fleet began (`scale` times count from here).
-    t0: tokio::time::Instant,
+    pub(super) t0: tokio::time::Instant,
     /// The first fleet is up: scaling may begin.
-    ready: tokio::sync::Notify,
-    is_ready: std::sync::atomic::AtomicBool,
+    pub(super) ready: tokio::sync::Notify,
+    pub(super) is_ready: std::sync::atomic::AtomicBool,
     /// The number of the next agent a scale-up starts.
-    next_index: std::sync::atomic::AtomicU32,
+    pub(super) next_index: std::sync::atomic::AtomicU32,
     /// Agents a scale-up started: their spawns are allocation under load.
-    scaled: Mutex<std::collections::HashSet<String>>,
+    pub(super) scaled: Mutex<std::collections::HashSet<String>>,
     /// Each task cycle's backlog, for the autoscaler.
-    observed: tokio::sync::mpsc::UnboundedSender<Observed>,
-    observations: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Observed>>>,
-}
-
-/// What one task cycle saw, one interval after it was sent.
-#[derive(Clone, Copy, Debug)]
-struct Observed {
-    /// Tasks still unanswered, per agent.
-    backlog: f64,
-    /// When every task was answered, as a share of the interval (1 when some were not).
-    busy: f64,
+    pub(super) observed: tokio::sync::mpsc::UnboundedSender<Observed>,
+    pub(super) observations: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Observed>>>,
 }
 
 impl<'a> Coordinator<'a> {
@@ -171,15 +163,15 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    fn now(&self) -> f64 {
+    pub(super) fn now(&self) -> f64 {
         self.ctx.clock.elapsed_ms()
     }
 
-    fn id(i: u32) -> String {
+    pub(super) fn id(i: u32) -> String {
         format!("agent-{i}")
     }
 
-    fn protocol_error(&self, agent: Option<&str>, error: impl Into<String>, file: Option<&str>) {
+    pub(super) fn protocol_error(&self, agent: Option<&str>, error: impl Into<String>, file: Option<&str>) {
         let mut ev = self.ctx.events.event("protocol_error").error(error);
         if let Some(a) = agent {
             ev = ev.agent(a);
@@ -293,13 +285,13 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Wait (bounded by `deadline_ms` of clock time, and by cancellation) until `done` holds.
-    async fn wait_until(&self, deadline_ms: f64, done: impl Fn(&Book) -> bool) -> bool {
+    pub(super) async fn wait_until(&self, deadline_ms: f64, done: impl Fn(&Book) -> bool) -> bool {
         self.wait(deadline_ms, done, true).await
     }
 
     /// Wait until `done` holds or `deadline_ms` passes; `cancellable` lets cancellation end the
     /// wait early (teardown, which runs because the stage was cancelled, must not let it).
-    async fn wait(&self, deadline_ms: f64, done: impl Fn(&Book) -> bool, cancellable: bool) -> bool {
+    pub(super) async fn wait(&self, deadline_ms: f64, done: impl Fn(&Book) -> bool, cancellable: bool) -> bool {
         loop {
             let changed = self.roster.changed();
             if done(&self.roster.book()) {
@@ -327,7 +319,7 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Start (or restart) agent `id` and watch for its exit.
-    fn spawn(&self, id: &str) -> Result<(), String> {
+    pub(super) fn spawn(&self, id: &str) -> Result<(), String> {
         let env = self.transport.enroll(id);
         let (now, wall) = (self.now(), now_ms_f64());
         let started = self.launcher.start(id, &env, self.ctx.seed_for(&[id]))?;
@@ -407,7 +399,7 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    fn pick_kind(&self, cycle: u64) -> String {
+    pub(super) fn pick_kind(&self, cycle: u64) -> String {
         let m = &self.cfg.messages;
         if self.cfg.weights.is_empty() {
             return m[(cycle as usize) % m.len()].clone();
@@ -424,7 +416,7 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Cycle `cycle`'s message `message_id` of `kind`, with its payload, to `to` (None: all).
-    fn message(&self, message_id: &str, kind: &str, cycle: u64, to: Option<Vec<String>>) -> Message {
+    pub(super) fn message(&self, message_id: &str, kind: &str, cycle: u64, to: Option<Vec<String>>) -> Message {
         Message {
             message_id: message_id.to_string(),
             kind: kind.to_string(),
@@ -436,7 +428,7 @@ impl<'a> Coordinator<'a> {
     }
 
     /// A failed `response` event: `agent` did not answer cycle `cycle`'s message (the caller adds why).
-    fn no_response(&self, kind: &str, agent: &str, cycle: u64) -> Event {
+    pub(super) fn no_response(&self, kind: &str, agent: &str, cycle: u64) -> Event {
         self.ctx.events.event("response").name(kind).agent(agent).ok(false).attrs(serde_json::json!({ "cycle": cycle }))
     }
 
@@ -526,149 +518,6 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    /// The agents a cycle addresses: the live ones not being stopped, less those a scale-up
-    /// started that have not heartbeated yet (they join from the cycle after they are up).
-    fn addressed(&self) -> Vec<String> {
-        let alive = self.roster.alive();
-        let scaled: Vec<String> = match self.scaled.lock() {
-            Ok(s) => alive.iter().filter(|id| s.contains(*id)).cloned().collect(),
-            Err(_) => Vec::new(),
-        };
-        if scaled.is_empty() {
-            return alive;
-        }
-        let up = self.roster.started_of(scaled.clone());
-        alive.into_iter().filter(|id| !scaled.contains(id) || up.contains(id)).collect()
-    }
-
-    /// Plan time since the fleet began.
-    fn plan_elapsed(&self) -> Duration {
-        let real = self.ctx.clock.now().duration_since(self.t0).as_secs_f64();
-        Duration::from_secs_f64(real / self.ctx.clock.scale().max(1e-9))
-    }
-
-    /// An autoscaled cycle: the offered load's tasks, one message each, dealt round the live
-    /// agents; the backlog one interval after sending goes to the autoscaler; then, as any
-    /// cycle, every task is waited for up to `response_timeout`.
-    async fn task_cycle(&self, cycle: u64, a: &super::config::Autoscale) -> Result<(), String> {
-        let kind = self.pick_kind(cycle - 1);
-        let agents = self.addressed();
-        let tasks = a.tasks_at(self.plan_elapsed()) as usize;
-        if agents.is_empty() || tasks == 0 {
-            // No load: no backlog, and an idle fleet the autoscaler may shrink.
-            let _ = self.observed.send(Observed { backlog: 0.0, busy: 0.0 });
-            return Ok(());
-        }
-        let sent_ms = self.now();
-        let offset = (cycle as usize).wrapping_mul(tasks) % agents.len();
-        let mut ids = Vec::with_capacity(tasks);
-        for k in 0..tasks {
-            let agent = agents[(offset + k) % agents.len()].clone();
-            let message_id = format!("task-{cycle}-{k}-{}", now_ms());
-            let msg = self.message(&message_id, &kind, cycle, Some(vec![agent.clone()]));
-            self.roster.open(&message_id, Pending::new(sent_ms, &kind, cycle, std::slice::from_ref(&agent)));
-            if let Err(e) = self.transport.send(&msg).await {
-                self.protocol_error(None, format!("cannot write message: {e}"), None);
-                self.roster.close(&message_id);
-                self.ctx.events.emit(self.no_response(&kind, &agent, cycle).error(format!("not delivered: {e}")));
-                if let Some(why) = self.transport.lost() {
-                    return Err(format!("{why}; stopping the stage"));
-                }
-                continue;
-            }
-            ids.push(message_id);
-        }
-        if self.transport.doorbell() && self.launcher.doorbell() {
-            for pid in self.roster.book().doorbell_pids() {
-                Signal::Usr1.send(pid);
-            }
-        }
-        let interval_ms = self.cfg.interval.map_or(0.0, |i| self.ctx.clock.scaled(i.0).as_secs_f64() * 1000.0);
-        let all = |b: &Book| ids.iter().all(|m| b.answered(m));
-        let in_time = self.wait_until(sent_ms + interval_ms, all).await;
-        let outstanding = {
-            let b = self.roster.book();
-            ids.iter().filter(|m| !b.answered(m)).count()
-        };
-        let backlog = outstanding as f64 / agents.len() as f64;
-        let busy = if in_time && interval_ms > 0.0 { ((self.now() - sent_ms) / interval_ms).min(1.0) } else { 1.0 };
-        let _ = self.observed.send(Observed { backlog, busy });
-        self.ctx.events.emit(
-            self.ctx
-                .events
-                .event("sample")
-                .name("backlog")
-                .value(backlog, "tasks/agent")
-                .attrs(serde_json::json!({ "cycle": cycle, "tasks": tasks, "outstanding": outstanding, "agents": agents.len(), "busy": busy })),
-        );
-        let timeout_ms = self.ctx.clock.scaled(self.cfg.response_timeout.0).as_secs_f64() * 1000.0;
-        self.wait_until(sent_ms + timeout_ms, all).await;
-        if let Some(why) = self.transport.lost() {
-            ids.iter().for_each(|m| drop(self.roster.close(m)));
-            return Err(format!("{why}; stopping the stage"));
-        }
-        let (mut received, mut dropped, mut missing_n, mut longest) = (0, 0, 0, 0.0_f64);
-        for m in &ids {
-            self.transport.retire(m);
-            let Some(p) = self.roster.close(m) else { continue };
-            if p.expected.is_empty() {
-                // Its agent was stopped by a scale-down before it answered.
-                dropped += 1;
-                continue;
-            }
-            for a in p.missing() {
-                missing_n += 1;
-                self.ctx.events.emit(self.no_response(&kind, a, cycle).latency_ms(timeout_ms).error("timeout"));
-            }
-            received += p.got.len();
-            longest = p.got.values().copied().fold(longest, f64::max);
-        }
-        let asked = ids.len() - dropped;
-        self.ctx.events.emit(
-            self.ctx
-                .events
-                .event("cycle")
-                .name(kind.as_str())
-                .ok(missing_n == 0)
-                .latency_ms(if missing_n == 0 { longest } else { timeout_ms })
-                .value(if asked == 0 { 1.0 } else { received as f64 / asked as f64 }, "ratio")
-                .attrs(serde_json::json!({
-                    "cycle": cycle, "sent": ids.len(), "received": received, "dropped_by_scale_down": dropped,
-                    "agents": agents.len(), "backlog": backlog,
-                })),
-        );
-        Ok(())
-    }
-
-    /// The autoscaler: after each task cycle's backlog, grow above `target_backlog`, shrink when
-    /// there is none and the fleet is more than half idle, at most once per cooldown.
-    async fn autoscaler(&self, a: &super::config::Autoscale) {
-        let Some(mut rx) = self.observations.lock().ok().and_then(|mut r| r.take()) else {
-            return std::future::pending().await;
-        };
-        let mut last: Option<tokio::time::Instant> = None;
-        let cooldown = self.ctx.clock.scaled(a.cooldown.0);
-        while let Some(o) = rx.recv().await {
-            if last.is_some_and(|t| self.ctx.clock.now().duration_since(t) < cooldown) {
-                continue;
-            }
-            let n = self.local_alive().len() as u32;
-            let (target, reason) = if o.backlog > a.target_backlog && n < a.max {
-                ((n + a.step).min(a.max), "backlog_high")
-            } else if o.backlog == 0.0 && o.busy < 0.5 && n > a.min {
-                (n.saturating_sub(a.step).max(a.min), "backlog_low")
-            } else {
-                continue;
-            };
-            last = Some(self.ctx.clock.now());
-            let why = serde_json::json!({ "backlog": o.backlog, "busy": o.busy, "target_backlog": a.target_backlog });
-            self.scale_to(target, reason, why).await;
-            // What was measured while the fleet changed describes the old fleet.
-            while rx.try_recv().is_ok() {}
-        }
-        std::future::pending().await
-    }
-
     /// Unresponsive agents, crashes to restart.
     async fn watchdog(&self) {
         let beat = self.ctx.clock.scaled(self.cfg.heartbeat.0);
@@ -748,128 +597,6 @@ impl<'a> Coordinator<'a> {
             }
         }
         Outcome::passed()
-    }
-
-    /// The `scale` schedule: once the first fleet is up, at each step's time grow or shrink the
-    /// fleet while the cycles go on. Never returns (the stage ends it).
-    async fn scaler(&self) {
-        if self.cfg.scale.is_empty() && self.cfg.autoscale.is_none() {
-            return std::future::pending().await;
-        }
-        loop {
-            let woken = self.ready.notified();
-            if self.is_ready.load(std::sync::atomic::Ordering::Acquire) {
-                break;
-            }
-            woken.await;
-        }
-        if let Some(a) = &self.cfg.autoscale {
-            return self.autoscaler(a).await;
-        }
-        for step in &self.cfg.scale {
-            self.ctx.clock.sleep_until(self.t0 + self.ctx.clock.scaled(step.at.0)).await;
-            if self.ctx.cancel.is_cancelled() {
-                break;
-            }
-            self.scale_to(step.agents, "schedule", serde_json::Value::Null).await;
-        }
-        std::future::pending().await
-    }
-
-    /// This host's agents (not joined ones), in start order.
-    fn local_alive(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.roster.alive().into_iter().filter(|id| id.starts_with("agent-")).collect();
-        ids.sort_by_key(|id| id["agent-".len()..].parse::<u64>().unwrap_or(u64::MAX));
-        ids
-    }
-
-    /// Grow or shrink the fleet to `target` agents: a `scale` row for the decision, then for
-    /// a scale-up the new agents' `spawn` rows (`name = "scale"`) and a `scale_ready` row (the
-    /// time from the decision to every new agent's first heartbeat); for a scale-down the
-    /// newest agents stopped (TERM, KILL after a grace) and a `teardown` row (`name =
-    /// "scale_down"`) saying whether any process or transport state of theirs is left.
-    async fn scale_to(&self, target: u32, reason: &str, why: serde_json::Value) {
-        let alive = self.local_alive();
-        let from = alive.len() as u32;
-        let decided = self.now();
-        let attrs = serde_json::json!({ "from": from, "to": target, "reason": reason, "why": why });
-        self.ctx.events.emit(self.ctx.events.event("scale").name(reason).value(target as f64, "agents").attrs(attrs));
-        if target > from {
-            let n = target - from;
-            let ids: Vec<String> =
-                (0..n).map(|_| Self::id(self.next_index.fetch_add(1, std::sync::atomic::Ordering::Relaxed))).collect();
-            if let Ok(mut s) = self.scaled.lock() {
-                s.extend(ids.iter().cloned());
-            }
-            for id in &ids {
-                if let Err(e) = self.spawn(id) {
-                    self.ctx
-                        .events
-                        .emit(self.ctx.events.event("spawn").name("scale").agent(id.as_str()).ok(false).error(e));
-                }
-                tokio::task::yield_now().await;
-            }
-            let deadline = self.now() + self.ctx.clock.scaled(self.cfg.startup_timeout.0).as_secs_f64() * 1000.0;
-            self.wait_until(deadline, |b| b.settled(&ids)).await;
-            let started = {
-                let b = self.roster.book();
-                ids.iter().filter(|id| b.has_started(id)).count()
-            };
-            let mut ev = self
-                .ctx
-                .events
-                .event("scale_ready")
-                .name(reason)
-                .ok(started == ids.len())
-                .latency_ms(self.now() - decided)
-                .value(started as f64, "agents")
-                .attrs(serde_json::json!({ "from": from, "to": target, "started": started, "asked": n }));
-            if started < ids.len() {
-                ev = ev.error(format!(
-                    "{} of {n} new agents sent no heartbeat within startup_timeout",
-                    ids.len() - started
-                ));
-            }
-            self.ctx.events.emit(ev);
-        } else if target < from {
-            let victims: Vec<String> = alive[target as usize..].to_vec();
-            let pids = self.roster.retire(&victims);
-            self.roster.notify();
-            for pid in &pids {
-                Signal::Cont.send(*pid);
-                Signal::Term.send(*pid);
-            }
-            let gone = |b: &Book| b.gone(&victims);
-            let stopped = self.wait(self.now() + TERM_GRACE.as_secs_f64() * 1000.0, gone, false).await;
-            let mut killed = 0;
-            if !stopped {
-                for (id, pid) in self.roster.alive_pids() {
-                    if victims.contains(&id) {
-                        Signal::Kill.send(pid);
-                        killed += 1;
-                    }
-                }
-                self.wait(self.now() + KILL_WAIT.as_secs_f64() * 1000.0, gone, false).await;
-            }
-            let orphans = pids.iter().filter(|p| pid_alive(**p)).count();
-            let mut left = 0;
-            for id in &victims {
-                left += self.transport.release(id).await;
-            }
-            self.ctx.events.emit(
-                self.ctx
-                    .events
-                    .event("teardown")
-                    .name("scale_down")
-                    .ok(orphans == 0 && left == 0)
-                    .latency_ms(self.now() - decided)
-                    .value(orphans as f64, "processes")
-                    .attrs(serde_json::json!({
-                        "from": from, "to": target, "agents": victims.len(), "killed_after_grace": killed,
-                        "orphans": orphans, "files_left": left,
-                    })),
-            );
-        }
     }
 
     /// TERM every agent, KILL what is left after a grace period, check nothing survived, and

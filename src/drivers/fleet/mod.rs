@@ -7,7 +7,8 @@
 //! The parts: `config` is the stage as a plan writes it (`Fleet`) and its checks;
 //! `coordinator` runs it — spawning in batches, heartbeats, coordination cycles, crashes and
 //! restarts — deciding with the `roster` (its book of agents and pending messages); `faults`
-//! kills and pauses agents on schedule; `process` is the operating-system side (which program,
+//! kills and pauses agents on schedule; `scaling` grows and shrinks a running fleet (`scale`,
+//! `autoscale`: task cycles, the backlog, scale-downs and their check); `process` is the operating-system side (which program,
 //! starting, signals, reaping checks, resource sampling). The coordinator talks to agents only
 //! through `transport::Transport`, so a second transport is a new file there. `worker` hands a
 //! stage's joining agents to `planrun worker`s on other hosts and starts a worker's share.
@@ -19,6 +20,7 @@ mod faults;
 mod process;
 pub mod protocol;
 mod roster;
+mod scaling;
 pub mod transport;
 pub mod worker;
 
