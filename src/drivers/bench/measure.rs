@@ -53,14 +53,12 @@ impl Launcher {
     }
 }
 
-/// What to run, and where its output goes.
+/// What to run (where its output goes is `Outputs`).
 pub struct Spec<'a> {
     pub program: &'a str,
     pub args: &'a [String],
     pub env: &'a std::collections::BTreeMap<String, String>,
     pub cwd: Option<&'a str>,
-    /// Read stdout back (for the op count).
-    pub capture_stdout: bool,
 }
 
 /// One run's figures, from the kernel.

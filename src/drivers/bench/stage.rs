@@ -183,32 +183,23 @@ impl Bench {
         capture: bool,
     ) -> Result<Vec<(u32, Measured)>, Stop> {
         let (program, args) = c.program();
+        let mut env = self.env.clone();
+        let run_dir = std::path::absolute(&ctx.run_dir).unwrap_or_else(|_| ctx.run_dir.clone());
+        env.entry(RUN_DIR_ENV.to_string()).or_insert_with(|| run_dir.to_string_lossy().into_owned());
+        let spec = Spec { program: &program, args: &args, env: &env, cwd: self.cwd.as_deref() };
         let mut tasks = Vec::with_capacity(n as usize);
         let mut pids = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let out = Outputs::new(capture).map_err(|e| Stop::Error(format!("cannot make a temporary file: {e}")));
-            let started = match out {
-                Ok(out) => {
-                    let (launcher, program, args) = (launcher.clone(), program.clone(), args.clone());
-                    let (mut env, cwd) = (self.env.clone(), self.cwd.clone());
-                    let run_dir = std::path::absolute(&ctx.run_dir).unwrap_or_else(|_| ctx.run_dir.clone());
-                    env.entry(RUN_DIR_ENV.to_string()).or_insert_with(|| run_dir.to_string_lossy().into_owned());
-                    // Started from this (long-lived) runtime thread, not a blocking-pool thread
-                    // that may end while the run goes on: the launcher's parent-death signal
-                    // follows the thread that started it.
-                    let spec = Spec {
-                        program: &program,
-                        args: &args,
-                        env: &env,
-                        cwd: cwd.as_deref(),
-                        capture_stdout: capture,
-                    };
-                    measure::spawn(&launcher, &spec, &out)
+            // Started from this (long-lived) runtime thread, not a blocking-pool thread that may
+            // end while the run goes on: the launcher's parent-death signal follows the thread
+            // that started it.
+            let started = Outputs::new(capture)
+                .map_err(|e| Stop::Error(format!("cannot make a temporary file: {e}")))
+                .and_then(|out| {
+                    measure::spawn(launcher, &spec, &out)
                         .map(|r| (r, out))
                         .map_err(|e| Stop::Error(format!("cannot start `{}` ({}): {e}", c.name, c.shown())))
-                }
-                Err(e) => Err(e),
-            };
+                });
             let (running, mut out) = match started {
                 Ok(s) => s,
                 Err(stop) => {
